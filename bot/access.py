@@ -1,0 +1,76 @@
+"""Who may act: ``PROVISION_ADMINS`` and ``PROVISION_APPROVERS`` hold user ids and user group ids.
+
+User groups are expanded through ``usergroups.users.list`` and the answer is cached briefly, so a
+burst of clicks costs one Slack call, and a change of membership is seen within a minute.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+__all__ = ["AccessCheckFailed", "AccessPolicy"]
+
+
+class AccessCheckFailed(Exception):
+    """Slack would not tell us who is in a user group; the caller asks the user to try again."""
+
+    def __init__(self, group_id: str, slack_error: str) -> None:
+        self.group_id = group_id
+        self.slack_error = slack_error
+        super().__init__(f"could not list the members of user group {group_id}: {slack_error}")
+
+
+@dataclass(frozen=True)
+class _Cached:
+    members: frozenset[str]
+    until: float
+
+
+class AccessPolicy:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        *,
+        admins: Sequence[str],
+        approvers: Sequence[str],
+        cache_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self.admins = tuple(admins)
+        self.approvers = tuple(approvers)
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        self._groups: dict[str, _Cached] = {}
+
+    async def is_admin(self, user_id: str) -> bool:
+        return await self._is_listed(user_id, self.admins)
+
+    async def is_approver(self, user_id: str) -> bool:
+        return await self._is_listed(user_id, self.approvers)
+
+    async def _is_listed(self, user_id: str, principals: Sequence[str]) -> bool:
+        if user_id in principals:
+            return True
+        for group_id in (p for p in principals if p.startswith("S")):
+            if user_id in await self._members(group_id):
+                return True
+        return False
+
+    async def _members(self, group_id: str) -> frozenset[str]:
+        now = self._clock()
+        cached = self._groups.get(group_id)
+        if cached is not None and cached.until > now:
+            return cached.members
+        try:
+            response = await self._client.usergroups_users_list(usergroup=group_id)
+        except SlackApiError as error:
+            raise AccessCheckFailed(group_id, str(error.response.get("error"))) from error
+        members = frozenset(str(user) for user in response.get("users") or [])
+        self._groups[group_id] = _Cached(members, now + self._cache_seconds)
+        return members

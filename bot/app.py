@@ -1,0 +1,140 @@
+"""The app factory: one ``Runtime`` holds the Bolt app, the web app and their shared clients.
+
+Tests, the CLI and the demo all build the product through ``build_runtime``; nothing here starts
+serving (``serve``/``socket`` in ``bot.cli`` do that through uvicorn and Socket Mode).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+from redis.asyncio import Redis
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+from starlette.applications import Starlette
+
+from bot.access import AccessPolicy
+from bot.config import Settings
+from bot.consent import ConsentApp, ConsentTarget, ConsentTargets
+from bot.consent_flow import ConsentDesk
+from bot.inflight import InFlight
+from bot.metrics import Metrics
+from bot.service import Provisioner
+from bot.tenants import TenantDirectory
+from state.connection import connect
+from state.oauth import OAuthStates
+from state.sessions import SessionStore
+
+__all__ = ["Runtime", "build_runtime"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """Everything one process needs; ``aclose`` releases the connections."""
+
+    settings: Settings
+    bolt: AsyncApp
+    web: Starlette
+    slack: AsyncWebClient
+    redis: Redis
+    http: httpx.AsyncClient
+    store: SessionStore
+    access: AccessPolicy
+    tenants: TenantDirectory
+    provisioner: Provisioner
+    consents: ConsentDesk
+    metrics: Metrics
+    inflight: InFlight
+
+    async def aclose(self) -> None:
+        """Let acked work finish (bounded), then close the connections."""
+        await self.inflight.drain(grace_seconds=20)
+        await self.http.aclose()
+        await self.redis.aclose()
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    clock: Callable[[], float] = time.time,
+    expiry_interval_seconds: float | None = 60.0,
+) -> Runtime:
+    """Wire the product together. ``expiry_interval_seconds=None`` turns the expiry timer off
+    (tests drive ``provisioner.expire_idle`` themselves)."""
+    # Imported here: the handlers import this module's Runtime for typing.
+    from handlers import register_all
+    from handlers.web import build_web
+
+    slack = AsyncWebClient(
+        token=settings.slack_bot_token.reveal(),
+        base_url=settings.slack_api_url,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+    signing_secret = settings.slack_signing_secret
+    bolt = AsyncApp(
+        client=slack,
+        signing_secret=signing_secret.reveal() if signing_secret else None,
+        request_verification_enabled=signing_secret is not None,
+        process_before_response=False,
+        logger=logging.getLogger("bot.bolt"),
+    )
+    redis = connect(settings.redis_url.reveal())
+    store = SessionStore(
+        redis,
+        active_ttl=settings.session_idle_seconds * 2,
+        retention_ttl=settings.audit_retention_seconds,
+    )
+    http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+    metrics = Metrics()
+    consent_targets = ConsentTargets(
+        login_url=settings.microsoft_login_url,
+        redirect_uri=settings.callback_url,
+        apps={
+            ConsentApp.MAILFLOW: ConsentTarget(
+                settings.mailflow_app.client_id, settings.microsoft_exchange_url
+            ),
+            ConsentApp.DIRSYNC: ConsentTarget(
+                settings.dirsync_app.client_id, settings.microsoft_graph_url
+            ),
+        },
+    )
+    provisioner = Provisioner(
+        store=store,
+        slack=slack,
+        clock=clock,
+        idle_seconds=settings.session_idle_seconds,
+        oauth=OAuthStates(redis),
+        consent=consent_targets,
+        notify_channel=settings.notify_channel,
+    )
+    runtime = Runtime(
+        settings=settings,
+        bolt=bolt,
+        web=Starlette(),
+        slack=slack,
+        redis=redis,
+        http=http,
+        store=store,
+        access=AccessPolicy(slack, admins=settings.admins, approvers=settings.approvers),
+        tenants=TenantDirectory(http, settings.microsoft_login_url),
+        provisioner=provisioner,
+        consents=ConsentDesk(provisioner),
+        metrics=metrics,
+        inflight=InFlight(),
+    )
+    register_all(runtime)
+    runtime.web = build_web(runtime, expiry_interval_seconds=expiry_interval_seconds)
+    return runtime

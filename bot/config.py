@@ -1,0 +1,373 @@
+"""Configuration: read once from the environment (and an optional ``.env``) into frozen objects.
+
+Every problem is collected before anything starts, so an operator fixes them all in one go:
+``ConfigError`` carries the full list and its message names each variable. Secrets are wrapped in
+``Secret`` so that no ``repr``, log line or error message can show them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import urlsplit
+
+__all__ = [
+    "AppCredentials",
+    "ConfigError",
+    "InlineService",
+    "Mode",
+    "Secret",
+    "Settings",
+    "load_settings",
+]
+
+_SLACK_PRINCIPAL = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,99}$")
+
+
+class Mode(StrEnum):
+    """What the process is started to do; each mode needs a different set of Slack credentials."""
+
+    HTTP = "serve"
+    SOCKET = "socket"
+    CHECK = "check"
+
+
+class Secret:
+    """A value that must never be printed: ``repr`` and ``str`` hide it, ``reveal`` gives it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class AppCredentials:
+    """One Entra app registration: its client id and exactly one credential."""
+
+    client_id: str
+    secret: Secret | None
+    certificate_path: Path | None
+
+
+@dataclass(frozen=True)
+class InlineService:
+    """Where the protection service lives, as Exchange must be told (DESIGN §3)."""
+
+    name_prefix: str
+    inbound_smart_host: str
+    outbound_smart_host: str
+    ip_ranges: tuple[str, ...]
+    tls_certificate_name: str
+    scanned_header: str
+    spoof_sending_infrastructure: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    slack_bot_token: Secret
+    slack_signing_secret: Secret | None
+    slack_app_token: Secret | None
+    slack_api_url: str
+    redis_url: Secret
+    public_url: str
+    host: str
+    port: int
+    admins: tuple[str, ...]
+    approvers: tuple[str, ...]
+    notify_channel: str | None
+    mailflow_app: AppCredentials
+    dirsync_app: AppCredentials
+    microsoft_login_url: str
+    microsoft_graph_url: str
+    microsoft_exchange_url: str
+    inline: InlineService
+    session_idle_seconds: int = 7 * 24 * 3600
+    audit_retention_seconds: int = 90 * 24 * 3600
+    tenant_lookup_budget_seconds: float = 1.5
+
+    @property
+    def callback_url(self) -> str:
+        return f"{self.public_url}/microsoft/callback"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` lists every reason, one per variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {problem}" for problem in problems)
+        super().__init__(
+            f"provision-inline cannot start: {len(problems)} configuration problem(s):\n{lines}\n"
+            "Set these variables in the environment or in a .env file (see .env.example)."
+        )
+
+
+class _Reader:
+    """Reads variables and records problems instead of stopping at the first one."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        value = self._environ.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    def required(self, name: str, why: str) -> str:
+        value = self.raw(name)
+        if value is None:
+            self.problems.append(f"{name} is missing: {why}.")
+            return ""
+        return value
+
+    def checked(self, name: str, value: str, check: Callable[[str], str | None]) -> str:
+        if value:
+            problem = check(value)
+            if problem:
+                self.problems.append(f"{name} {problem}")
+        return value
+
+    def url(self, name: str, default: str | None, why: str, *, https_only: bool = False) -> str:
+        value = self.raw(name) or default
+        if value is None:
+            self.problems.append(f"{name} is missing: {why}.")
+            return ""
+        parts = urlsplit(value)
+        allowed = ("https",) if https_only else ("http", "https")
+        if parts.scheme not in allowed or not parts.netloc:
+            self.problems.append(
+                f"{name} must be an absolute {' or '.join(allowed)} URL (got a value without "
+                f"scheme {'/'.join(allowed)} or host)."
+            )
+        return value.rstrip("/")
+
+    def principals(self, name: str, why: str) -> tuple[str, ...]:
+        value = self.required(name, why)
+        items = tuple(item.strip() for item in value.split(",") if item.strip())
+        bad = [item for item in items if not _SLACK_PRINCIPAL.match(item)]
+        if value and not items:
+            self.problems.append(f"{name} lists nobody: {why}.")
+        if bad:
+            self.problems.append(
+                f"{name} must list Slack user ids (U…, W…) or user group ids (S…); "
+                f"not ids: {', '.join(bad)}."
+            )
+        return items
+
+    def app(self, prefix: str, what: str) -> AppCredentials:
+        client_id = self.required(
+            f"{prefix}_CLIENT_ID", f"the application (client) id of the {what}"
+        )
+        if client_id:
+            try:
+                uuid.UUID(client_id)
+            except ValueError:
+                self.problems.append(f"{prefix}_CLIENT_ID must be a GUID (the application id).")
+        secret = self.raw(f"{prefix}_CLIENT_SECRET")
+        certificate = self.raw(f"{prefix}_CLIENT_CERTIFICATE")
+        if secret and certificate:
+            self.problems.append(
+                f"{prefix}_CLIENT_SECRET and {prefix}_CLIENT_CERTIFICATE are both set: keep one."
+            )
+        elif not secret and not certificate:
+            self.problems.append(
+                f"{prefix}_CLIENT_SECRET or {prefix}_CLIENT_CERTIFICATE is missing: the {what} "
+                "needs a credential."
+            )
+        path: Path | None = None
+        if certificate:
+            path = Path(certificate)
+            if not path.is_file():
+                self.problems.append(
+                    f"{prefix}_CLIENT_CERTIFICATE names {certificate}: not a readable file."
+                )
+            elif "PRIVATE KEY" not in path.read_text(errors="replace"):
+                self.problems.append(
+                    f"{prefix}_CLIENT_CERTIFICATE must be a PEM file holding the private key and "
+                    "the certificate."
+                )
+        return AppCredentials(
+            client_id=client_id,
+            secret=Secret(secret) if secret else None,
+            certificate_path=path,
+        )
+
+
+def _check_hostname(value: str) -> str | None:
+    return None if _HOSTNAME.match(value) else "must be a host name such as relay.example.net."
+
+
+def _check_header(value: str) -> str | None:
+    return None if _HEADER_NAME.match(value) else "must be a mail header name such as X-Scanned."
+
+
+def _check_redis_url(value: str) -> str | None:
+    if urlsplit(value).scheme in ("redis", "rediss", "unix"):
+        return None
+    return "must start with redis://, rediss:// or unix://."
+
+
+def _ip_ranges(reader: _Reader) -> tuple[str, ...]:
+    value = reader.required("INLINE_IP_RANGES", "the IPs/CIDRs the protection service sends from")
+    ranges: list[str] = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        try:
+            ranges.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            reader.problems.append(f"INLINE_IP_RANGES holds {item!r}, which is not an IP or CIDR.")
+    if value and not ranges:
+        reader.problems.append("INLINE_IP_RANGES lists no address.")
+    return tuple(ranges)
+
+
+def _port(reader: _Reader) -> int:
+    value = reader.raw("PORT") or "3000"
+    if value.isdigit() and 0 < int(value) < 65536:
+        return int(value)
+    reader.problems.append("PORT must be a TCP port number (1-65535).")
+    return 0
+
+
+def _positive_int(reader: _Reader, name: str, default: int) -> int:
+    value = reader.raw(name)
+    if value is None:
+        return default
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    reader.problems.append(f"{name} must be a positive whole number.")
+    return default
+
+
+def load_settings(environ: Mapping[str, str], mode: Mode = Mode.HTTP) -> Settings:
+    """Build ``Settings`` from ``environ`` or raise ``ConfigError`` listing every problem."""
+    read = _Reader(environ)
+    bot_token = read.required("SLACK_BOT_TOKEN", "the bot token (xoxb-…) from the Slack app")
+    read.checked(
+        "SLACK_BOT_TOKEN",
+        bot_token,
+        lambda v: None if v.startswith("xoxb-") else "must be a bot token starting with xoxb-.",
+    )
+    signing_secret = read.raw("SLACK_SIGNING_SECRET")
+    app_token = read.raw("SLACK_APP_TOKEN")
+    if mode is Mode.HTTP and signing_secret is None:
+        read.problems.append(
+            "SLACK_SIGNING_SECRET is missing: HTTP mode verifies every request with it."
+        )
+    if mode is Mode.SOCKET:
+        if app_token is None:
+            read.problems.append(
+                "SLACK_APP_TOKEN is missing: Socket Mode needs an app-level token (xapp-…)."
+            )
+        elif not app_token.startswith("xapp-"):
+            read.problems.append("SLACK_APP_TOKEN must be an app-level token starting with xapp-.")
+    redis_url = read.raw("REDIS_URL") or "redis://localhost:6379/0"
+    read.checked("REDIS_URL", redis_url, _check_redis_url)
+    idle_hours = _positive_int(read, "SESSION_IDLE_HOURS", 7 * 24)
+    retention_days = _positive_int(read, "AUDIT_RETENTION_DAYS", 90)
+    notify = read.raw("NOTIFY_CHANNEL")
+    if notify and not _CHANNEL_ID.match(notify):
+        read.problems.append("NOTIFY_CHANNEL must be a channel id such as C0123ABCD.")
+    inline = InlineService(
+        name_prefix=read.raw("INLINE_NAME_PREFIX") or "TMCAS Inline",
+        inbound_smart_host=read.checked(
+            "INLINE_INBOUND_SMART_HOST",
+            read.required(
+                "INLINE_INBOUND_SMART_HOST", "where Exchange sends inbound mail for scanning"
+            ),
+            _check_hostname,
+        ),
+        outbound_smart_host=read.checked(
+            "INLINE_OUTBOUND_SMART_HOST",
+            read.required(
+                "INLINE_OUTBOUND_SMART_HOST", "where Exchange sends outbound mail for scanning"
+            ),
+            _check_hostname,
+        ),
+        ip_ranges=_ip_ranges(read),
+        tls_certificate_name=read.checked(
+            "INLINE_TLS_CERTIFICATE_NAME",
+            read.required(
+                "INLINE_TLS_CERTIFICATE_NAME",
+                "the certificate name the service presents when it returns mail",
+            ),
+            _check_hostname,
+        ),
+        scanned_header=read.checked(
+            "INLINE_SCANNED_HEADER",
+            read.required("INLINE_SCANNED_HEADER", "the header the service stamps on scanned mail"),
+            _check_header,
+        ),
+        spoof_sending_infrastructure=read.checked(
+            "INLINE_SPOOF_SENDING_INFRASTRUCTURE",
+            read.required(
+                "INLINE_SPOOF_SENDING_INFRASTRUCTURE",
+                "the sending domain for the Tenant Allow/Block List spoof entry",
+            ),
+            _check_hostname,
+        ),
+    )
+    settings = Settings(
+        slack_bot_token=Secret(bot_token),
+        slack_signing_secret=Secret(signing_secret) if signing_secret else None,
+        slack_app_token=Secret(app_token) if app_token else None,
+        slack_api_url=read.url("SLACK_API_URL", "https://slack.com/api/", "the Slack Web API")
+        + "/",
+        redis_url=Secret(redis_url),
+        public_url=read.url(
+            "PUBLIC_URL", None, "Microsoft redirects admins to {PUBLIC_URL}/microsoft/callback"
+        ),
+        host=read.raw("HOST") or "127.0.0.1",
+        port=_port(read),
+        admins=read.principals(
+            "PROVISION_ADMINS", "somebody must be allowed to start provisioning"
+        ),
+        approvers=read.principals(
+            "PROVISION_APPROVERS", "somebody must acknowledge the privileged role assignment"
+        ),
+        notify_channel=notify,
+        mailflow_app=read.app("MAILFLOW", "mail-flow app"),
+        dirsync_app=read.app("DIRSYNC", "directory-sync app"),
+        microsoft_login_url=read.url(
+            "MICROSOFT_LOGIN_URL", "https://login.microsoftonline.com", "", https_only=True
+        ),
+        microsoft_graph_url=read.url("MICROSOFT_GRAPH_URL", "https://graph.microsoft.com", ""),
+        microsoft_exchange_url=read.url(
+            "MICROSOFT_EXCHANGE_URL", "https://outlook.office365.com", ""
+        ),
+        inline=inline,
+        session_idle_seconds=idle_hours * 3600,
+        audit_retention_seconds=retention_days * 24 * 3600,
+    )
+    if read.problems:
+        raise ConfigError(read.problems)
+    return settings

@@ -1,0 +1,55 @@
+"""Work that continues after Slack has been acked, tracked so shutdown can wait for it.
+
+Bolt answers Slack when a listener calls ``ack()`` and lets the listener run on in the
+background. A graceful stop must let those listeners finish before closing Redis and the HTTP
+clients, or a change the user was promised could be cut off half-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
+
+__all__ = ["InFlight"]
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class InFlight:
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    def track(self, listener: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        """Wrap a listener so that its task is known while it runs (Bolt unwraps for kwargs)."""
+
+        @functools.wraps(listener)
+        async def tracked(*args: P.args, **kwargs: P.kwargs) -> R:
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.add(task)
+            try:
+                return await listener(*args, **kwargs)
+            finally:
+                if task is not None:
+                    self._tasks.discard(task)
+
+        return tracked
+
+    @property
+    def count(self) -> int:
+        return len(self._tasks)
+
+    async def drain(self, grace_seconds: float) -> None:
+        """Wait up to ``grace_seconds`` for running listeners; log any that did not finish."""
+        running = self._tasks - {asyncio.current_task()}
+        if not running:
+            return
+        _, unfinished = await asyncio.wait(running, timeout=grace_seconds)
+        if unfinished:
+            logger.warning("%d listener(s) still running at shutdown", len(unfinished))

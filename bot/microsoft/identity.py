@@ -1,0 +1,420 @@
+"""Tokens from the Microsoft identity platform, through MSAL, off the event loop.
+
+One ``MicrosoftApp`` per app registration (mail-flow, directory-sync). It keeps one MSAL
+``ConfidentialClientApplication`` per tenant (its authority is ``{login_url}/{tenant}``), so
+app-only tokens come from MSAL's own cache until they near expiry. MSAL is synchronous: every call
+goes through ``asyncio.to_thread``. MSAL talks HTTP through an ``httpx.Client`` that trusts the
+configured CA bundle.
+
+Delegated sign-in (used to assign the Exchange Administrator role on the admin's behalf) is MSAL's
+auth code flow: ``initiate_sign_in`` (state, PKCE and nonce) and ``complete_sign_in``.
+
+Secrets and tokens never appear in reprs, logs or error messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import ssl
+import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import msal  # type: ignore[import-untyped,unused-ignore]
+from msal.exceptions import MsalServiceError  # type: ignore[import-untyped,unused-ignore]
+
+from bot.microsoft.errors import (
+    ConsentMissing,
+    MicrosoftError,
+    MicrosoftUnavailable,
+    TokenError,
+    UnknownTenant,
+)
+
+__all__ = [
+    "AppCredentials",
+    "DelegatedToken",
+    "MicrosoftApp",
+    "SignInFlow",
+    "TokenProvider",
+    "client_ssl_context",
+    "delegated_provider",
+    "resource_scope",
+]
+
+log = logging.getLogger(__name__)
+
+#: Hosts MSAL knows; any other login host gets ``instance_discovery=False``.
+MICROSOFT_LOGIN_HOSTS = frozenset(
+    {
+        "login.microsoftonline.com",
+        "login.microsoft.com",
+        "login.windows.net",
+        "login.microsoftonline.us",
+        "login.chinacloudapi.cn",
+        "login.partner.microsoftonline.cn",
+    }
+)
+#: AADSTS codes that mean the app is not (yet) consented in the tenant.
+CONSENT_ERROR_CODES = frozenset({7000229, 65001, 700016, 650052})
+CONSENT_ERRORS = frozenset({"consent_required"})
+TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
+
+_PEM_BLOCK = re.compile(r"-----BEGIN (?P<kind>[A-Z ]+)-----.+?-----END (?P=kind)-----", re.DOTALL)
+
+
+class _RedactMsalEvents(logging.Filter):
+    """MSAL's cache debug log shows the redeemed auth code and PKCE verifier: hide them."""
+
+    _FIELD = re.compile(r'("(?:code|code_verifier|client_assertion|nonce)":\s*)"[^"]*"')
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = self._FIELD.sub(r'\1"********"', message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+for _name in ("msal.token_cache", "msal.application", "msal.oauth2cli.oauth2"):
+    logging.getLogger(_name).addFilter(_RedactMsalEvents())
+
+
+class TokenProvider(Protocol):
+    """Something that hands out a bearer token for one resource (app-only or delegated)."""
+
+    async def access_token(self) -> str: ...
+
+
+def resource_scope(resource_url: str) -> str:
+    """``https://graph.microsoft.com`` → ``https://graph.microsoft.com/.default``."""
+    return resource_url.rstrip("/") + "/.default"
+
+
+def client_ssl_context(ca_file: str | Path | None = None) -> ssl.SSLContext:
+    """A TLS context trusting ``ca_file`` or, without one, ``SSL_CERT_FILE`` or the system store."""
+    chosen = ca_file or os.environ.get("SSL_CERT_FILE") or None
+    if chosen:
+        return ssl.create_default_context(cafile=str(chosen))
+    return ssl.create_default_context()
+
+
+@dataclass(frozen=True)
+class AppCredentials:
+    """An app registration's id and its credential: a client secret or a PEM certificate file.
+
+    The PEM file holds the private key and the certificate (as Entra ID's "Certificates" tab has
+    it). The secret never shows in ``repr``.
+    """
+
+    client_id: str
+    secret: str | None = field(default=None, repr=False)
+    certificate_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.secret is None) == (self.certificate_path is None):
+            raise ValueError("give exactly one of a client secret or a certificate path")
+
+    def msal_credential(self) -> str | dict[str, str]:
+        """The ``client_credential`` MSAL expects (reads the certificate file)."""
+        if self.secret is not None:
+            return self.secret
+        assert self.certificate_path is not None
+        text = Path(self.certificate_path).read_text(encoding="ascii")
+        key = certificate = None
+        for block in _PEM_BLOCK.finditer(text):
+            if block.group("kind").endswith("PRIVATE KEY"):
+                key = block.group(0)
+            elif block.group("kind") == "CERTIFICATE" and certificate is None:
+                certificate = block.group(0)
+        if key is None or certificate is None:
+            raise ValueError(
+                f"{self.certificate_path} must hold a PEM private key and a PEM certificate"
+            )
+        return {"private_key": key, "public_certificate": certificate}
+
+
+@dataclass(frozen=True)
+class DelegatedToken:
+    """A token obtained on a signed-in user's behalf. The token itself never shows in ``repr``."""
+
+    access_token: str = field(repr=False)
+    expires_at: float
+    scopes: tuple[str, ...]
+    tenant_id: str | None
+    user_object_id: str | None
+    user_principal_name: str | None
+    display_name: str | None
+
+
+@dataclass(frozen=True)
+class SignInFlow:
+    """A started sign-in: send the user to ``auth_uri``; keep ``data`` until the redirect.
+
+    ``data`` is MSAL's flow (state, PKCE verifier, nonce, redirect URI): JSON-serialisable, for a
+    short-lived, server-side store only. It is hidden from ``repr``.
+    """
+
+    auth_uri: str
+    state: str
+    data: Mapping[str, Any] = field(repr=False)
+
+    def to_json(self) -> str:
+        return json.dumps(dict(self.data))
+
+    @classmethod
+    def from_json(cls, text: str) -> SignInFlow:
+        data = json.loads(text)
+        return cls(auth_uri=data["auth_uri"], state=data["state"], data=data)
+
+
+@dataclass(frozen=True)
+class _AppTokenProvider:
+    app: MicrosoftApp
+    tenant_id: str
+    resource_url: str
+
+    async def access_token(self) -> str:
+        return await self.app.app_token(self.tenant_id, self.resource_url)
+
+
+@dataclass(frozen=True)
+class _StaticTokenProvider:
+    token: DelegatedToken = field(repr=False)
+
+    async def access_token(self) -> str:
+        if self.token.expires_at <= time.time():
+            raise TokenError("token_expired", "The signed-in user's token has expired.")
+        return self.token.access_token
+
+
+def delegated_provider(token: DelegatedToken) -> TokenProvider:
+    """A ``TokenProvider`` that hands out a delegated token (until it expires)."""
+    return _StaticTokenProvider(token)
+
+
+class _MsalHttpClient:
+    """The ``http_client`` MSAL gets: an ``httpx.Client`` with MSAL's quirks smoothed over.
+
+    MSAL posts the signed client assertion as ``bytes`` inside the form dict; httpx would send
+    that as the text ``b'eyJ...'`` (and Microsoft would refuse it). Values are decoded here.
+    """
+
+    def __init__(self, client: httpx.Client) -> None:
+        self._client = client
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self._client.get(url, **kwargs)
+
+    def post(self, url: str, data: Any = None, **kwargs: Any) -> httpx.Response:
+        if isinstance(data, dict):
+            data = {k: v.decode("ascii") if isinstance(v, bytes) else v for k, v in data.items()}
+            return self._client.post(url, data=data, **kwargs)
+        if data is not None:
+            return self._client.post(url, content=data, **kwargs)
+        return self._client.post(url, **kwargs)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class MicrosoftApp:
+    """One app registration, able to get tokens in any tenant.
+
+    ``http_client``: an ``httpx.Client`` for MSAL (built from ``ca_file`` when omitted; closed by
+    ``close`` only if built here).
+    """
+
+    def __init__(
+        self,
+        credentials: AppCredentials,
+        *,
+        login_url: str,
+        http_client: httpx.Client | None = None,
+        ca_file: str | Path | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        parts = urllib.parse.urlsplit(login_url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError(f"the login URL must be an https:// URL, not {login_url!r}")
+        self.credentials = credentials
+        self.login_url = login_url.rstrip("/")
+        self._instance_discovery = parts.hostname.lower() in MICROSOFT_LOGIN_HOSTS
+        self._owns_client = http_client is None
+        self._http = http_client or httpx.Client(
+            verify=client_ssl_context(ca_file), timeout=timeout
+        )
+        self._credential = credentials.msal_credential()
+        self._apps: dict[str, Any] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def __repr__(self) -> str:
+        return f"MicrosoftApp(client_id={self.client_id!r}, login_url={self.login_url!r})"
+
+    @property
+    def client_id(self) -> str:
+        return self.credentials.client_id
+
+    def authority(self, tenant: str) -> str:
+        return f"{self.login_url}/{urllib.parse.quote(tenant, safe='')}"
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._http.close()
+
+    def token_provider(self, tenant_id: str, resource_url: str) -> TokenProvider:
+        """App-only tokens for ``resource_url`` (e.g. the Graph or Exchange base URL)."""
+        return _AppTokenProvider(self, tenant_id, resource_url)
+
+    async def _msal(self, tenant: str) -> Any:
+        key = tenant.lower()
+        if key in self._apps:
+            return self._apps[key]
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            if key not in self._apps:
+                self._apps[key] = await asyncio.to_thread(self._build, tenant)
+        return self._apps[key]
+
+    def _build(self, tenant: str) -> Any:
+        options: dict[str, Any] = {}
+        if not self._instance_discovery:
+            options["instance_discovery"] = False
+        try:
+            return msal.ConfidentialClientApplication(
+                self.client_id,
+                client_credential=self._credential,
+                authority=self.authority(tenant),
+                http_client=_MsalHttpClient(self._http),
+                **options,
+            )
+        except httpx.TransportError as error:
+            raise MicrosoftUnavailable(
+                f"Microsoft sign-in is unreachable ({type(error).__name__})"
+            ) from None
+        except MsalServiceError:
+            raise MicrosoftUnavailable("Microsoft sign-in discovery failed") from None
+        except ValueError as error:
+            if "Unable to get authority configuration" in str(error):
+                raise UnknownTenant(tenant) from None
+            raise MicrosoftError(f"MSAL refused the configuration: {error}") from None
+
+    async def _call(self, tenant: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        application = await self._msal(tenant)
+        try:
+            return await asyncio.to_thread(getattr(application, method), *args, **kwargs)
+        except httpx.TransportError as error:
+            raise MicrosoftUnavailable(
+                f"Microsoft sign-in is unreachable ({type(error).__name__})"
+            ) from None
+        except MsalServiceError:
+            raise MicrosoftUnavailable("Microsoft sign-in answered a server error") from None
+        except json.JSONDecodeError:
+            raise MicrosoftUnavailable("Microsoft sign-in answered something unreadable") from None
+
+    async def app_token(self, tenant_id: str, resource_url: str) -> str:
+        """An app-only access token for ``resource_url`` in ``tenant_id`` (cached by MSAL)."""
+        result = await self._call(
+            tenant_id, "acquire_token_for_client", scopes=[resource_scope(resource_url)]
+        )
+        token = _check(result)
+        log.debug(
+            "app-only token for %s in tenant %s (%s)",
+            self.client_id,
+            tenant_id,
+            result.get("token_source", "identity_provider"),
+        )
+        return token
+
+    async def initiate_sign_in(
+        self,
+        tenant: str,
+        scopes: Sequence[str],
+        redirect_uri: str,
+        *,
+        login_hint: str | None = None,
+        prompt: str | None = None,
+        response_mode: str = "form_post",
+    ) -> SignInFlow:
+        """Start a delegated sign-in (auth code flow with state, PKCE and nonce).
+
+        With the default ``response_mode="form_post"`` Microsoft returns the result as an HTML form
+        POSTed to ``redirect_uri`` (the code never appears in a URL); pass the posted fields to
+        ``complete_sign_in``.
+        """
+        kwargs: dict[str, Any] = {"redirect_uri": redirect_uri, "response_mode": response_mode}
+        if login_hint:
+            kwargs["login_hint"] = login_hint
+        if prompt:
+            kwargs["prompt"] = prompt
+        flow = await self._call(tenant, "initiate_auth_code_flow", list(scopes), **kwargs)
+        if "error" in flow:
+            _check(flow)
+        return SignInFlow(auth_uri=flow["auth_uri"], state=flow["state"], data=flow)
+
+    async def complete_sign_in(
+        self, tenant: str, flow: SignInFlow, auth_response: Mapping[str, str]
+    ) -> DelegatedToken:
+        """Redeem the redirect's query parameters for a delegated token.
+
+        Raises ``TokenError`` (``error="state_mismatch"``) when the redirect does not belong to
+        ``flow``, and ``TokenError``/``ConsentMissing`` when Microsoft refused.
+        """
+        if "error" in auth_response:
+            raise _token_error(dict(auth_response))
+        try:
+            result = await self._call(
+                tenant,
+                "acquire_token_by_auth_code_flow",
+                dict(flow.data),
+                dict(auth_response),
+            )
+        except ValueError as error:
+            raise TokenError(
+                "state_mismatch",
+                "The sign-in response does not belong to this sign-in; start again.",
+            ) from error
+        token = _check(result)
+        claims = result.get("id_token_claims") or {}
+        return DelegatedToken(
+            access_token=token,
+            expires_at=time.time() + float(result.get("expires_in", 0)),
+            scopes=tuple(str(result.get("scope", "")).split()),
+            tenant_id=claims.get("tid"),
+            user_object_id=claims.get("oid"),
+            user_principal_name=claims.get("preferred_username"),
+            display_name=claims.get("name"),
+        )
+
+
+def _check(result: Any) -> str:
+    if not isinstance(result, dict):
+        raise MicrosoftError("MSAL returned nothing")
+    if "access_token" in result:
+        return str(result["access_token"])
+    raise _token_error(result)
+
+
+def _token_error(result: Mapping[str, Any]) -> MicrosoftError:
+    error = str(result.get("error", "unknown_error"))
+    description = str(result.get("error_description", ""))
+    codes = tuple(int(c) for c in result.get("error_codes", []) or [] if str(c).isdigit())
+    correlation = result.get("correlation_id")
+    if error in TRANSIENT_ERRORS:
+        return MicrosoftUnavailable(f"Microsoft sign-in is temporarily unavailable ({error})")
+    missing_consent = set(codes) & CONSENT_ERROR_CODES or error in CONSENT_ERRORS
+    kind = ConsentMissing if missing_consent else TokenError
+    return kind(
+        error,
+        description.split(" Trace ID:")[0].strip(),
+        correlation_id=str(correlation) if correlation else None,
+        error_codes=codes,
+    )

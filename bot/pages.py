@@ -1,0 +1,207 @@
+"""The small HTML pages a browser sees after Microsoft redirects back to the bot. Pure.
+
+Every page says what happened, whether anything changed, and what to do next, with a link back
+to the Slack thread where there is one. Plain HTML and CSS (no script), one ``h1``, a landmark,
+a live region for the outcome, readable contrast and sizes, every value escaped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from html import escape
+
+__all__ = ["Page", "Tone", "render"]
+
+
+class Tone(StrEnum):
+    SUCCESS = "success"
+    PROBLEM = "problem"
+
+
+@dataclass(frozen=True)
+class Page:
+    title: str
+    tone: Tone
+    paragraphs: tuple[str, ...]
+    thread_url: str | None = None
+    status: int = 200
+
+
+_STYLE = """
+body{margin:0;font:1.05rem/1.55 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
+color:#1b1f24;background:#f4f6f8}
+main{max-width:38rem;margin:3rem auto;padding:2rem 2.25rem;background:#fff;border-radius:10px;
+box-shadow:0 1px 4px rgba(0,0,0,.12);border-top:6px solid var(--accent)}
+.success{--accent:#1a7f37}.problem{--accent:#b35900}
+h1{font-size:1.45rem;margin:0 0 1rem}
+p{margin:.6rem 0}
+a.button{display:inline-block;margin-top:1.2rem;padding:.6rem 1.1rem;border-radius:6px;
+background:#4a154b;color:#fff;text-decoration:none;font-weight:600}
+a.button:focus{outline:3px solid #1d9bd1;outline-offset:2px}
+""".strip()
+
+
+def when(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def render(page: Page) -> str:
+    """The page as a complete HTML document."""
+    role = "status" if page.tone is Tone.SUCCESS else "alert"
+    body = "\n".join(f"<p>{escape(text)}</p>" for text in page.paragraphs)
+    link = (
+        f'<p><a class="button" href="{escape(page.thread_url, quote=True)}">'
+        "Back to the Slack thread</a></p>"
+        if page.thread_url
+        else ""
+    )
+    return (
+        "<!doctype html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        '<meta name="robots" content="noindex">\n'
+        f"<title>{escape(page.title)} · provision-inline</title>\n"
+        f"<style>{_STYLE}</style>\n</head>\n<body>\n"
+        f'<main class="{page.tone.value}">\n'
+        f'<h1 role="{role}">{escape(page.title)}</h1>\n{body}\n{link}\n'
+        "</main>\n</body>\n</html>\n"
+    )
+
+
+def consent_recorded(app_title: str, tenant_label: str, at: float, thread: str | None) -> Page:
+    return Page(
+        title=f"Consent recorded for {tenant_label}",
+        tone=Tone.SUCCESS,
+        paragraphs=(
+            f"Microsoft confirmed the administrator consent for the {app_title} in the tenant "
+            f"{tenant_label} at {when(at)}.",
+            "The provisioning thread in Slack has been updated and shows the next step. "
+            "You can close this page.",
+        ),
+        thread_url=thread,
+    )
+
+
+def consent_already_recorded(
+    app_title: str, tenant_label: str, at: float | None, thread: str | None
+) -> Page:
+    since = f" at {when(at)}" if at is not None else ""
+    return Page(
+        title=f"Consent was already recorded for {tenant_label}",
+        tone=Tone.SUCCESS,
+        paragraphs=(
+            f"The consent for the {app_title} had already been recorded{since}. Consenting "
+            "again changed nothing.",
+            "Continue in the Slack thread.",
+        ),
+        thread_url=thread,
+    )
+
+
+def consent_refused(
+    app_title: str, tenant_label: str, cancelled: bool, detail: str, thread: str | None
+) -> Page:
+    if cancelled:
+        first = f"The consent for the {app_title} was cancelled at the Microsoft sign-in page."
+    else:
+        first = f"Microsoft did not record the consent for the {app_title} in {tenant_label}."
+    paragraphs = [first]
+    if detail:
+        paragraphs.append(f"Microsoft said: {detail}")
+    paragraphs.append(
+        "Nothing was changed. To try again, use the new consent link posted in the Slack "
+        "thread, signed in as a Global Administrator of the tenant."
+    )
+    return Page(
+        title="Consent not given",
+        tone=Tone.PROBLEM,
+        paragraphs=tuple(paragraphs),
+        thread_url=thread,
+    )
+
+
+def consent_wrong_tenant(
+    signed_in_tenant: str, tenant_label: str, tenant_id: str, thread: str | None
+) -> Page:
+    return Page(
+        title="Signed in to a different tenant",
+        tone=Tone.PROBLEM,
+        paragraphs=(
+            f"This provisioning session is for {tenant_label} (tenant {tenant_id}), but the "
+            f"consent was given in tenant {signed_in_tenant}.",
+            "Nothing was recorded for this session. Sign in with a Global Administrator "
+            f"account of {tenant_label}, using the new link posted in the Slack thread.",
+        ),
+        thread_url=thread,
+        status=400,
+    )
+
+
+def link_missing() -> Page:
+    return Page(
+        title="This page needs a link from Slack",
+        tone=Tone.PROBLEM,
+        paragraphs=(
+            "This address only works as the return address of a Microsoft consent or sign-in "
+            "started from the provisioning thread in Slack. Nothing was changed.",
+            "Open the link from the thread's button instead.",
+        ),
+        status=400,
+    )
+
+
+def link_unknown() -> Page:
+    return Page(
+        title="This link is not valid",
+        tone=Tone.PROBLEM,
+        paragraphs=(
+            "The link is not one the provisioning bot issued, or it is more than a day old. "
+            "Nothing was changed.",
+            "Go back to the provisioning thread in Slack and use the latest link there "
+            "(the New link button makes a fresh one).",
+        ),
+        status=400,
+    )
+
+
+def link_replayed(thread: str | None) -> Page:
+    return Page(
+        title="This link was already used",
+        tone=Tone.PROBLEM,
+        paragraphs=(
+            "Each consent link works once, and this one has been used. Nothing was changed "
+            "by this visit.",
+            "The Slack thread shows what was recorded; use New link there if a step is still open.",
+        ),
+        thread_url=thread,
+        status=400,
+    )
+
+
+def link_expired(minutes: int, thread: str | None) -> Page:
+    return Page(
+        title="This link has expired",
+        tone=Tone.PROBLEM,
+        paragraphs=(
+            f"Consent links are valid for {minutes} minutes, and this one is older. "
+            "Nothing was recorded.",
+            "In the Slack thread, press New link under the step, then sign in again.",
+        ),
+        thread_url=thread,
+        status=400,
+    )
+
+
+def session_over(tenant_label: str, how: str, thread: str | None) -> Page:
+    return Page(
+        title="This provisioning session has ended",
+        tone=Tone.PROBLEM,
+        paragraphs=(
+            f"The session for {tenant_label} is {how}, so nothing was recorded.",
+            "Start a new session with /provision-inline in Slack if the work is still needed.",
+        ),
+        thread_url=thread,
+        status=409,
+    )

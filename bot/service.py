@@ -1,0 +1,249 @@
+"""Carrying out the workflow: the one place where sessions, Slack and the clock meet.
+
+Handlers call ``Provisioner``; it stores transitions (compare-and-set, with audit) and then
+performs their effects (``bot.workflow.Effect``) through the Slack Web API.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.consent import CONSENT_FOR_PHASE, ConsentApp, ConsentTargets
+from bot.microsoft.discovery import TenantIdentity
+from bot.views import (
+    Message,
+    consent_prompt,
+    not_in_channel_message,
+    root_message,
+    thread_note,
+    welcome_message,
+)
+from bot.workflow import (
+    Effect,
+    Event,
+    EventKind,
+    Scope,
+    Session,
+    Transition,
+    advance,
+)
+from state.oauth import OAuthStates
+from state.sessions import SessionStore, TenantBusy, VersionConflict
+
+__all__ = ["Busy", "NotInChannel", "Provisioner", "StartOutcome", "Started"]
+
+logger = logging.getLogger(__name__)
+
+_CHANNEL_PROBLEMS = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
+ANNOUNCEMENT = "Exchange Online protected in inline mode."
+
+
+@dataclass(frozen=True)
+class Started:
+    session: Session
+
+
+@dataclass(frozen=True)
+class Busy:
+    """The tenant already has an active session; ``permalink`` leads to its thread."""
+
+    session: Session
+    permalink: str | None
+
+
+@dataclass(frozen=True)
+class NotInChannel:
+    channel_id: str
+    message: Message
+
+
+StartOutcome = Started | Busy | NotInChannel
+
+
+class Provisioner:
+    def __init__(
+        self,
+        *,
+        store: SessionStore,
+        slack: AsyncWebClient,
+        clock: Callable[[], float],
+        idle_seconds: int,
+        oauth: OAuthStates,
+        consent: ConsentTargets,
+        notify_channel: str | None = None,
+    ) -> None:
+        self.store = store
+        self.oauth = oauth
+        self.consent = consent
+        self.slack = slack
+        self._clock = clock
+        self._idle_seconds = idle_seconds
+        self._notify_channel = notify_channel
+
+    def now(self) -> float:
+        return self._clock()
+
+    async def start(
+        self, *, user_id: str, channel_id: str, tenant: TenantIdentity, label: str, scope: Scope
+    ) -> StartOutcome:
+        """Create the session, take the tenant, post the root checklist and open the thread."""
+        now = self._clock()
+        session = Session(
+            id=secrets.token_hex(8),
+            tenant_id=tenant.tenant_id,
+            tenant_label=label,
+            scope=scope,
+            channel_id=channel_id,
+            started_by=user_id,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            await self.store.create(
+                session,
+                detail={"tenant_id": tenant.tenant_id, "tenant": label, "channel": channel_id},
+            )
+        except TenantBusy as busy:
+            existing = await self.store.get(busy.session_id)
+            if existing is None:
+                raise
+            return Busy(existing, await self.permalink(existing))
+        root = root_message(session)
+        try:
+            posted = await self.slack.chat_postMessage(
+                channel=channel_id, text=root.text, blocks=root.blocks
+            )
+        except SlackApiError as error:
+            await self.store.discard(session)
+            if error.response.get("error") in _CHANNEL_PROBLEMS:
+                return NotInChannel(channel_id, not_in_channel_message(channel_id))
+            raise
+        with_root = replace(session, root_ts=str(posted["ts"]), version=session.version + 1)
+        await self.store.replace(
+            session, with_root, actor=user_id, action="root_posted", detail={"ts": posted["ts"]}
+        )
+        await self.post_in_thread(with_root, welcome_message(with_root))
+        await self._prompt(with_root)
+        return Started(with_root)
+
+    async def handle(self, session_id: str, event: Event) -> Transition:
+        """Apply ``event``: store the transition (retrying lost races), then carry out effects.
+
+        Raises ``TransitionNotAllowed`` when the session is not in a phase that accepts the event
+        (for instance because another approver was quicker) and ``SessionGone`` if it is gone.
+        """
+        for _ in range(5):
+            session = await self.store.require(session_id)
+            transition = advance(session, event)
+            try:
+                await self.store.replace(
+                    session,
+                    transition.after,
+                    actor=event.actor,
+                    action=event.kind.value,
+                    detail=event.detail,
+                )
+            except VersionConflict:
+                continue  # somebody changed it meanwhile: decide again on the fresh copy
+            await self._carry_out(transition)
+            return transition
+        raise VersionConflict(session_id, -1, -1)
+
+    async def _carry_out(self, transition: Transition) -> None:
+        session = transition.after
+        for effect in transition.effects:
+            if effect is Effect.REFRESH_ROOT:
+                await self.refresh_root(session)
+            elif effect is Effect.NOTE_IN_THREAD:
+                await self.post_in_thread(session, thread_note(transition))
+            elif effect is Effect.RELEASE_TENANT:
+                await self.store.release_tenant(session)
+            elif effect is Effect.ANNOUNCE:
+                await self._announce(session)
+            elif effect is Effect.PROMPT:
+                await self._prompt(session)
+
+    async def _prompt(self, session: Session) -> None:
+        """Post what the session's phase needs from people: for now, a consent link."""
+        app = CONSENT_FOR_PHASE.get(session.phase)
+        if app is not None:
+            await self.post_in_thread(session, await self.consent_prompt(session, app))
+
+    async def consent_prompt(self, session: Session, app: ConsentApp) -> Message:
+        """A consent step message with a fresh single-use link."""
+        now = self._clock()
+        state = await self.oauth.issue(
+            session_id=session.id, tenant_id=session.tenant_id, purpose=app.value, now=now
+        )
+        url = self.consent.url(app, tenant_id=session.tenant_id, state=state)
+        await self.store.record(
+            session.id, actor="system", action=f"{app.value}_link_issued", result="ok"
+        )
+        return consent_prompt(session, app.value, url, state, now + self.oauth.lifetime)
+
+    async def refresh_root(self, session: Session) -> None:
+        if session.root_ts is None:
+            return
+        root = root_message(session)
+        await self.slack.chat_update(
+            channel=session.channel_id, ts=session.root_ts, text=root.text, blocks=root.blocks
+        )
+
+    async def post_in_thread(self, session: Session, message: Message) -> None:
+        await self.slack.chat_postMessage(
+            channel=session.channel_id,
+            thread_ts=session.root_ts,
+            text=message.text,
+            blocks=message.blocks,
+        )
+
+    async def _announce(self, session: Session) -> None:
+        channels = [session.channel_id]
+        if self._notify_channel and self._notify_channel != session.channel_id:
+            channels.append(self._notify_channel)
+        for channel in channels:
+            await self.slack.chat_postMessage(
+                channel=channel, text=f"{ANNOUNCEMENT} Tenant: {session.tenant_label}."
+            )
+
+    async def permalink(self, session: Session) -> str | None:
+        if session.root_ts is None:
+            return None
+        try:
+            answer = await self.slack.chat_getPermalink(
+                channel=session.channel_id, message_ts=session.root_ts
+            )
+        except SlackApiError:
+            logger.warning("no permalink for session %s", session.id, exc_info=True)
+            return None
+        link = answer.get("permalink")
+        return str(link) if link else None
+
+    async def sessions_in_channel(self, channel_id: str) -> list[Session]:
+        return [s for s in await self.store.active() if s.channel_id == channel_id]
+
+    async def expire_idle(self) -> list[Transition]:
+        """Expire every active session nobody touched for ``idle_seconds``; safe on replicas."""
+        now = self._clock()
+        expired: list[Transition] = []
+        for session in await self.store.active():
+            if now - session.updated_at < self._idle_seconds:
+                continue
+            event = Event(
+                EventKind.EXPIRE,
+                actor="system",
+                at=now,
+                detail={"idle_seconds": str(int(now - session.updated_at))},
+            )
+            try:
+                expired.append(await self.handle(session.id, event))
+            except Exception:
+                # One broken session must not stop the others from expiring.
+                logger.exception("could not expire session %s", session.id)
+        return expired

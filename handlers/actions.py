@@ -1,0 +1,95 @@
+"""Buttons in the channel and the thread: who may click is checked after the ack."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
+
+from bot.access import AccessCheckFailed
+from bot.consent import ConsentApp
+from bot.views import (
+    ACTION_CANCEL,
+    ACTION_CONSENT_OPEN,
+    ACTION_CONSENT_RENEW,
+    Message,
+    notice,
+    refusal_message,
+    refused_transition_message,
+)
+from bot.workflow import Event, EventKind, TransitionNotAllowed
+from state.sessions import SessionGone
+
+if TYPE_CHECKING:
+    from bot.app import Runtime
+
+
+def register(runtime: Runtime) -> None:
+    provisioner = runtime.provisioner
+
+    async def say(respond: AsyncRespond, message: Message) -> None:
+        await respond(
+            text=message.text,
+            blocks=message.blocks,
+            response_type="ephemeral",
+            replace_original=False,
+        )
+
+    @runtime.bolt.action(ACTION_CONSENT_OPEN)
+    @runtime.inflight.track
+    async def consent_link_opened(ack: AsyncAck, body: dict[str, Any]) -> None:
+        # A URL button opens the browser by itself; Slack still wants the click acked.
+        await ack()
+        await runtime.consents.opened(body["actions"][0]["value"], body["user"]["id"])
+
+    @runtime.bolt.action(ACTION_CONSENT_RENEW)
+    @runtime.inflight.track
+    async def consent_link_renewed(
+        ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond
+    ) -> None:
+        await ack()
+        user_id = body["user"]["id"]
+        try:
+            may = await runtime.access.is_admin(user_id)
+        except AccessCheckFailed:
+            may = False
+        if not may:
+            await say(respond, refusal_message("make a new consent link", runtime.access.admins))
+            return
+        session_id, _, app = body["actions"][0]["value"].partition(":")
+        problem = await runtime.consents.renew(
+            session_id,
+            ConsentApp(app),
+            channel_id=body["container"]["channel_id"],
+            message_ts=body["container"]["message_ts"],
+        )
+        if problem is not None:
+            await say(respond, problem)
+
+    @runtime.bolt.action(ACTION_CANCEL)
+    @runtime.inflight.track
+    async def cancel_clicked(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        user_id = body["user"]["id"]
+        session_id = body["actions"][0]["value"]
+        try:
+            may = await runtime.access.is_admin(user_id)
+        except AccessCheckFailed:
+            may = False
+        if not may:
+            await say(respond, refusal_message("cancel provisioning", runtime.access.admins))
+            return
+        event = Event(EventKind.CANCEL, actor=user_id, at=provisioner.now())
+        try:
+            await provisioner.handle(session_id, event)
+        except TransitionNotAllowed as refused:
+            await say(respond, refused_transition_message(refused))
+        except SessionGone:
+            await say(
+                respond,
+                notice(
+                    "This session no longer exists (it ended long ago and its record expired). "
+                    "Start a new one with `/provision-inline`."
+                ),
+            )

@@ -1,0 +1,1 @@
+"""Redis persistence: sessions, tenant locks, idempotency markers and audit streams."""

@@ -1,0 +1,306 @@
+"""Provisioning sessions in Redis (DESIGN §6).
+
+Keys (every key of one session shares the hash tag ``{<session id>}``, so the multi-key scripts
+below run on Redis Cluster too):
+
+- ``pi:{sid}:session``  hash: ``version`` and ``data`` (the session as JSON)
+- ``pi:{sid}:audit``    stream: who did what, when, with what result
+- ``pi:tenant:{tid}``   the tenant lock: the id of the one active session for that tenant
+- ``pi:sessions``       set of the ids of active sessions (for status, App Home, metrics, expiry)
+- ``pi:once:{key}``     idempotency markers for Slack retries and double clicks
+
+Every change of a session is a compare-and-set on its version, done in one Lua script together
+with its audit entry: either both are stored or neither is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from bot.workflow import Session
+
+__all__ = [
+    "AuditEntry",
+    "SessionGone",
+    "SessionStore",
+    "StateError",
+    "TenantBusy",
+    "VersionConflict",
+]
+
+
+class StateError(Exception):
+    """Base of the errors the session store raises on purpose.
+
+    StateError
+    ├── TenantBusy       another active session holds the tenant
+    ├── VersionConflict  the session changed since it was read (somebody else was quicker)
+    └── SessionGone      no such session (never existed, or expired out of Redis)
+    """
+
+
+class TenantBusy(StateError):
+    def __init__(self, tenant_id: str, session_id: str) -> None:
+        self.tenant_id = tenant_id
+        self.session_id = session_id
+        super().__init__(f"tenant {tenant_id} already has active session {session_id}")
+
+
+class VersionConflict(StateError):
+    def __init__(self, session_id: str, expected: int, found: int) -> None:
+        self.session_id = session_id
+        self.expected = expected
+        self.found = found
+        super().__init__(f"session {session_id} is at version {found}, not {expected}")
+
+
+class SessionGone(StateError):
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        super().__init__(f"session {session_id} does not exist (or has expired)")
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: str
+    at: float
+    actor: str
+    action: str
+    result: str
+    detail: Mapping[str, str]
+
+
+_ACTIVE_INDEX = "pi:sessions"
+
+
+def _session_key(session_id: str) -> str:
+    return f"pi:{{{session_id}}}:session"
+
+
+def _audit_key(session_id: str) -> str:
+    return f"pi:{{{session_id}}}:audit"
+
+
+def _tenant_key(tenant_id: str) -> str:
+    return f"pi:tenant:{{{tenant_id}}}"
+
+
+def _once_key(key: str) -> str:
+    return f"pi:once:{{{key}}}"
+
+
+# KEYS: session, audit. ARGV: data, ttl, then audit field/value pairs.
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'version', 0, 'data', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+# KEYS: session, audit. ARGV: expected version, data, ttl, then audit field/value pairs.
+# Returns {1} when stored, {0, found} on a version conflict, {-1} when the session is gone.
+_COMPARE_AND_SET = """
+local found = redis.call('HGET', KEYS[1], 'version')
+if not found then return {-1} end
+if tonumber(found) ~= tonumber(ARGV[1]) then return {0, tonumber(found)} end
+redis.call('HSET', KEYS[1], 'version', tonumber(ARGV[1]) + 1, 'data', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return {1}
+"""
+
+# KEYS: session, audit. ARGV: ttl, then audit field/value pairs. Appends without a version bump.
+_AUDIT_ONLY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: tenant lock. ARGV: session id. Deletes the lock only if that session still holds it.
+_RELEASE_IF_HELD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _text(value: bytes | str | None) -> str:
+    """redis-py answers bytes or str depending on ``decode_responses``; we want str."""
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _audit_fields(actor: str, action: str, result: str, detail: Mapping[str, str]) -> list[str]:
+    fields = ["at", repr(time.time()), "actor", actor, "action", action, "result", result]
+    for name, value in detail.items():
+        fields.extend([f"detail.{name}", value])
+    return fields
+
+
+class SessionStore:
+    """Typed access to sessions; the only code that knows the key layout."""
+
+    def __init__(self, redis: Redis, *, active_ttl: int, retention_ttl: int) -> None:
+        self._redis = redis
+        self._active_ttl = active_ttl
+        self._retention_ttl = retention_ttl
+        self._create = redis.register_script(_CREATE)
+        self._compare_and_set = redis.register_script(_COMPARE_AND_SET)
+        self._audit_only = redis.register_script(_AUDIT_ONLY)
+        self._release = redis.register_script(_RELEASE_IF_HELD)
+
+    @property
+    def redis(self) -> Redis:
+        return self._redis
+
+    def _ttl_for(self, session: Session) -> int:
+        return self._active_ttl if session.is_active else self._retention_ttl
+
+    async def create(self, session: Session, *, detail: Mapping[str, str]) -> Session:
+        """Store a new session and take its tenant's lock, or raise ``TenantBusy``."""
+        lock = _tenant_key(session.tenant_id)
+        for _ in range(3):
+            if await self._redis.set(lock, session.id, nx=True, ex=self._active_ttl):
+                break
+            holder = await self._redis.get(lock)
+            if holder is None:
+                continue  # released between our SET and GET: try again
+            holder_id = _text(holder)
+            current = await self.get(holder_id)
+            if current is not None and current.is_active:
+                raise TenantBusy(session.tenant_id, holder_id)
+            # A stale lock (its session ended or expired without releasing it): drop and retry.
+            await self._release(keys=[lock], args=[holder_id])
+        else:
+            raise TenantBusy(session.tenant_id, "unknown")
+        created = await self._create(
+            keys=[_session_key(session.id), _audit_key(session.id)],
+            args=[
+                session.to_json(),
+                self._active_ttl,
+                *_audit_fields(session.started_by, "start", "ok", detail),
+            ],
+        )
+        if not created:
+            await self._release(keys=[lock], args=[session.id])
+            raise TenantBusy(session.tenant_id, session.id)
+        await self._redis.sadd(_ACTIVE_INDEX, session.id)
+        return session
+
+    async def get(self, session_id: str) -> Session | None:
+        data = await self._redis.hget(_session_key(session_id), "data")
+        return Session.from_json(data) if data is not None else None
+
+    async def require(self, session_id: str) -> Session:
+        session = await self.get(session_id)
+        if session is None:
+            raise SessionGone(session_id)
+        return session
+
+    async def replace(
+        self,
+        before: Session,
+        after: Session,
+        *,
+        actor: str,
+        action: str,
+        result: str = "ok",
+        detail: Mapping[str, str] | None = None,
+    ) -> Session:
+        """Store ``after`` if the stored session is still at ``before.version``."""
+        if after.version != before.version + 1:
+            raise ValueError("a replacement must be exactly one version newer")
+        outcome = await self._compare_and_set(
+            keys=[_session_key(before.id), _audit_key(before.id)],
+            args=[
+                before.version,
+                after.to_json(),
+                self._ttl_for(after),
+                *_audit_fields(actor, action, result, detail or {}),
+            ],
+        )
+        if outcome[0] == -1:
+            raise SessionGone(before.id)
+        if outcome[0] == 0:
+            raise VersionConflict(before.id, before.version, int(outcome[1]))
+        if not after.is_active:
+            await self._redis.srem(_ACTIVE_INDEX, after.id)
+        return after
+
+    async def record(
+        self,
+        session_id: str,
+        *,
+        actor: str,
+        action: str,
+        result: str,
+        detail: Mapping[str, str] | None = None,
+    ) -> None:
+        """Add an audit entry that does not change the session (a refusal, a retry, a check)."""
+        session = await self.get(session_id)
+        ttl = self._ttl_for(session) if session else self._retention_ttl
+        await self._audit_only(
+            keys=[_session_key(session_id), _audit_key(session_id)],
+            args=[ttl, *_audit_fields(actor, action, result, detail or {})],
+        )
+
+    async def audit(self, session_id: str, *, count: int = 100) -> list[AuditEntry]:
+        raw = await self._redis.xrange(_audit_key(session_id), count=count)
+        entries: list[AuditEntry] = []
+        for entry_id, fields in raw or []:
+            values = {_text(key): _text(value) for key, value in (fields or {}).items()}
+            entries.append(
+                AuditEntry(
+                    id=_text(entry_id),
+                    at=float(values.pop("at")),
+                    actor=values.pop("actor"),
+                    action=values.pop("action"),
+                    result=values.pop("result"),
+                    detail={
+                        key.removeprefix("detail."): value
+                        for key, value in values.items()
+                        if key.startswith("detail.")
+                    },
+                )
+            )
+        return entries
+
+    async def active(self) -> list[Session]:
+        """Every active session; ids whose session expired out of Redis are dropped."""
+        ids = sorted(_text(member) for member in await self._redis.smembers(_ACTIVE_INDEX))
+        sessions: list[Session] = []
+        for session_id in ids:
+            session = await self.get(session_id)
+            if session is None or not session.is_active:
+                await self._redis.srem(_ACTIVE_INDEX, session_id)
+                continue
+            sessions.append(session)
+        return sessions
+
+    async def holder_of(self, tenant_id: str) -> str | None:
+        holder = await self._redis.get(_tenant_key(tenant_id))
+        return _text(holder) if holder is not None else None
+
+    async def release_tenant(self, session: Session) -> None:
+        await self._release(keys=[_tenant_key(session.tenant_id)], args=[session.id])
+
+    async def discard(self, session: Session) -> None:
+        """Forget a session that never got going (its root message could not be posted)."""
+        await self._redis.delete(_session_key(session.id), _audit_key(session.id))
+        await self._redis.srem(_ACTIVE_INDEX, session.id)
+        await self.release_tenant(session)
+
+    async def claim_once(self, key: str, *, ttl: int = 3600) -> bool:
+        """True the first time ``key`` is claimed within ``ttl`` seconds, False afterwards."""
+        return bool(await self._redis.set(_once_key(key), "1", nx=True, ex=ttl))
+
+    async def ping(self) -> bool:
+        return bool(await self._redis.ping())

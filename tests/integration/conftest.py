@@ -1,0 +1,207 @@
+"""A running bot for each test: real HTTP (uvicorn), real Redis, sandbox Slack and Microsoft.
+
+``Harness`` gives a test the people (``driver``: signed slash commands, clicks, submissions),
+what Slack received (``slack``), what Microsoft received (``microsoft``) and the bot's own
+``runtime``. ``restart()`` replaces the bot with a freshly built one on the same Redis, as a
+deploy or a crash would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from bot.app import Runtime, build_runtime
+from bot.config import load_settings
+from bot.sandbox.microsoft import GLOBAL_ADMINISTRATOR, SandboxMicrosoft, SandboxTenant, SandboxUser
+from bot.sandbox.server import SandboxTLS, serve_asgi
+from bot.sandbox.slack import SandboxSlack
+from bot.sandbox.slack_driver import SlackDriver
+from tests.conftest import SIGNING_SECRET, base_environment
+from tests.redis_server import RedisServer
+
+CONTOSO_ID = "0f1e2d3c-4b5a-4697-8899-aabbccddeeff"
+FABRIKAM_ID = "11111111-2222-4333-8444-555555555555"
+CHANNEL = "C0PROV"
+ADMIN = "U0ADMIN"
+GROUP_ADMIN = "U0GROUPADMIN"
+APPROVER = "U0APPROVER"
+OUTSIDER = "U0OUTSIDER"
+
+
+@dataclass
+class Clock:
+    """The bot's clock: real time plus whatever a test has skipped ahead."""
+
+    base: Callable[[], float]
+    offset: float = 0.0
+
+    def __call__(self) -> float:
+        return self.base() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+@dataclass
+class Harness:
+    slack: SandboxSlack
+    slack_url: str
+    microsoft: SandboxMicrosoft
+    microsoft_url: str
+    driver: SlackDriver
+    http: httpx.AsyncClient
+    runtime: Runtime
+    base_url: str
+    clock: Clock
+    environment: dict[str, str]
+    _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+
+    @property
+    def store(self) -> Any:
+        return self.runtime.store
+
+    def root_messages(self) -> list[Any]:
+        return [m for m in self.slack.messages(CHANNEL) if m.user == self.slack.bot_user_id]
+
+    def thread(self, root_ts: str) -> list[Any]:
+        return [m for m in self.slack.messages(CHANNEL, thread_ts=root_ts) if m.ts != root_ts]
+
+    async def start_bot(self) -> None:
+        settings = load_settings(self.environment)
+        runtime = build_runtime(settings, clock=self.clock, expiry_interval_seconds=None)
+        server = await self._stack.enter_async_context(serve_asgi(runtime.web))
+        self._stack.push_async_callback(runtime.aclose)
+        self.runtime = runtime
+        self.base_url = server.base_url
+        self.driver.events_url = f"{server.base_url}/slack/events"
+
+    async def restart(self) -> None:
+        """Stop this bot completely and start a new one (same Redis, same sandboxes)."""
+        await self._stack.aclose()
+        self._stack = contextlib.AsyncExitStack()
+        await self.start_bot()
+
+    async def open_start_modal(self, user_id: str = ADMIN) -> str:
+        response = await self.driver.slash_command(user_id=user_id, channel_id=CHANNEL)
+        assert response.status_code == 200
+        view = await self.slack.wait_for(lambda s: s.open_views(user_id)[-1:] or None)
+        return str(view[0].id)
+
+    async def wait_for_root(self, tenant: str) -> str:
+        """The ts of the root message for ``tenant``, once its thread has been opened."""
+        root = await self.slack.wait_for(
+            lambda s: [m for m in s.messages(CHANNEL) if tenant in m.text] or None
+        )
+        ts = str(root[-1].ts)
+        await self.slack.wait_for(lambda s: self.thread(ts))
+        return ts
+
+    async def start_session(self, tenant: str = "contoso.com", user_id: str = ADMIN) -> str:
+        """Run the command and the modal; return the root message's ts."""
+        view_id = await self.open_start_modal(user_id)
+        response = await self.driver.submit_view(
+            user_id=user_id, view_id=view_id, values={"tenant_input": tenant}
+        )
+        assert self.driver.view_errors(response) == {}
+        return await self.wait_for_root(tenant.lower())
+
+
+def contoso() -> SandboxTenant:
+    return SandboxTenant(
+        tenant_id=CONTOSO_ID,
+        display_name="Contoso",
+        initial_domain="contoso.onmicrosoft.com",
+        domains=["contoso.com"],
+        users=[SandboxUser("ga@contoso.com", "Grace Global", roles={GLOBAL_ADMINISTRATOR})],
+    )
+
+
+def fabrikam() -> SandboxTenant:
+    return SandboxTenant(
+        tenant_id=FABRIKAM_ID,
+        display_name="Fabrikam",
+        initial_domain="fabrikam.onmicrosoft.com",
+        domains=["fabrikam.example"],
+    )
+
+
+@pytest.fixture(scope="session")
+def sandbox_tls(tmp_path_factory: pytest.TempPathFactory) -> SandboxTLS:
+    return SandboxTLS.create(Path(tmp_path_factory.mktemp("sandbox-tls")))
+
+
+@pytest.fixture
+async def harness(
+    redis: Redis,
+    redis_server: RedisServer,
+    sandbox_tls: SandboxTLS,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[Harness]:
+    # The bot trusts the sandbox's private CA the way an operator would: SSL_CERT_FILE.
+    monkeypatch.setenv("SSL_CERT_FILE", str(sandbox_tls.ca_file))
+    slack = SandboxSlack()
+    for user_id, name in (
+        (ADMIN, "ada"),
+        (GROUP_ADMIN, "gus"),
+        (APPROVER, "april"),
+        (OUTSIDER, "otto"),
+    ):
+        slack.add_user(user_id, name)
+    slack.add_usergroup("S0ADMINS", "exchange-admins", [GROUP_ADMIN])
+    slack.add_channel(CHANNEL, "mail-provisioning")
+    slack.add_channel("C0NOBOT", "elsewhere", bot_is_member=False)
+    microsoft = SandboxMicrosoft([contoso(), fabrikam()])
+    async with contextlib.AsyncExitStack() as stack:
+        slack_server = await stack.enter_async_context(serve_asgi(slack.app))
+        ms_server = await stack.enter_async_context(serve_asgi(microsoft.app, tls=sandbox_tls))
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=10))
+        environment = base_environment(
+            SLACK_API_URL=f"{slack_server.base_url}/api/",
+            REDIS_URL=redis_server.url,
+            MICROSOFT_LOGIN_URL=f"{ms_server.base_url}/login",
+            MICROSOFT_GRAPH_URL=f"{ms_server.base_url}/graph",
+            MICROSOFT_EXCHANGE_URL=f"{ms_server.base_url}/exchange",
+            PROVISION_ADMINS=f"{ADMIN},S0ADMINS",
+            PROVISION_APPROVERS=APPROVER,
+        )
+        driver = SlackDriver(
+            sandbox=slack,
+            sandbox_base_url=slack_server.base_url,
+            events_url="",
+            signing_secret=SIGNING_SECRET,
+            http=http,
+        )
+        harness = Harness(
+            slack=slack,
+            slack_url=slack_server.base_url,
+            microsoft=microsoft,
+            microsoft_url=ms_server.base_url,
+            driver=driver,
+            http=http,
+            runtime=None,  # type: ignore[arg-type]  # set by start_bot
+            base_url="",
+            clock=Clock(base=time.time),
+            environment=environment,
+        )
+        await harness.start_bot()
+        try:
+            yield harness
+        finally:
+            await harness._stack.aclose()
+
+
+async def ephemeral_for(harness: Harness, user_id: str, containing: str) -> Any:
+    """Wait for the ephemeral message to ``user_id`` that contains ``containing``."""
+    found = await harness.slack.wait_for(
+        lambda s: [e for e in s.ephemerals if e.user == user_id and containing in e.text] or None
+    )
+    return found[-1]

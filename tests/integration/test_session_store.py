@@ -1,0 +1,151 @@
+"""The session store against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import pytest
+from redis.asyncio import Redis
+
+from bot.workflow import Event, EventKind, Phase, Scope, Session, TransitionNotAllowed, advance
+from state.sessions import SessionGone, SessionStore, TenantBusy, VersionConflict
+from tests.redis_server import RedisServer
+
+TENANT = "0f1e2d3c-4b5a-4697-8899-aabbccddeeff"
+
+
+def new_session(session_id: str = "s1", tenant_id: str = TENANT) -> Session:
+    return Session(
+        id=session_id,
+        tenant_id=tenant_id,
+        tenant_label="contoso.com",
+        scope=Scope.FULL,
+        channel_id="C0PROV",
+        started_by="U0ADMIN",
+        created_at=1.0,
+        updated_at=1.0,
+    )
+
+
+@pytest.fixture
+def store(redis: Redis) -> SessionStore:
+    return SessionStore(redis, active_ttl=3600, retention_ttl=7200)
+
+
+async def test_create_get_and_audit(store: SessionStore, redis: Redis) -> None:
+    await store.create(new_session(), detail={"tenant": "contoso.com"})
+    assert await store.get("s1") == new_session()
+    assert await store.holder_of(TENANT) == "s1"
+    [entry] = await store.audit("s1")
+    assert (entry.actor, entry.action, entry.detail) == (
+        "U0ADMIN",
+        "start",
+        {"tenant": "contoso.com"},
+    )
+    keys = sorted(key.decode() for key in await redis.keys("pi:{s1}:*"))
+    assert keys == ["pi:{s1}:audit", "pi:{s1}:session"]
+    assert 0 < await redis.ttl("pi:{s1}:session") <= 3600
+
+
+async def test_one_active_session_per_tenant(store: SessionStore) -> None:
+    await store.create(new_session("s1"), detail={})
+    with pytest.raises(TenantBusy) as busy:
+        await store.create(new_session("s2"), detail={})
+    assert busy.value.session_id == "s1"
+    assert await store.get("s2") is None
+    await store.create(new_session("s3", tenant_id="another-tenant"), detail={})
+
+
+async def test_concurrent_creates_for_one_tenant_make_one_session(store: SessionStore) -> None:
+    results = await asyncio.gather(
+        *(store.create(new_session(f"s{n}"), detail={}) for n in range(10)),
+        return_exceptions=True,
+    )
+    created = [result for result in results if isinstance(result, Session)]
+    assert len(created) == 1
+    assert all(isinstance(result, TenantBusy) for result in results if result not in created)
+    assert [session.id for session in await store.active()] == [created[0].id]
+
+
+async def test_compare_and_set_refuses_a_stale_version(store: SessionStore) -> None:
+    session = await store.create(new_session(), detail={})
+    first = advance(session, Event(EventKind.MAILFLOW_CONSENT, "U0GA", 2.0))
+    await store.replace(session, first.after, actor="U0GA", action="mailflow_consent")
+    stale = advance(session, Event(EventKind.CANCEL, "U0ADMIN", 2.5))
+    with pytest.raises(VersionConflict):
+        await store.replace(session, stale.after, actor="U0ADMIN", action="cancel")
+    stored = await store.require("s1")
+    assert stored.phase is Phase.MAILFLOW_CONSENTED
+    assert [entry.action for entry in await store.audit("s1")] == ["start", "mailflow_consent"]
+
+
+async def test_two_racing_decisions_store_exactly_one(store: SessionStore) -> None:
+    session = await store.create(new_session(), detail={})
+
+    async def decide(actor: str) -> str:
+        while True:
+            current = await store.require("s1")
+            try:
+                transition = advance(current, Event(EventKind.CANCEL, actor, 3.0))
+            except TransitionNotAllowed:
+                return "refused"
+            try:
+                await store.replace(current, transition.after, actor=actor, action="cancel")
+            except VersionConflict:
+                continue
+            return "stored"
+
+    outcomes = await asyncio.gather(*(decide(f"U{n}") for n in range(8)))
+    assert sorted(outcomes).count("stored") == 1
+    assert [e.action for e in await store.audit(session.id)].count("cancel") == 1
+
+
+async def test_finished_sessions_leave_the_index_and_keep_their_audit(
+    store: SessionStore, redis: Redis
+) -> None:
+    session = await store.create(new_session(), detail={})
+    cancelled = advance(session, Event(EventKind.CANCEL, "U0ADMIN", 2.0)).after
+    await store.replace(session, cancelled, actor="U0ADMIN", action="cancel")
+    await store.release_tenant(cancelled)
+    assert await store.active() == []
+    assert await store.holder_of(TENANT) is None
+    assert 3600 < await redis.ttl("pi:{s1}:audit") <= 7200
+    await store.create(new_session("s2"), detail={})
+
+
+async def test_a_stale_tenant_lock_does_not_block_a_new_session(
+    store: SessionStore, redis: Redis
+) -> None:
+    await redis.set(f"pi:tenant:{{{TENANT}}}", "vanished-session")
+    await store.create(new_session("s2"), detail={})
+    assert await store.holder_of(TENANT) == "s2"
+
+
+async def test_replace_on_a_missing_session(store: SessionStore) -> None:
+    session = new_session()
+    with pytest.raises(SessionGone):
+        await store.replace(session, replace(session, version=1), actor="U", action="x")
+
+
+async def test_claim_once(store: SessionStore) -> None:
+    assert await store.claim_once("trigger:1") is True
+    assert await store.claim_once("trigger:1") is False
+    assert await store.claim_once("trigger:2") is True
+
+
+async def test_sessions_survive_a_redis_restart(
+    store: SessionStore, redis_server: RedisServer
+) -> None:
+    session = await store.create(new_session(), detail={})
+    moved = advance(session, Event(EventKind.MAILFLOW_CONSENT, "U0GA", 2.0)).after
+    await store.replace(session, moved, actor="U0GA", action="mailflow_consent")
+    redis_server.restart()
+    fresh = Redis.from_url(redis_server.url)
+    try:
+        again = SessionStore(fresh, active_ttl=3600, retention_ttl=7200)
+        assert await again.require("s1") == moved
+        assert len(await again.audit("s1")) == 2
+        assert await again.holder_of(TENANT) == "s1"
+    finally:
+        await fresh.aclose()

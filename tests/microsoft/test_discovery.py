@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from bot.microsoft.discovery import TenantIdentity, normalise_tenant_input, resolve_tenant
+from bot.microsoft.errors import MicrosoftUnavailable, UnknownTenant
+from bot.microsoft.retry import RetryPolicy
+from bot.sandbox.server import free_port
+
+from .conftest import CONTOSO, Cloud
+
+
+@pytest.mark.parametrize(
+    ("typed", "expected"),
+    [
+        ("contoso.com", "contoso.com"),
+        ("  Contoso.COM. ", "contoso.com"),
+        ("contoso.onmicrosoft.com", "contoso.onmicrosoft.com"),
+        ("0F1E2D3C-4B5A-4697-8899-AABBCCDDEEFF", CONTOSO),
+        ("{0f1e2d3c-4b5a-4697-8899-aabbccddeeff}", CONTOSO),
+        ("bücher.example", "xn--bcher-kva.example"),
+        ("a-b.co.uk", "a-b.co.uk"),
+    ],
+)
+def test_normalise_accepts(typed: str, expected: str) -> None:
+    assert normalise_tenant_input(typed) == expected
+
+
+@pytest.mark.parametrize(
+    ("typed", "says"),
+    [
+        ("", "Type the tenant"),
+        ("common", "not a tenant"),
+        ("Organizations", "not a tenant"),
+        ("consumers", "not a tenant"),
+        ("https://contoso.com", "web address"),
+        ("contoso.com/path", "web address"),
+        ("admin@contoso.com", "email address"),
+        ("contoso com", "without spaces"),
+        ("contoso", "neither a domain"),
+        ("-contoso.com", "neither a domain"),
+        ("contoso.c0m", "neither a domain"),
+        ("contoso..com", "neither a domain"),
+        ("0f1e2d3c-4b5a-4697-8899", "neither a domain"),
+        ("a" * 64 + ".com", "neither a domain"),
+    ],
+)
+def test_normalise_rejects(typed: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        normalise_tenant_input(typed)
+
+
+async def test_resolves_guid_and_domains(cloud: Cloud, http: httpx.AsyncClient) -> None:
+    for asked in (CONTOSO, "contoso.com", "contoso.onmicrosoft.com", "MAIL.contoso.com"):
+        assert await resolve_tenant(http, cloud.login_url, asked) == TenantIdentity(
+            tenant_id=CONTOSO, queried_as=asked
+        )
+
+
+async def test_unknown_tenant(cloud: Cloud, http: httpx.AsyncClient) -> None:
+    with pytest.raises(UnknownTenant) as caught:
+        await resolve_tenant(http, cloud.login_url, "nosuchtenant.example")
+    assert "AADSTS90002" in caught.value.description
+    assert caught.value.tenant == "nosuchtenant.example"
+
+
+async def test_network_error_is_unavailable(http: httpx.AsyncClient, delays: list[float]) -> None:
+    async def record(seconds: float) -> None:
+        delays.append(seconds)
+
+    policy = RetryPolicy(max_attempts=3, sleep=record)
+    nowhere = f"https://127.0.0.1:{free_port()}/login"
+    with pytest.raises(MicrosoftUnavailable):
+        await resolve_tenant(http, nowhere, "contoso.com", retry=policy)
+    assert len(delays) == 2
+
+
+async def test_outage_is_retried(
+    cloud: Cloud, http: httpx.AsyncClient, no_wait: RetryPolicy, delays: list[float]
+) -> None:
+    cloud.sandbox.fail("login", status=503, retry_after=4)
+    identity = await resolve_tenant(http, cloud.login_url, "contoso.com", retry=no_wait)
+    assert identity.tenant_id == CONTOSO
+    assert delays == [4.0]
+    cloud.sandbox.fail("login", status=500, times=10)
+    with pytest.raises(MicrosoftUnavailable):
+        await resolve_tenant(http, cloud.login_url, "contoso.com", retry=no_wait)
