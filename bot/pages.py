@@ -64,8 +64,8 @@ def render(page: Page) -> str:
         '<meta name="robots" content="noindex">\n'
         f"<title>{escape(page.title)} · provision-inline</title>\n"
         f"<style>{_STYLE}</style>\n</head>\n<body>\n"
-        f'<main class="{page.tone.value}">\n'
-        f'<h1 role="{role}">{escape(page.title)}</h1>\n{body}\n{link}\n'
+        f'<main class="{page.tone.value}">\n<div role="{role}">\n'
+        f"<h1>{escape(page.title)}</h1>\n{body}\n</div>\n{link}\n"
         "</main>\n</body>\n</html>\n"
     )
 

@@ -21,11 +21,28 @@ from redis.asyncio import Redis
 
 from bot.app import Runtime, build_runtime
 from bot.config import load_settings
-from bot.sandbox.microsoft import GLOBAL_ADMINISTRATOR, SandboxMicrosoft, SandboxTenant, SandboxUser
-from bot.sandbox.server import SandboxTLS, serve_asgi
+from bot.sandbox.microsoft import (
+    EXCHANGE,
+    EXCHANGE_ADMINISTRATOR,
+    GLOBAL_ADMINISTRATOR,
+    GRAPH,
+    RequiredPermission,
+    SandboxApp,
+    SandboxMicrosoft,
+    SandboxTenant,
+    SandboxUser,
+)
+from bot.sandbox.server import SandboxTLS, free_port, serve_asgi
 from bot.sandbox.slack import SandboxSlack
 from bot.sandbox.slack_driver import SlackDriver
-from tests.conftest import SIGNING_SECRET, base_environment
+from tests.conftest import (
+    DIRSYNC_CLIENT_ID,
+    DIRSYNC_SECRET,
+    MAILFLOW_CLIENT_ID,
+    MAILFLOW_SECRET,
+    SIGNING_SECRET,
+    base_environment,
+)
 from tests.redis_server import RedisServer
 
 CONTOSO_ID = "0f1e2d3c-4b5a-4697-8899-aabbccddeeff"
@@ -35,6 +52,9 @@ ADMIN = "U0ADMIN"
 GROUP_ADMIN = "U0GROUPADMIN"
 APPROVER = "U0APPROVER"
 OUTSIDER = "U0OUTSIDER"
+GLOBAL_ADMIN_UPN = "ga@contoso.com"
+EXCHANGE_ADMIN_UPN = "exo@contoso.com"
+FABRIKAM_ADMIN_UPN = "ga@fabrikam.example"
 
 
 @dataclass
@@ -63,6 +83,7 @@ class Harness:
     base_url: str
     clock: Clock
     environment: dict[str, str]
+    port: int
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     @property
@@ -78,7 +99,7 @@ class Harness:
     async def start_bot(self) -> None:
         settings = load_settings(self.environment)
         runtime = build_runtime(settings, clock=self.clock, expiry_interval_seconds=None)
-        server = await self._stack.enter_async_context(serve_asgi(runtime.web))
+        server = await self._stack.enter_async_context(serve_asgi(runtime.web, port=self.port))
         self._stack.push_async_callback(runtime.aclose)
         self.runtime = runtime
         self.base_url = server.base_url
@@ -121,7 +142,10 @@ def contoso() -> SandboxTenant:
         display_name="Contoso",
         initial_domain="contoso.onmicrosoft.com",
         domains=["contoso.com"],
-        users=[SandboxUser("ga@contoso.com", "Grace Global", roles={GLOBAL_ADMINISTRATOR})],
+        users=[
+            SandboxUser(GLOBAL_ADMIN_UPN, "Grace Global", roles={GLOBAL_ADMINISTRATOR}),
+            SandboxUser(EXCHANGE_ADMIN_UPN, "Ezra Exchange", roles={EXCHANGE_ADMINISTRATOR}),
+        ],
     )
 
 
@@ -131,7 +155,37 @@ def fabrikam() -> SandboxTenant:
         display_name="Fabrikam",
         initial_domain="fabrikam.onmicrosoft.com",
         domains=["fabrikam.example"],
+        users=[SandboxUser(FABRIKAM_ADMIN_UPN, "Fay Fabrikam", roles={GLOBAL_ADMINISTRATOR})],
     )
+
+
+def registered_apps() -> list[SandboxApp]:
+    """The two app registrations, as the vendor registered them (permissions they list)."""
+    return [
+        SandboxApp(
+            client_id=MAILFLOW_CLIENT_ID,
+            display_name="Inline Mail Flow",
+            secret=MAILFLOW_SECRET,
+            required=(RequiredPermission(EXCHANGE.app_id, app_roles=("Exchange.ManageAsApp",)),),
+        ),
+        SandboxApp(
+            client_id=DIRSYNC_CLIENT_ID,
+            display_name="Inline Directory Sync",
+            secret=DIRSYNC_SECRET,
+            required=(
+                RequiredPermission(
+                    GRAPH.app_id,
+                    app_roles=(
+                        "Application.Read.All",
+                        "Domain.Read.All",
+                        "Organization.Read.All",
+                        "RoleManagement.Read.Directory",
+                    ),
+                    scopes=("User.Read", "RoleManagement.ReadWrite.Directory"),
+                ),
+            ),
+        ),
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -159,7 +213,8 @@ async def harness(
     slack.add_usergroup("S0ADMINS", "exchange-admins", [GROUP_ADMIN])
     slack.add_channel(CHANNEL, "mail-provisioning")
     slack.add_channel("C0NOBOT", "elsewhere", bot_is_member=False)
-    microsoft = SandboxMicrosoft([contoso(), fabrikam()])
+    microsoft = SandboxMicrosoft([contoso(), fabrikam()], registered_apps())
+    port = free_port()
     async with contextlib.AsyncExitStack() as stack:
         slack_server = await stack.enter_async_context(serve_asgi(slack.app))
         ms_server = await stack.enter_async_context(serve_asgi(microsoft.app, tls=sandbox_tls))
@@ -172,6 +227,7 @@ async def harness(
             MICROSOFT_EXCHANGE_URL=f"{ms_server.base_url}/exchange",
             PROVISION_ADMINS=f"{ADMIN},S0ADMINS",
             PROVISION_APPROVERS=APPROVER,
+            PUBLIC_URL=f"http://127.0.0.1:{port}",
         )
         driver = SlackDriver(
             sandbox=slack,
@@ -191,6 +247,7 @@ async def harness(
             base_url="",
             clock=Clock(base=time.time),
             environment=environment,
+            port=port,
         )
         await harness.start_bot()
         try:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
 import urllib.parse
 
 import pytest
 from playwright.async_api import Route, async_playwright
 
+from tests.browser import chromium_path
+
 from .conftest import ADMIN, CONTOSO, MAILFLOW_ID, REDIRECT, Cloud
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium")
+CHROMIUM = chromium_path()
 
 
 @pytest.mark.parametrize(("button", "expected"), [("Accept", "admin_consent"), ("Cancel", "error")])

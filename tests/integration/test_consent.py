@@ -1,0 +1,241 @@
+"""Steps 1 and 3: the consent link, Microsoft (sandbox), the redirect back, the page, the thread."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+from bot.views import ACTION_CONSENT_OPEN, ACTION_CONSENT_RENEW
+from bot.workflow import Event, EventKind, Phase
+from tests.browser import assert_renders, browser_page
+from tests.conftest import DIRSYNC_CLIENT_ID, MAILFLOW_CLIENT_ID
+from tests.integration.conftest import (
+    ADMIN,
+    CHANNEL,
+    CONTOSO_ID,
+    EXCHANGE_ADMIN_UPN,
+    FABRIKAM_ADMIN_UPN,
+    FABRIKAM_ID,
+    GLOBAL_ADMIN_UPN,
+    GROUP_ADMIN,
+    OUTSIDER,
+    Harness,
+    ephemeral_for,
+)
+
+
+def consent_buttons(harness: Harness, root_ts: str) -> list[tuple[str, dict[str, Any]]]:
+    """(message ts, button) for every consent link button in the thread, oldest first."""
+    found = []
+    for message in harness.thread(root_ts):
+        for block in message.blocks:
+            for element in block.get("elements", []):
+                if element.get("action_id") == ACTION_CONSENT_OPEN:
+                    found.append((message.ts, element))
+    return found
+
+
+async def latest_link(harness: Harness, root_ts: str) -> tuple[str, str]:
+    await harness.slack.wait_for(lambda s: consent_buttons(harness, root_ts))
+    ts, button = consent_buttons(harness, root_ts)[-1]
+    return ts, str(button["url"])
+
+
+async def follow(harness: Harness, url: str, upn: str, decision: str) -> httpx.Response:
+    """An admin's browser in a hurry: signed in already, accepts (or cancels) at once."""
+    harness.microsoft.sign_in(upn, auto=decision)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(follow_redirects=True, timeout=10) as browser:
+        return await browser.get(url)
+
+
+async def test_mailflow_consent_in_a_real_browser(harness: Harness) -> None:
+    root_ts = await harness.start_session("contoso.com")
+    prompt_ts, url = await latest_link(harness, root_ts)
+    query = parse_qs(urlsplit(url).query)
+    assert urlsplit(url).path == f"/login/{CONTOSO_ID}/v2.0/adminconsent"
+    assert query["client_id"] == [MAILFLOW_CLIENT_ID]
+    assert query["scope"] == [f"{harness.microsoft_url}/exchange/.default"]
+    assert query["redirect_uri"] == [f"http://127.0.0.1:{harness.port}/microsoft/callback"]
+
+    # The admin clicks the button in Slack (acked, and who clicked is remembered)...
+    response = await harness.driver.click(
+        user_id=ADMIN, channel_id=CHANNEL, message_ts=prompt_ts, action_id=ACTION_CONSENT_OPEN
+    )
+    assert response.status_code == 200
+    # ...and the browser opens the link, signs in, accepts, and lands on our page.
+    async with browser_page() as page:
+        await page.goto(url)
+        await page.get_by_label("Sign in as").fill(GLOBAL_ADMIN_UPN)
+        await page.get_by_role("button", name="Accept").click()
+        await page.wait_for_url(f"{harness.base_url}/microsoft/callback*")
+        await assert_renders(page, "consent-recorded")
+        assert await page.title() == "Consent recorded for contoso.com · provision-inline"
+        text = await page.locator("main").inner_text()
+        assert "mail-flow app" in text
+        thread_link = await page.get_by_role("link", name="Back to the Slack thread").get_attribute(
+            "href"
+        )
+    assert thread_link == harness.slack.message(CHANNEL, root_ts).permalink
+
+    note = await harness.slack.wait_for(
+        lambda s: [m for m in harness.thread(root_ts) if "consented to the mail-flow app" in m.text]
+    )
+    assert note[0].text.startswith(f"<@{ADMIN}> consented")
+    root = harness.slack.message(CHANNEL, root_ts)
+    assert f"done by <@{ADMIN}>" in json.dumps(root.blocks)
+    [session] = await harness.runtime.store.active()
+    assert session.phase is Phase.MAILFLOW_CONSENTED
+    tenant = harness.microsoft.tenant(CONTOSO_ID)
+    assert tenant.service_principal(MAILFLOW_CLIENT_ID) is not None
+
+
+async def test_cancel_at_microsoft_is_explained_with_a_new_link(harness: Harness) -> None:
+    root_ts = await harness.start_session("contoso.com")
+    _, url = await latest_link(harness, root_ts)
+    async with browser_page() as page:
+        await page.goto(url)
+        await page.get_by_label("Sign in as").fill(GLOBAL_ADMIN_UPN)
+        await page.get_by_role("button", name="Cancel").click()
+        await page.wait_for_url(f"{harness.base_url}/microsoft/callback*")
+        await assert_renders(page, "consent-cancelled")
+        assert "was cancelled" in await page.locator("main").inner_text()
+    await harness.slack.wait_for(lambda s: len(consent_buttons(harness, root_ts)) == 2)
+    assert any("cancelled the consent" in m.text for m in harness.thread(root_ts))
+    [session] = await harness.runtime.store.active()
+    assert session.phase is Phase.STARTED
+    audit = await harness.runtime.store.audit(session.id)
+    assert [e.result for e in audit if e.action == "mailflow_consent_redirect"] == ["cancelled"]
+
+
+async def test_a_refusal_by_microsoft_is_explained(harness: Harness) -> None:
+    """An Exchange administrator is not allowed to grant tenant-wide consent."""
+    root_ts = await harness.start_session("contoso.com")
+    _, url = await latest_link(harness, root_ts)
+    page = await follow(harness, url, EXCHANGE_ADMIN_UPN, "accept")
+    assert page.status_code == 200
+    assert "Consent not given" in page.text
+    assert "AADSTS90094" in page.text
+    note = await harness.slack.wait_for(
+        lambda s: [m for m in harness.thread(root_ts) if "Microsoft refused" in m.text]
+    )
+    assert "Global Administrator" in note[0].text
+    [session] = await harness.runtime.store.active()
+    assert session.phase is Phase.STARTED
+
+
+async def test_replayed_and_unknown_and_missing_states_change_nothing(harness: Harness) -> None:
+    root_ts = await harness.start_session("contoso.com")
+    _, url = await latest_link(harness, root_ts)
+    first = await follow(harness, url, GLOBAL_ADMIN_UPN, "accept")
+    assert "Consent recorded" in first.text
+    callback = str(first.url)
+    again = await harness.http.get(callback)
+    assert again.status_code == 400
+    assert "already used" in again.text
+    assert harness.slack.message(CHANNEL, root_ts).permalink in again.text
+    forged = await harness.http.get(
+        f"{harness.base_url}/microsoft/callback",
+        params={"admin_consent": "True", "tenant": CONTOSO_ID, "state": "made-up"},
+    )
+    assert forged.status_code == 400
+    assert "not valid" in forged.text
+    missing = await harness.http.get(f"{harness.base_url}/microsoft/callback")
+    assert missing.status_code == 400
+    assert "needs a link from Slack" in missing.text
+    consents = [m for m in harness.thread(root_ts) if "consented to the mail-flow app" in m.text]
+    assert len(consents) == 1
+    async with browser_page() as browser:
+        await browser.goto(callback)
+        await assert_renders(browser, "link-replayed")
+
+
+async def test_an_expired_link_records_nothing_and_can_be_renewed(harness: Harness) -> None:
+    root_ts = await harness.start_session("contoso.com")
+    prompt_ts, url = await latest_link(harness, root_ts)
+    harness.clock.advance(16 * 60)
+    page = await follow(harness, url, GLOBAL_ADMIN_UPN, "accept")
+    assert page.status_code == 400
+    assert "expired" in page.text
+    [session] = await harness.runtime.store.active()
+    assert session.phase is Phase.STARTED
+
+    await harness.driver.click(
+        user_id=OUTSIDER, channel_id=CHANNEL, message_ts=prompt_ts, action_id=ACTION_CONSENT_RENEW
+    )
+    await ephemeral_for(harness, OUTSIDER, "You can't make a new consent link")
+    await harness.driver.click(
+        user_id=GROUP_ADMIN,
+        channel_id=CHANNEL,
+        message_ts=prompt_ts,
+        action_id=ACTION_CONSENT_RENEW,
+    )
+    await harness.slack.wait_for(lambda s: s.message(CHANNEL, prompt_ts).edited == 1)
+    _, fresh = await latest_link(harness, root_ts)
+    assert fresh != url
+    done = await follow(harness, fresh, GLOBAL_ADMIN_UPN, "accept")
+    assert "Consent recorded" in done.text
+
+
+async def test_consent_in_another_tenant_is_refused_and_explained(harness: Harness) -> None:
+    root_ts = await harness.start_session("contoso.com")
+    _, url = await latest_link(harness, root_ts)
+    page = await follow(harness, url, FABRIKAM_ADMIN_UPN, "accept")
+    assert page.status_code == 400
+    assert "different tenant" in page.text
+    assert FABRIKAM_ID in page.text
+    note = await harness.slack.wait_for(
+        lambda s: [m for m in harness.thread(root_ts) if FABRIKAM_ID in m.text]
+    )
+    assert "Nothing was recorded" in note[0].text
+    [session] = await harness.runtime.store.active()
+    assert session.phase is Phase.STARTED
+
+
+async def test_consent_given_twice_is_recorded_once(harness: Harness) -> None:
+    root_ts = await harness.start_session("contoso.com")
+    prompt_ts, first_url = await latest_link(harness, root_ts)
+    await harness.driver.click(
+        user_id=ADMIN, channel_id=CHANNEL, message_ts=prompt_ts, action_id=ACTION_CONSENT_RENEW
+    )
+    await harness.slack.wait_for(lambda s: s.message(CHANNEL, prompt_ts).edited == 1)
+    _, second_url = await latest_link(harness, root_ts)
+    assert (
+        "Consent recorded" in (await follow(harness, second_url, GLOBAL_ADMIN_UPN, "accept")).text
+    )
+    again = await follow(harness, first_url, GLOBAL_ADMIN_UPN, "accept")
+    assert "already recorded" in again.text
+    notes = [m for m in harness.thread(root_ts) if "consented to the mail-flow app" in m.text]
+    assert len(notes) == 1
+    # Once the step is done, a new link is refused with a reason.
+    await harness.driver.click(
+        user_id=ADMIN, channel_id=CHANNEL, message_ts=prompt_ts, action_id=ACTION_CONSENT_RENEW
+    )
+    await ephemeral_for(harness, ADMIN, "already recorded")
+
+
+async def test_directory_sync_consent_is_step_three(harness: Harness) -> None:
+    root_ts = await harness.start_session("contoso.com")
+    _, url = await latest_link(harness, root_ts)
+    await follow(harness, url, GLOBAL_ADMIN_UPN, "accept")
+    [session] = await harness.runtime.store.active()
+    # Step 2 belongs to the role issue; walk it through the workflow as its handlers will.
+    provisioner = harness.runtime.provisioner
+    for kind, actor in (
+        (EventKind.ROLE_REQUEST, ADMIN),
+        (EventKind.ROLE_ACKNOWLEDGE, "U0APPROVER"),
+        (EventKind.ROLE_ASSIGNED, ADMIN),
+    ):
+        await provisioner.handle(session.id, Event(kind, actor, provisioner.now()))
+    await harness.slack.wait_for(lambda s: len(consent_buttons(harness, root_ts)) == 2)
+    _, url = await latest_link(harness, root_ts)
+    assert parse_qs(urlsplit(url).query)["client_id"] == [DIRSYNC_CLIENT_ID]
+    assert parse_qs(urlsplit(url).query)["scope"] == [f"{harness.microsoft_url}/graph/.default"]
+    page = await follow(harness, url, GLOBAL_ADMIN_UPN, "accept")
+    assert "Consent recorded" in page.text
+    assert "directory-sync app" in page.text
+    [session] = await harness.runtime.store.active()
+    assert session.phase is Phase.DIRECTORY_CONSENTED
+    assert harness.microsoft.tenant(CONTOSO_ID).service_principal(DIRSYNC_CLIENT_ID) is not None
