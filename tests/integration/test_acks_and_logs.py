@@ -1,0 +1,103 @@
+"""Slack gets its ack at once whatever Microsoft does; logs never carry a secret."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from bot.views import ACTION_CANCEL, ACTION_CONSENT_OPEN, ACTION_CONSENT_RENEW
+from tests.conftest import DIRSYNC_SECRET, MAILFLOW_SECRET, SIGNING_SECRET
+from tests.integration.conftest import ADMIN, CHANNEL, GLOBAL_ADMIN_UPN, Harness
+from tests.integration.test_consent import consent_buttons, latest_link
+
+ACK_LIMIT = 1.0  # seconds; Slack's own limit is 3
+
+
+async def timed(send: Callable[[], Awaitable[httpx.Response]]) -> float:
+    started = time.perf_counter()
+    response = await send()
+    assert response.status_code == 200
+    return time.perf_counter() - started
+
+
+async def test_every_interaction_is_acked_quickly_while_microsoft_takes_5_seconds(
+    harness: Harness,
+) -> None:
+    root_ts = await harness.start_session("contoso.com")
+    prompt_ts, _ = await latest_link(harness, root_ts)
+    harness.microsoft.set_latency(5.0)
+    driver = harness.driver
+    durations = {
+        "help": await timed(
+            lambda: driver.slash_command(user_id=ADMIN, channel_id=CHANNEL, text="help")
+        ),
+        "status": await timed(
+            lambda: driver.slash_command(user_id=ADMIN, channel_id=CHANNEL, text="status")
+        ),
+        "start": await timed(lambda: driver.slash_command(user_id=ADMIN, channel_id=CHANNEL)),
+        "consent click": await timed(
+            lambda: driver.click(
+                user_id=ADMIN,
+                channel_id=CHANNEL,
+                message_ts=prompt_ts,
+                action_id=ACTION_CONSENT_OPEN,
+            )
+        ),
+        "new link": await timed(
+            lambda: driver.click(
+                user_id=ADMIN,
+                channel_id=CHANNEL,
+                message_ts=prompt_ts,
+                action_id=ACTION_CONSENT_RENEW,
+            )
+        ),
+        "home": await timed(lambda: driver.open_home(user_id=ADMIN)),
+        "cancel": await timed(
+            lambda: driver.click(
+                user_id=ADMIN, channel_id=CHANNEL, message_ts=root_ts, action_id=ACTION_CANCEL
+            )
+        ),
+    }
+    slow = {name: seconds for name, seconds in durations.items() if seconds >= ACK_LIMIT}
+    assert not slow, durations
+    await harness.slack.wait_for(lambda s: "Cancelled" in s.message(CHANNEL, root_ts).text)
+
+
+async def test_no_secret_token_or_state_reaches_the_logs(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    root_ts = await harness.start_session("contoso.com")
+    _, url = await latest_link(harness, root_ts)
+    state = parse_qs(urlsplit(url).query)["state"][0]
+    harness.microsoft.sign_in(GLOBAL_ADMIN_UPN, auto="accept")
+    async with httpx.AsyncClient(follow_redirects=True, timeout=10) as browser:
+        page = await browser.get(url)
+    assert "Consent recorded" in page.text
+    await harness.slack.wait_for(lambda s: len(consent_buttons(harness, root_ts)) >= 1)
+    await harness.driver.slash_command(user_id=ADMIN, channel_id=CHANNEL, text="status")
+    await harness.slack.wait_for(lambda s: s.ephemerals)
+    logged = "\n".join(record.getMessage() + " " + repr(record.args) for record in caplog.records)
+    assert caplog.records, "expected the bot to log something at DEBUG"
+    # (The state itself is no secret: it is in the link everyone in the channel sees.)
+    for secret in (SIGNING_SECRET, MAILFLOW_SECRET, DIRSYNC_SECRET, harness.slack.bot_token):
+        assert secret not in logged
+    # Nor in Redis: nothing the store keeps holds a secret, and states only as hashes.
+    redis = harness.runtime.redis
+    for key in await redis.keys("*"):
+        kind = await redis.type(key)
+        if kind in (b"string", "string"):
+            dumped = str(await redis.get(key))
+        elif kind in (b"hash", "hash"):
+            dumped = str(await redis.hgetall(key))
+        elif kind in (b"stream", "stream"):
+            dumped = str(await redis.xrange(key))
+        else:
+            dumped = str(await redis.smembers(key))
+        for secret in (SIGNING_SECRET, MAILFLOW_SECRET, DIRSYNC_SECRET, state):
+            assert secret not in dumped, key
