@@ -26,6 +26,7 @@ from bot.config import Settings
 from bot.consent import ConsentApp, ConsentTarget, ConsentTargets
 from bot.consent_flow import ConsentDesk
 from bot.inflight import InFlight
+from bot.jobs import Jobs
 from bot.metrics import Metrics
 from bot.service import Provisioner
 from bot.tenants import TenantDirectory
@@ -55,10 +56,12 @@ class Runtime:
     consents: ConsentDesk
     metrics: Metrics
     inflight: InFlight
+    jobs: Jobs
 
     async def aclose(self) -> None:
-        """Let acked work finish (bounded), then close the connections."""
+        """Let acked work finish (bounded), hand background jobs back, close the connections."""
         await self.inflight.drain(grace_seconds=20)
+        await self.jobs.stop()
         await self.http.aclose()
         await self.redis.aclose()
 
@@ -67,9 +70,9 @@ def build_runtime(
     settings: Settings,
     *,
     clock: Callable[[], float] = time.time,
-    expiry_interval_seconds: float | None = 60.0,
+    sweep_interval_seconds: float | None = 60.0,
 ) -> Runtime:
-    """Wire the product together. ``expiry_interval_seconds=None`` turns the expiry timer off
+    """Wire the product together. ``sweep_interval_seconds=None`` turns the sweep timer off
     (tests drive ``provisioner.expire_idle`` themselves)."""
     # Imported here: the handlers import this module's Runtime for typing.
     from handlers import register_all
@@ -111,6 +114,7 @@ def build_runtime(
             ),
         },
     )
+    jobs = Jobs(store, {})
     provisioner = Provisioner(
         store=store,
         slack=slack,
@@ -118,6 +122,7 @@ def build_runtime(
         idle_seconds=settings.session_idle_seconds,
         oauth=OAuthStates(redis),
         consent=consent_targets,
+        jobs=jobs,
         notify_channel=settings.notify_channel,
     )
     runtime = Runtime(
@@ -134,7 +139,8 @@ def build_runtime(
         consents=ConsentDesk(provisioner),
         metrics=metrics,
         inflight=InFlight(),
+        jobs=jobs,
     )
     register_all(runtime)
-    runtime.web = build_web(runtime, expiry_interval_seconds=expiry_interval_seconds)
+    runtime.web = build_web(runtime, sweep_interval_seconds=sweep_interval_seconds)
     return runtime

@@ -94,7 +94,7 @@ class CheckResult:
 
 async def check(settings: Settings) -> list[CheckResult]:
     """Each dependency, tried for real, reported ok/failed with the reason."""
-    runtime = build_runtime(settings, expiry_interval_seconds=None)
+    runtime = build_runtime(settings, sweep_interval_seconds=None)
     results = [CheckResult("configuration", True, "every variable is set and well-formed")]
     try:
         try:

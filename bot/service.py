@@ -15,6 +15,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.consent import CONSENT_FOR_PHASE, ConsentApp, ConsentTargets
+from bot.jobs import Jobs
 from bot.microsoft.discovery import TenantIdentity
 from bot.views import (
     Message,
@@ -76,9 +77,11 @@ class Provisioner:
         idle_seconds: int,
         oauth: OAuthStates,
         consent: ConsentTargets,
+        jobs: Jobs,
         notify_channel: str | None = None,
     ) -> None:
         self.store = store
+        self.jobs = jobs
         self.oauth = oauth
         self.consent = consent
         self.slack = slack
@@ -168,6 +171,8 @@ class Provisioner:
                 await self._announce(session)
             elif effect is Effect.PROMPT:
                 await self._prompt(session)
+            elif effect is Effect.RUN_JOB:
+                self.jobs.launch(session)
 
     async def _prompt(self, session: Session) -> None:
         """Post what the session's phase needs from people: for now, a consent link."""

@@ -18,6 +18,7 @@ __all__ = [
     "PROMPTING",
     "TERMINAL",
     "TRANSITIONS",
+    "WORKING",
     "Effect",
     "Event",
     "EventKind",
@@ -56,6 +57,8 @@ TERMINAL = frozenset({Phase.PROTECTED, Phase.CANCELLED, Phase.EXPIRED})
 
 # Phases that open a step the bot must ask for in the thread (a consent link, later a form).
 PROMPTING = frozenset({Phase.STARTED, Phase.ROLE_ASSIGNED})
+# Phases in which the bot works on its own, in a background job that survives restarts.
+WORKING = frozenset({Phase.VERIFYING, Phase.APPLYING})
 
 
 class Scope(StrEnum):
@@ -232,6 +235,7 @@ class Effect(StrEnum):
     RELEASE_TENANT = "release_tenant"  # the session is over: another may start for this tenant
     ANNOUNCE = "announce"  # post "Exchange Online protected in inline mode." to the channel(s)
     PROMPT = "prompt"  # ask in the thread for what the new phase needs
+    RUN_JOB = "run_job"  # start the background job of a working phase
 
 
 @dataclass(frozen=True)
@@ -272,6 +276,8 @@ def advance(session: Session, event: Event) -> Transition:
         effects.append(Effect.ANNOUNCE)
     if target in PROMPTING:
         effects.append(Effect.PROMPT)
+    if target in WORKING:
+        effects.append(Effect.RUN_JOB)
     return Transition(before=session, after=after, event=event, effects=tuple(effects))
 
 

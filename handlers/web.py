@@ -39,7 +39,7 @@ def _payload_kind(request: Request, body: bytes) -> str:
     return "other"
 
 
-def build_web(runtime: Runtime, *, expiry_interval_seconds: float | None) -> Starlette:
+def build_web(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Starlette:
     slack_handler = AsyncSlackRequestHandler(runtime.bolt)
 
     async def slack_events(request: Request) -> Response:
@@ -84,19 +84,21 @@ def build_web(runtime: Runtime, *, expiry_interval_seconds: float | None) -> Sta
             runtime.metrics.render(phases), media_type="text/plain; version=0.0.4"
         )
 
-    async def expire_periodically(interval: float) -> None:
+    async def sweep_periodically(interval: float) -> None:
+        """Expire idle sessions and resume background jobs whose process went away."""
         while True:
-            await asyncio.sleep(interval)  # a timer, not a wait for some other work
             try:
+                await runtime.jobs.resume_orphans()
                 await runtime.provisioner.expire_idle()
             except (RedisError, OSError):
-                logger.warning("expiry sweep skipped: Redis unavailable", exc_info=True)
+                logger.warning("sweep skipped: Redis unavailable", exc_info=True)
+            await asyncio.sleep(interval)  # a timer, not a wait for some other work
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         timer = (
-            asyncio.create_task(expire_periodically(expiry_interval_seconds))
-            if expiry_interval_seconds
+            asyncio.create_task(sweep_periodically(sweep_interval_seconds))
+            if sweep_interval_seconds
             else None
         )
         try:

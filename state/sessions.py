@@ -8,6 +8,8 @@ below run on Redis Cluster too):
 - ``pi:tenant:{tid}``   the tenant lock: the id of the one active session for that tenant
 - ``pi:sessions``       set of the ids of active sessions (for status, App Home, metrics, expiry)
 - ``pi:once:{key}``     idempotency markers for Slack retries and double clicks
+- ``pi:{sid}:lease``    which process runs the session's background job (verify, apply)
+- ``pi:{sid}:refs``     hash of Slack message timestamps the bot edits later (progress lines)
 
 Every change of a session is a compare-and-set on its version, done in one Lua script together
 with its audit entry: either both are stored or neither is.
@@ -85,6 +87,14 @@ def _audit_key(session_id: str) -> str:
     return f"pi:{{{session_id}}}:audit"
 
 
+def _lease_key(session_id: str) -> str:
+    return f"pi:{{{session_id}}}:lease"
+
+
+def _refs_key(session_id: str) -> str:
+    return f"pi:{{{session_id}}}:refs"
+
+
 def _tenant_key(tenant_id: str) -> str:
     return f"pi:tenant:{{{tenant_id}}}"
 
@@ -124,9 +134,15 @@ redis.call('EXPIRE', KEYS[2], ARGV[1])
 return 1
 """
 
-# KEYS: tenant lock. ARGV: session id. Deletes the lock only if that session still holds it.
+# KEYS: a lock. ARGV: its holder. Deletes the lock only if that holder still holds it.
 _RELEASE_IF_HELD = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: a lock. ARGV: its holder, ttl. Extends the lock only if that holder still holds it.
+_RENEW_IF_HELD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
 
@@ -156,6 +172,7 @@ class SessionStore:
         self._compare_and_set = redis.register_script(_COMPARE_AND_SET)
         self._audit_only = redis.register_script(_AUDIT_ONLY)
         self._release = redis.register_script(_RELEASE_IF_HELD)
+        self._renew = redis.register_script(_RENEW_IF_HELD)
 
     @property
     def redis(self) -> Redis:
@@ -297,6 +314,30 @@ class SessionStore:
         await self._redis.delete(_session_key(session.id), _audit_key(session.id))
         await self._redis.srem(_ACTIVE_INDEX, session.id)
         await self.release_tenant(session)
+
+    async def take_lease(self, session_id: str, owner: str, *, ttl: int) -> bool:
+        """Become the one process running this session's background job, for ``ttl`` seconds."""
+        return bool(await self._redis.set(_lease_key(session_id), owner, nx=True, ex=ttl))
+
+    async def renew_lease(self, session_id: str, owner: str, *, ttl: int) -> bool:
+        return bool(await self._renew(keys=[_lease_key(session_id)], args=[owner, ttl]))
+
+    async def release_lease(self, session_id: str, owner: str) -> None:
+        await self._release(keys=[_lease_key(session_id)], args=[owner])
+
+    async def lease_holder(self, session_id: str) -> str | None:
+        holder = await self._redis.get(_lease_key(session_id))
+        return _text(holder) if holder is not None else None
+
+    async def set_ref(self, session_id: str, name: str, value: str) -> None:
+        """Remember a Slack message the bot will edit again (survives restarts)."""
+        key = _refs_key(session_id)
+        await self._redis.hset(key, name, value)
+        await self._redis.expire(key, self._retention_ttl)
+
+    async def get_ref(self, session_id: str, name: str) -> str | None:
+        value = await self._redis.hget(_refs_key(session_id), name)
+        return _text(value) if value is not None else None
 
     async def claim_once(self, key: str, *, ttl: int = 3600) -> bool:
         """True the first time ``key`` is claimed within ``ttl`` seconds, False afterwards."""

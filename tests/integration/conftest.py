@@ -98,7 +98,7 @@ class Harness:
 
     async def start_bot(self) -> None:
         settings = load_settings(self.environment)
-        runtime = build_runtime(settings, clock=self.clock, expiry_interval_seconds=None)
+        runtime = build_runtime(settings, clock=self.clock, sweep_interval_seconds=None)
         server = await self._stack.enter_async_context(serve_asgi(runtime.web, port=self.port))
         self._stack.push_async_callback(runtime.aclose)
         self.runtime = runtime
