@@ -6,9 +6,10 @@ serving (``serve``/``socket`` in ``bot.cli`` do that through uvicorn and Socket 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -28,8 +29,12 @@ from bot.consent_flow import ConsentDesk
 from bot.inflight import InFlight
 from bot.jobs import Jobs
 from bot.metrics import Metrics
+from bot.microsoft.identity import MicrosoftApp
 from bot.service import Provisioner
 from bot.tenants import TenantDirectory
+from bot.verification import VerificationJob
+from bot.verify import microsoft_apps
+from bot.workflow import Phase
 from state.connection import connect
 from state.oauth import OAuthStates
 from state.sessions import SessionStore
@@ -57,11 +62,15 @@ class Runtime:
     metrics: Metrics
     inflight: InFlight
     jobs: Jobs
+    mailflow_app: MicrosoftApp
+    dirsync_app: MicrosoftApp
 
     async def aclose(self) -> None:
         """Let acked work finish (bounded), hand background jobs back, close the connections."""
         await self.inflight.drain(grace_seconds=20)
         await self.jobs.stop()
+        self.mailflow_app.close()
+        self.dirsync_app.close()
         await self.http.aclose()
         await self.redis.aclose()
 
@@ -71,9 +80,12 @@ def build_runtime(
     *,
     clock: Callable[[], float] = time.time,
     sweep_interval_seconds: float | None = 60.0,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> Runtime:
     """Wire the product together. ``sweep_interval_seconds=None`` turns the sweep timer off
-    (tests drive ``provisioner.expire_idle`` themselves)."""
+    (tests drive ``provisioner.expire_idle`` themselves); ``sleep`` and ``monotonic`` pace the
+    background jobs' waiting (tests pass a sleep that moves the sandbox's clock instead)."""
     # Imported here: the handlers import this module's Runtime for typing.
     from handlers import register_all
     from handlers.web import build_web
@@ -115,6 +127,7 @@ def build_runtime(
         },
     )
     jobs = Jobs(store, {})
+    mailflow_app, dirsync_app = microsoft_apps(settings)
     provisioner = Provisioner(
         store=store,
         slack=slack,
@@ -140,7 +153,19 @@ def build_runtime(
         metrics=metrics,
         inflight=InFlight(),
         jobs=jobs,
+        mailflow_app=mailflow_app,
+        dirsync_app=dirsync_app,
     )
+    verification = VerificationJob(
+        provisioner=provisioner,
+        settings=settings,
+        mailflow=mailflow_app,
+        dirsync=dirsync_app,
+        http=http,
+        sleep=sleep,
+        monotonic=monotonic,
+    )
+    jobs.add_runner(Phase.VERIFYING, verification.run)
     register_all(runtime)
     runtime.web = build_web(runtime, sweep_interval_seconds=sweep_interval_seconds)
     return runtime

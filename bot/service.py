@@ -23,12 +23,14 @@ from bot.views import (
     not_in_channel_message,
     root_message,
     thread_note,
+    verify_prompt,
     welcome_message,
 )
 from bot.workflow import (
     Effect,
     Event,
     EventKind,
+    Phase,
     Scope,
     Session,
     Transition,
@@ -175,10 +177,15 @@ class Provisioner:
                 self.jobs.launch(session)
 
     async def _prompt(self, session: Session) -> None:
-        """Post what the session's phase needs from people: for now, a consent link."""
+        """Post what the session's phase needs from people: a consent link, or Verify."""
         app = CONSENT_FOR_PHASE.get(session.phase)
         if app is not None:
             await self.post_in_thread(session, await self.consent_prompt(session, app))
+        elif session.phase is Phase.DIRECTORY_CONSENTED:
+            latest = session.history[-1] if session.history else None
+            if latest is None or latest.kind is not EventKind.VERIFICATION_FAILED:
+                # (After a failed verification, its summary carries the Verify again button.)
+                await self.post_in_thread(session, verify_prompt(session))
 
     async def consent_prompt(self, session: Session, app: ConsentApp) -> Message:
         """A consent step message with a fresh single-use link."""

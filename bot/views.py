@@ -25,6 +25,7 @@ __all__ = [
     "ACTION_CANCEL",
     "ACTION_CONSENT_OPEN",
     "ACTION_CONSENT_RENEW",
+    "ACTION_VERIFY",
     "START_CALLBACK",
     "Message",
     "busy_message",
@@ -46,6 +47,7 @@ __all__ = [
     "started_modal",
     "status_message",
     "thread_note",
+    "verify_prompt",
     "welcome_message",
 ]
 
@@ -581,3 +583,37 @@ def consent_problem(
             f"{session.tenant_label} and try the new link below."
         )
     return Message(text=text, blocks=[_section(text)])
+
+
+ACTION_VERIFY = "verify_start"
+
+
+def verify_prompt(session: Session) -> Message:
+    """Step 4's first half: what Verify checks, and the button."""
+    text = (
+        "*Step 4 — verify and submit.* Press *Verify*: the bot checks with Microsoft that the "
+        "mail-flow app is consented and holds *Exchange.ManageAsApp*, that it has an active "
+        "*Exchange Administrator* role, that the directory-sync app is consented, that the "
+        "tenant's domains can be read, and that Exchange Online accepts the mail-flow app. "
+        "Nothing is changed in the tenant. A role assigned minutes ago can take up to 30 "
+        "minutes to reach Exchange; the bot keeps checking and continues by itself."
+    )
+    return Message(
+        text=f"Step 4 for {session.tenant_label}: press Verify to check every grant.",
+        blocks=[
+            _section(text),
+            {
+                "type": "actions",
+                "block_id": "verify",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": ACTION_VERIFY,
+                        "text": _plain("Verify"),
+                        "style": "primary",
+                        "value": session.id,
+                    }
+                ],
+            },
+        ],
+    )

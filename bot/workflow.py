@@ -56,7 +56,7 @@ class Phase(StrEnum):
 TERMINAL = frozenset({Phase.PROTECTED, Phase.CANCELLED, Phase.EXPIRED})
 
 # Phases that open a step the bot must ask for in the thread (a consent link, later a form).
-PROMPTING = frozenset({Phase.STARTED, Phase.ROLE_ASSIGNED})
+PROMPTING = frozenset({Phase.STARTED, Phase.ROLE_ASSIGNED, Phase.DIRECTORY_CONSENTED})
 # Phases in which the bot works on its own, in a background job that survives restarts.
 WORKING = frozenset({Phase.VERIFYING, Phase.APPLYING})
 

@@ -13,6 +13,7 @@ from bot.views import (
     ACTION_CANCEL,
     ACTION_CONSENT_OPEN,
     ACTION_CONSENT_RENEW,
+    ACTION_VERIFY,
     Message,
     notice,
     refusal_message,
@@ -35,6 +36,32 @@ def register(runtime: Runtime) -> None:
             response_type="ephemeral",
             replace_original=False,
         )
+
+    async def act(
+        body: dict[str, Any], respond: AsyncRespond, *, action: str, kind: EventKind
+    ) -> None:
+        """An admin's button that moves the session (its value is the session id)."""
+        user_id = body["user"]["id"]
+        session_id = body["actions"][0]["value"]
+        try:
+            may = await runtime.access.is_admin(user_id)
+        except AccessCheckFailed:
+            may = False
+        if not may:
+            await say(respond, refusal_message(action, runtime.access.admins))
+            return
+        try:
+            await provisioner.handle(session_id, Event(kind, actor=user_id, at=provisioner.now()))
+        except TransitionNotAllowed as refused:
+            await say(respond, refused_transition_message(refused))
+        except SessionGone:
+            await say(
+                respond,
+                notice(
+                    "This session no longer exists (it ended long ago and its record expired). "
+                    "Start a new one with `/provision-inline`."
+                ),
+            )
 
     @runtime.bolt.action(ACTION_CONSENT_OPEN)
     @runtime.inflight.track
@@ -67,29 +94,19 @@ def register(runtime: Runtime) -> None:
         if problem is not None:
             await say(respond, problem)
 
+    @runtime.bolt.action(ACTION_VERIFY)
+    @runtime.inflight.track
+    async def verify_clicked(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        await act(
+            body,
+            respond,
+            action="verify the grants",
+            kind=EventKind.VERIFY,
+        )
+
     @runtime.bolt.action(ACTION_CANCEL)
     @runtime.inflight.track
     async def cancel_clicked(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
-        user_id = body["user"]["id"]
-        session_id = body["actions"][0]["value"]
-        try:
-            may = await runtime.access.is_admin(user_id)
-        except AccessCheckFailed:
-            may = False
-        if not may:
-            await say(respond, refusal_message("cancel provisioning", runtime.access.admins))
-            return
-        event = Event(EventKind.CANCEL, actor=user_id, at=provisioner.now())
-        try:
-            await provisioner.handle(session_id, event)
-        except TransitionNotAllowed as refused:
-            await say(respond, refused_transition_message(refused))
-        except SessionGone:
-            await say(
-                respond,
-                notice(
-                    "This session no longer exists (it ended long ago and its record expired). "
-                    "Start a new one with `/provision-inline`."
-                ),
-            )
+        await act(body, respond, action="cancel provisioning", kind=EventKind.CANCEL)

@@ -1762,6 +1762,14 @@ def _run_cmdlet(
         }
         org.spoof_items.append(item)
         return [dict(item)]
+    if noun == "TransportRule" and verb in ("Enable", "Disable"):
+        # Set-TransportRule has no State parameter: Exchange switches rules with these two.
+        rule = _lookup(
+            org.objects.setdefault(noun, {}), str(parameters.get("Identity", "")), request_id
+        )
+        rule["State"] = "Enabled" if verb == "Enable" else "Disabled"
+        rule["WhenChanged"] = _iso(now)
+        return []
     if noun in _NAMED_KINDS and verb in ("Get", "New", "Set", "Remove"):
         store = org.objects.setdefault(noun, {})
         if verb == "Get":

@@ -8,6 +8,7 @@ deploy or a crash would.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +27,7 @@ from bot.sandbox.microsoft import (
     EXCHANGE_ADMINISTRATOR,
     GLOBAL_ADMINISTRATOR,
     GRAPH,
+    ManualClock,
     RequiredPermission,
     SandboxApp,
     SandboxMicrosoft,
@@ -84,6 +86,8 @@ class Harness:
     clock: Clock
     environment: dict[str, str]
     port: int
+    microsoft_clock: ManualClock
+    slept: list[float] = field(default_factory=list)
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     @property
@@ -98,12 +102,24 @@ class Harness:
 
     async def start_bot(self) -> None:
         settings = load_settings(self.environment)
-        runtime = build_runtime(settings, clock=self.clock, sweep_interval_seconds=None)
+        runtime = build_runtime(
+            settings,
+            clock=self.clock,
+            sweep_interval_seconds=None,
+            sleep=self.sleep,
+            monotonic=self.microsoft_clock,
+        )
         server = await self._stack.enter_async_context(serve_asgi(runtime.web, port=self.port))
         self._stack.push_async_callback(runtime.aclose)
         self.runtime = runtime
         self.base_url = server.base_url
         self.driver.events_url = f"{server.base_url}/slack/events"
+
+    async def sleep(self, seconds: float) -> None:
+        """The bot's waiting, in tests: Microsoft's time moves on at once, nobody really waits."""
+        self.slept.append(seconds)
+        self.microsoft_clock.advance(seconds)
+        await asyncio.sleep(0)  # still a point where other tasks may run, as a real wait is
 
     async def restart(self) -> None:
         """Stop this bot completely and start a new one (same Redis, same sandboxes)."""
@@ -213,7 +229,8 @@ async def harness(
     slack.add_usergroup("S0ADMINS", "exchange-admins", [GROUP_ADMIN])
     slack.add_channel(CHANNEL, "mail-provisioning")
     slack.add_channel("C0NOBOT", "elsewhere", bot_is_member=False)
-    microsoft = SandboxMicrosoft([contoso(), fabrikam()], registered_apps())
+    microsoft_clock = ManualClock(now=time.time())
+    microsoft = SandboxMicrosoft([contoso(), fabrikam()], registered_apps(), clock=microsoft_clock)
     port = free_port()
     async with contextlib.AsyncExitStack() as stack:
         slack_server = await stack.enter_async_context(serve_asgi(slack.app))
@@ -248,6 +265,7 @@ async def harness(
             clock=Clock(base=time.time),
             environment=environment,
             port=port,
+            microsoft_clock=microsoft_clock,
         )
         await harness.start_bot()
         try:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
-
-import httpx
 
 from bot.views import ACTION_CONSENT_OPEN, ACTION_CONSENT_RENEW
 from bot.workflow import Event, EventKind, Phase
@@ -25,30 +22,7 @@ from tests.integration.conftest import (
     Harness,
     ephemeral_for,
 )
-
-
-def consent_buttons(harness: Harness, root_ts: str) -> list[tuple[str, dict[str, Any]]]:
-    """(message ts, button) for every consent link button in the thread, oldest first."""
-    found = []
-    for message in harness.thread(root_ts):
-        for block in message.blocks:
-            for element in block.get("elements", []):
-                if element.get("action_id") == ACTION_CONSENT_OPEN:
-                    found.append((message.ts, element))
-    return found
-
-
-async def latest_link(harness: Harness, root_ts: str) -> tuple[str, str]:
-    await harness.slack.wait_for(lambda s: consent_buttons(harness, root_ts))
-    ts, button = consent_buttons(harness, root_ts)[-1]
-    return ts, str(button["url"])
-
-
-async def follow(harness: Harness, url: str, upn: str, decision: str) -> httpx.Response:
-    """An admin's browser in a hurry: signed in already, accepts (or cancels) at once."""
-    harness.microsoft.sign_in(upn, auto=decision)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(follow_redirects=True, timeout=10) as browser:
-        return await browser.get(url)
+from tests.integration.steps import consent_buttons, follow, latest_link
 
 
 async def test_mailflow_consent_in_a_real_browser(harness: Harness) -> None:

@@ -1,0 +1,129 @@
+"""The verification job (first half of step 4), run in the background when an admin clicks Verify.
+
+It checks every grant with Microsoft (``bot.verify``), keeps one thread message up to date while
+it waits for the role to replicate (up to 30 minutes), posts the outcome, and moves the session
+on: to the change plan when everything passed, back to "verify" with the reasons otherwise.
+Started again after a restart, it simply verifies again from the top.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+import httpx
+
+from bot.config import Settings
+from bot.microsoft.identity import MicrosoftApp
+from bot.microsoft.retry import RetryPolicy
+from bot.service import Provisioner
+from bot.verify import Verification, VerifyContext, VerifyOutcome, verify_until_ready
+from bot.verify.render import checklist_message, progress_message, summary_message
+from bot.views import ACTION_VERIFY, Message
+from bot.workflow import Event, EventKind, Session, TransitionNotAllowed
+
+__all__ = ["VerificationJob"]
+
+logger = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class VerificationJob:
+    def __init__(
+        self,
+        *,
+        provisioner: Provisioner,
+        settings: Settings,
+        mailflow: MicrosoftApp,
+        dirsync: MicrosoftApp,
+        http: httpx.AsyncClient,
+        sleep: Sleep,
+        monotonic: Callable[[], float],
+        limit: timedelta = timedelta(minutes=30),
+    ) -> None:
+        self._provisioner = provisioner
+        self._settings = settings
+        self._mailflow = mailflow
+        self._dirsync = dirsync
+        self._http = http
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._limit = limit
+
+    async def run(self, session: Session) -> None:
+        provisioner = self._provisioner
+        context = VerifyContext.from_settings(
+            self._settings,
+            session.tenant_id,
+            mailflow=self._mailflow,
+            dirsync=self._dirsync,
+            http=self._http,
+            # Retries (429/503 with Retry-After) wait on the same pacing as the polling.
+            retry=RetryPolicy(sleep=self._sleep, clock=self._monotonic),
+        )
+        progress_ts = await self._start_progress(session)
+
+        async def on_progress(
+            attempt: int, elapsed: timedelta, next_in: timedelta, verification: Verification
+        ) -> None:
+            message = progress_message(attempt, elapsed, next_in, verification, limit=self._limit)
+            await self._show(session, progress_ts, message)
+
+        outcome = await verify_until_ready(
+            context,
+            limit=self._limit,
+            sleep=self._sleep,
+            clock=self._monotonic,
+            on_progress=on_progress,
+        )
+        await self._show(session, progress_ts, checklist_message(outcome.verification))
+        await provisioner.post_in_thread(
+            session,
+            summary_message(
+                outcome, verify_again_action_id=ACTION_VERIFY, verify_again_value=session.id
+            ),
+        )
+        await self._conclude(session, outcome)
+
+    async def _start_progress(self, session: Session) -> str:
+        """The one thread message this run keeps editing (reused if the job restarts)."""
+        existing = await self._provisioner.store.get_ref(session.id, f"verify:{session.version}")
+        if existing:
+            return existing
+        text = ":hourglass_flowing_sand: Checking every grant with Microsoft…"
+        posted = await self._provisioner.slack.chat_postMessage(
+            channel=session.channel_id,
+            thread_ts=session.root_ts,
+            text=text,
+            blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+        )
+        ts = str(posted["ts"])
+        await self._provisioner.store.set_ref(session.id, f"verify:{session.version}", ts)
+        return ts
+
+    async def _show(self, session: Session, ts: str, message: Message) -> None:
+        await self._provisioner.slack.chat_update(
+            channel=session.channel_id, ts=ts, text=message.text, blocks=message.blocks
+        )
+
+    async def _conclude(self, session: Session, outcome: VerifyOutcome) -> None:
+        provisioner = self._provisioner
+        verification = outcome.verification
+        if outcome.ready:
+            detail = {"initial_domain": verification.initial_domain or ""}
+            event = Event(EventKind.VERIFICATION_PASSED, "system", provisioner.now(), detail)
+        else:
+            reasons = "; ".join(check.reason for check in verification.failures)[:500]
+            event = Event(
+                EventKind.VERIFICATION_FAILED,
+                "system",
+                provisioner.now(),
+                {"outcome": outcome.outcome.value, "reason": reasons},
+            )
+        try:
+            await provisioner.handle(session.id, event)
+        except TransitionNotAllowed:
+            # Cancelled (or expired) while we were checking: nothing more to do.
+            logger.info("verification of session %s finished after it moved on", session.id)

@@ -1,0 +1,71 @@
+"""Walking a session through its steps the way people do, for tests of the later steps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from bot.sandbox.microsoft import EXCHANGE_ADMINISTRATOR
+from bot.views import ACTION_CONSENT_OPEN
+from bot.workflow import Event, EventKind, Phase
+from tests.conftest import MAILFLOW_CLIENT_ID
+from tests.integration.conftest import ADMIN, APPROVER, CONTOSO_ID, GLOBAL_ADMIN_UPN, Harness
+
+
+def consent_buttons(harness: Harness, root_ts: str) -> list[tuple[str, dict[str, Any]]]:
+    """(message ts, button) for every consent link button in the thread, oldest first."""
+    found = []
+    for message in harness.thread(root_ts):
+        for block in message.blocks:
+            for element in block.get("elements", []):
+                if element.get("action_id") == ACTION_CONSENT_OPEN:
+                    found.append((message.ts, element))
+    return found
+
+
+async def latest_link(harness: Harness, root_ts: str) -> tuple[str, str]:
+    await harness.slack.wait_for(lambda s: consent_buttons(harness, root_ts))
+    ts, button = consent_buttons(harness, root_ts)[-1]
+    return ts, str(button["url"])
+
+
+async def follow(harness: Harness, url: str, upn: str, decision: str) -> httpx.Response:
+    """An admin's browser in a hurry: signed in already, accepts (or cancels) at once."""
+    harness.microsoft.sign_in(upn, auto=decision)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(follow_redirects=True, timeout=10) as browser:
+        return await browser.get(url)
+
+
+async def consent_now(harness: Harness, root_ts: str, upn: str = GLOBAL_ADMIN_UPN) -> None:
+    """A Global Administrator uses the thread's latest consent link and accepts."""
+    _, url = await latest_link(harness, root_ts)
+    page = await follow(harness, url, upn, "accept")
+    assert "Consent recorded" in page.text, page.text
+
+
+async def ready_to_verify(harness: Harness, *, assign_role: bool = True) -> tuple[str, str]:
+    """A session with both consents given (and, by default, the role assigned long ago).
+
+    Step 2's own conversation is tested on its own; here it is walked through the workflow.
+    Returns (root ts, session id).
+    """
+    root_ts = await harness.start_session("contoso.com")
+    await consent_now(harness, root_ts)
+    [session] = await harness.runtime.store.active()
+    if assign_role:
+        principal = harness.microsoft.tenant(CONTOSO_ID).service_principal(MAILFLOW_CLIENT_ID)
+        assert principal is not None
+        harness.microsoft.assign_role(CONTOSO_ID, principal.id, EXCHANGE_ADMINISTRATOR)
+    provisioner = harness.runtime.provisioner
+    for kind, actor in (
+        (EventKind.ROLE_REQUEST, ADMIN),
+        (EventKind.ROLE_ACKNOWLEDGE, APPROVER),
+        (EventKind.ROLE_ASSIGNED, ADMIN),
+    ):
+        await provisioner.handle(session.id, Event(kind, actor, provisioner.now()))
+    await harness.slack.wait_for(lambda s: len(consent_buttons(harness, root_ts)) == 2)
+    await consent_now(harness, root_ts)
+    current = await harness.runtime.store.require(session.id)
+    assert current.phase is Phase.DIRECTORY_CONSENTED
+    return root_ts, session.id

@@ -1,0 +1,143 @@
+"""Step 4, first half: Verify in the thread, checked against the sandbox Microsoft cloud."""
+
+from __future__ import annotations
+
+import json
+
+from bot.sandbox.microsoft import EXCHANGE_ADMINISTRATOR
+from bot.views import ACTION_VERIFY
+from bot.workflow import Phase
+from tests.conftest import MAILFLOW_CLIENT_ID
+from tests.integration.conftest import (
+    ADMIN,
+    CHANNEL,
+    CONTOSO_ID,
+    OUTSIDER,
+    Harness,
+    ephemeral_for,
+)
+from tests.integration.steps import ready_to_verify
+
+
+def verify_button_ts(harness: Harness, root_ts: str) -> str:
+    for message in reversed(harness.thread(root_ts)):
+        if ACTION_VERIFY in json.dumps(message.blocks):
+            return message.ts
+    raise AssertionError("no Verify button in the thread")
+
+
+async def click_verify(harness: Harness, root_ts: str, user: str = ADMIN) -> None:
+    await harness.slack.wait_for(
+        lambda s: any(ACTION_VERIFY in json.dumps(m.blocks) for m in harness.thread(root_ts))
+    )
+    response = await harness.driver.click(
+        user_id=user,
+        channel_id=CHANNEL,
+        message_ts=verify_button_ts(harness, root_ts),
+        action_id=ACTION_VERIFY,
+    )
+    assert response.status_code == 200
+
+
+async def finished(harness: Harness, session_id: str) -> Phase:
+    """The phase once this process's verification job (if any) has ended."""
+    await harness.runtime.jobs.wait(session_id)
+    return (await harness.runtime.store.require(session_id)).phase
+
+
+async def test_a_well_provisioned_tenant_passes(harness: Harness) -> None:
+    root_ts, session_id = await ready_to_verify(harness)
+    await click_verify(harness, root_ts)
+    await harness.slack.wait_for(
+        lambda s: any("Every grant is in place" in m.text for m in harness.thread(root_ts))
+    )
+    assert await finished(harness, session_id) is Phase.PLAN_SHOWN
+    checklist = next(
+        m
+        for m in harness.thread(root_ts)
+        if "Exchange.ManageAsApp" in json.dumps(m.blocks) and m.edited
+    )
+    assert ":x:" not in json.dumps(checklist.blocks)
+    assert harness.slept == []
+
+
+async def test_a_missing_role_fails_with_the_reason_and_the_fix(harness: Harness) -> None:
+    root_ts, session_id = await ready_to_verify(harness, assign_role=False)
+    await click_verify(harness, root_ts)
+    summary = await harness.slack.wait_for(
+        lambda s: [
+            m
+            for m in harness.thread(root_ts)
+            if "problem" in m.text and "Verify again" in json.dumps(m.blocks)
+        ]
+    )
+    assert await finished(harness, session_id) is Phase.DIRECTORY_CONSENTED
+    shown = json.dumps([m.blocks for m in harness.thread(root_ts)])
+    assert "Exchange Administrator" in shown
+    assert "step 2" in shown.lower()
+    del summary
+    # Verify again is offered, and works once the role is there.
+
+    principal = harness.microsoft.tenant(CONTOSO_ID).service_principal(MAILFLOW_CLIENT_ID)
+    assert principal is not None
+    harness.microsoft.assign_role(CONTOSO_ID, principal.id, EXCHANGE_ADMINISTRATOR)
+    await click_verify(harness, root_ts)
+    await harness.slack.wait_for(
+        lambda s: any("Every grant is in place" in m.text for m in harness.thread(root_ts))
+    )
+    assert await finished(harness, session_id) is Phase.PLAN_SHOWN
+
+
+async def test_verification_waits_for_role_replication_and_continues_by_itself(
+    harness: Harness,
+) -> None:
+    harness.microsoft.replication_delay = 600.0
+    root_ts, session_id = await ready_to_verify(harness)
+    await click_verify(harness, root_ts)
+    await harness.slack.wait_for(
+        lambda s: any("Every grant is in place" in m.text for m in harness.thread(root_ts)),
+        timeout=15,
+    )
+    assert await finished(harness, session_id) is Phase.PLAN_SHOWN
+    assert sum(harness.slept) >= 600  # it waited (in Microsoft's time) for the role to arrive
+    progress = [m for m in harness.thread(root_ts) if m.edited >= 2]
+    assert progress, "the progress message should have been edited while waiting"
+
+
+async def test_throttling_bursts_are_survived(harness: Harness) -> None:
+    root_ts, session_id = await ready_to_verify(harness)
+    harness.microsoft.fail("graph", status=429, retry_after=7, times=3)
+    harness.microsoft.fail("exchange", status=503, retry_after=5, times=2)
+    await click_verify(harness, root_ts)
+    await harness.slack.wait_for(
+        lambda s: any("Every grant is in place" in m.text for m in harness.thread(root_ts))
+    )
+    assert await finished(harness, session_id) is Phase.PLAN_SHOWN
+    assert 7 in harness.slept
+    assert 5 in harness.slept
+
+
+async def test_only_admins_may_verify(harness: Harness) -> None:
+    root_ts, session_id = await ready_to_verify(harness)
+    await click_verify(harness, root_ts, user=OUTSIDER)
+    await ephemeral_for(harness, OUTSIDER, "You can't verify the grants")
+    assert (await harness.runtime.store.require(session_id)).phase is Phase.DIRECTORY_CONSENTED
+
+
+async def test_a_restart_during_verification_resumes_it(harness: Harness) -> None:
+    harness.microsoft.replication_delay = 600.0
+    root_ts, session_id = await ready_to_verify(harness)
+    harness.microsoft.set_latency(0.3, "exchange")
+    await click_verify(harness, root_ts)
+    await harness.slack.wait_for(
+        lambda s: any("Checking every grant" in m.text or m.edited for m in harness.thread(root_ts))
+    )
+    await harness.restart()  # the job is handed back mid-way
+    assert (await harness.runtime.store.require(session_id)).phase is Phase.VERIFYING
+    assert await harness.runtime.jobs.resume_orphans() == 1
+    harness.microsoft.set_latency(0.0, "exchange")
+    await harness.slack.wait_for(
+        lambda s: any("Every grant is in place" in m.text for m in harness.thread(root_ts)),
+        timeout=15,
+    )
+    assert await finished(harness, session_id) is Phase.PLAN_SHOWN

@@ -1,0 +1,172 @@
+"""Block Kit for the mail-flow step: valid for Slack, within its limits, and readable."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from bot.config import InlineService
+from bot.mailflow.apply import ApplyFailed, ApplyResult
+from bot.mailflow.desired import FULL, Kind, desired_configuration, object_names
+from bot.mailflow.plan import Action, Plan, plan
+from bot.mailflow.preflight import preflight
+from bot.mailflow.render import (
+    ACTION_ACKNOWLEDGE,
+    ACTION_RETRY,
+    failure_message,
+    plan_message,
+    preflight_message,
+    progress_message,
+    summary_message,
+)
+from bot.mailflow.snapshot import AcceptedDomain, ExchangeObject, Snapshot, SpoofItem
+from bot.sandbox.slack import validate_blocks
+from bot.views import Message
+
+from .conftest import PREFIX, echo_of
+
+NAMES = object_names(PREFIX)
+DOMAINS = (AcceptedDomain("contoso.com"),)
+
+
+def valid(message: Message) -> str:
+    assert validate_blocks(message.blocks, surface="message") == []
+    assert len(message.blocks) <= 50
+    for block in message.blocks:
+        if block["type"] == "section":
+            assert len(block["text"]["text"]) <= 3000
+    assert message.text
+    return "\n".join(_texts(message.blocks))
+
+
+def _texts(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        found = [value["text"]] if isinstance(value.get("text"), str) else []
+        return found + [t for v in value.values() for t in _texts(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _texts(v)]
+    return []
+
+
+def fresh_plan(service: InlineService, domains: list[str] | None = None) -> Plan:
+    desired = desired_configuration(service, FULL, domains or ["contoso.com"])
+    return plan(desired, Snapshot(accepted_domains=DOMAINS))
+
+
+def test_preflight_checklist(service: InlineService) -> None:
+    desired = desired_configuration(service, FULL, ["contoso.com", "fabrikam.example"])
+    stop = ExchangeObject(
+        Kind.TRANSPORT_RULE,
+        "Stop <here> & now",
+        {"StopRuleProcessing": True, "Priority": 0},
+    )
+    snapshot = Snapshot(DOMAINS, objects=(stop,))
+    blocked = valid(preflight_message(preflight(desired, snapshot)))
+    assert ":no_entry: *fabrikam.example is not an accepted domain*" in blocked
+    assert "_Fix:_ Add and verify fabrikam.example" in blocked
+    assert "Nothing has been changed" in blocked
+    assert ACTION_ACKNOWLEDGE not in str(preflight_message(preflight(desired, snapshot)).blocks)
+
+    ours = [ExchangeObject.from_echo(k, e) for k, e in echo_of(desired)]
+    stop = replace(stop, properties={"StopRuleProcessing": True, "Priority": 1})
+    ok = desired_configuration(service, FULL, ["contoso.com"])
+    message = preflight_message(preflight(ok, Snapshot(DOMAINS, objects=(*ours, stop))))
+    text = valid(message)
+    assert ":warning: *“Stop &lt;here&gt; &amp; now” stops rule processing" in text
+    assert message.blocks[-1]["elements"][0]["action_id"] == ACTION_ACKNOWLEDGE
+    clean = valid(preflight_message(preflight(ok, Snapshot(DOMAINS))))
+    assert "Every check passed." in clean
+
+
+def test_plan_says_what_why_and_order(service: InlineService) -> None:
+    message = plan_message(fresh_plan(service))
+    text = valid(message)
+    assert "*14 changes* (13 to create, 1 to add)" in text
+    order = [text.index(f"*{title}*") for title in ("Groups", "Connectors", "Allow lists")]
+    assert order == sorted(order)
+    assert f"*1.* Creating distribution group “{NAMES.incoming_group}”" in text
+    assert "_Why:_ Sends incoming mail to the protection service for scanning." in text
+    assert "`SmartHosts` inbound.relay.example.net" in text
+    assert "`ConnectorType` OnPremises" in text
+    assert "203.0.113.0/24, 198.51.100.7" in text
+    assert "14 change(s)" in message.text
+
+
+def test_plan_of_updates_shows_old_and_new(service: InlineService) -> None:
+    desired = desired_configuration(service, FULL, ["contoso.com"])
+    objects = []
+    for kind, echo in echo_of(desired):
+        if echo["Name"] == NAMES.incoming_outbound_connector:
+            echo["SmartHosts"] = ["old.example.org"]
+            echo["Enabled"] = False
+        objects.append(ExchangeObject.from_echo(kind, echo))
+    snapshot = Snapshot(DOMAINS, tuple(objects), ("203.0.113.0/24",))
+    text = valid(plan_message(plan(desired, snapshot)))
+    assert "• `SmartHosts`: old.example.org → inbound.relay.example.net" in text
+    assert "• `Enabled`: $false → $true" in text
+    assert "Adding 1 address range to the connection filter IP Allow List: 198.51.100.7" in text
+    assert "*Left as they are (11)*" in text
+    ours = tuple(ExchangeObject.from_echo(k, e) for k, e in echo_of(desired))
+    allowed = ("203.0.113.0/24", "198.51.100.7")
+    spoof = (SpoofItem("contoso.com", "relay.example.net"),)
+    settled = valid(plan_message(plan(desired, Snapshot(DOMAINS, ours, allowed, spoof))))
+    assert "*Nothing to change:* the tenant is configured as required." in settled
+    assert "*Left as they are (14)*" in settled
+
+
+def test_huge_plan_stays_within_slack_limits(service: InlineService) -> None:
+    domains = [f"subsidiary-{n:03d}-with-a-rather-long-name.contoso.com" for n in range(300)]
+    long = replace(service, name_prefix="P" * 60)
+    message = plan_message(fresh_plan(long, domains))
+    text = valid(message)
+    assert "more part" in text
+    assert message.blocks[-1]["type"] == "context"
+
+
+def test_progress_line(service: InlineService) -> None:
+    the_plan = fresh_plan(service)
+    third = the_plan.actionable[2]
+    before = progress_message(2, 14, third)
+    assert valid(before).startswith(":hourglass_flowing_sand: 3 of 14: creating outbound")
+    after = progress_message(3, 14, third)
+    assert "3 of 14: created outbound connector" in valid(after)
+    last = the_plan.actionable[-1]
+    assert valid(progress_message(14, 14, last)).startswith(":white_check_mark: 14 of 14")
+    assert "Nothing to change" in valid(progress_message(0, 0))
+
+
+def test_failure_message(service: InlineService) -> None:
+    the_plan = fresh_plan(service)
+    failed = ApplyFailed(
+        the_plan.actionable[4],
+        "ADObjectAlreadyExistsException",
+        "|Microsoft.Exchange.Management.Tasks.ValidationException|The rule <x> exists.",
+        the_plan.actionable[:4],
+    )
+    message = failure_message(failed)
+    text = valid(message)
+    assert "*Provisioning stopped:* creating inbound connector" in text
+    assert "`ADObjectAlreadyExistsException`" in text
+    assert ">The rule &lt;x&gt; exists." in text
+    assert "*Already applied (4)*" in text
+    assert f"• created distribution group “{NAMES.incoming_group}”" in text
+    assert "*Next step:*" in text
+    (button,) = message.blocks[-1]["elements"]
+    assert button["action_id"] == ACTION_RETRY
+    unavailable = ApplyFailed(None, "Unavailable", "Exchange Online answered 503", ())
+    text = valid(failure_message(unavailable, retry_value="session-1"))
+    assert "reading the tenant's configuration failed" in text
+    assert "nothing, the tenant is unchanged" in text
+    assert "Retry in a few minutes" in text
+
+
+def test_summary(service: InlineService) -> None:
+    the_plan = fresh_plan(service)
+    result = ApplyResult(the_plan, the_plan.actionable, (), Snapshot())
+    message = summary_message(result)
+    text = valid(message)
+    assert "*Created (14)*" in text
+    assert f"• Transport rule “{NAMES.outgoing_user_rule}”" in text
+    assert "203.0.113.0/24, 198.51.100.7 added to the connection filter IP Allow List" in text
+    assert "14 created, 0 updated, 0 already in place" in message.text
+    assert all(c.action is not Action.LEAVE for c in result.applied)
