@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from slack_sdk.errors import SlackApiError
@@ -67,6 +67,7 @@ class NotInChannel:
 
 
 StartOutcome = Started | Busy | NotInChannel
+Prompter = Callable[[Session], Awaitable[None]]
 
 
 class Provisioner:
@@ -84,6 +85,10 @@ class Provisioner:
     ) -> None:
         self.store = store
         self.jobs = jobs
+        self._prompters: dict[Phase, Prompter] = {}
+        for phase in CONSENT_FOR_PHASE:
+            self.on_phase(phase, self._consent_step)
+        self.on_phase(Phase.DIRECTORY_CONSENTED, self._verify_step)
         self.oauth = oauth
         self.consent = consent
         self.slack = slack
@@ -176,16 +181,24 @@ class Provisioner:
             elif effect is Effect.RUN_JOB:
                 self.jobs.launch(session)
 
+    def on_phase(self, phase: Phase, prompter: Prompter) -> None:
+        """Register what to post in the thread when a session enters ``phase``."""
+        self._prompters[phase] = prompter
+
     async def _prompt(self, session: Session) -> None:
-        """Post what the session's phase needs from people: a consent link, or Verify."""
-        app = CONSENT_FOR_PHASE.get(session.phase)
-        if app is not None:
-            await self.post_in_thread(session, await self.consent_prompt(session, app))
-        elif session.phase is Phase.DIRECTORY_CONSENTED:
-            latest = session.history[-1] if session.history else None
-            if latest is None or latest.kind is not EventKind.VERIFICATION_FAILED:
-                # (After a failed verification, its summary carries the Verify again button.)
-                await self.post_in_thread(session, verify_prompt(session))
+        prompter = self._prompters.get(session.phase)
+        if prompter is not None:
+            await prompter(session)
+
+    async def _consent_step(self, session: Session) -> None:
+        app = CONSENT_FOR_PHASE[session.phase]
+        await self.post_in_thread(session, await self.consent_prompt(session, app))
+
+    async def _verify_step(self, session: Session) -> None:
+        latest = session.history[-1] if session.history else None
+        if latest is None or latest.kind is not EventKind.VERIFICATION_FAILED:
+            # (After a failed verification, its summary carries the Verify again button.)
+            await self.post_in_thread(session, verify_prompt(session))
 
     async def consent_prompt(self, session: Session, app: ConsentApp) -> Message:
         """A consent step message with a fresh single-use link."""

@@ -279,6 +279,8 @@ _EVENT_SENTENCE: Mapping[EventKind, str] = {
     EventKind.ROLE_ACKNOWLEDGE: "acknowledged the role request",
     EventKind.ROLE_DECLINE: "declined the role request",
     EventKind.ROLE_WITHDRAW: "withdrew the role request",
+    EventKind.ROLE_REQUEST_EXPIRED: "closed the role request: nobody acknowledged it in time",
+    EventKind.ROLE_FOUND: "found the Exchange Administrator role already assigned (step 2 done)",
     EventKind.ROLE_ASSIGNED: "assigned the Exchange Administrator role (step 2 done)",
     EventKind.DIRECTORY_CONSENT: "consented to the directory-sync app (step 3 done)",
     EventKind.VERIFY: "started verification",

@@ -15,7 +15,6 @@ from enum import StrEnum
 from typing import Any
 
 __all__ = [
-    "PROMPTING",
     "TERMINAL",
     "TRANSITIONS",
     "WORKING",
@@ -55,8 +54,6 @@ class Phase(StrEnum):
 
 TERMINAL = frozenset({Phase.PROTECTED, Phase.CANCELLED, Phase.EXPIRED})
 
-# Phases that open a step the bot must ask for in the thread (a consent link, later a form).
-PROMPTING = frozenset({Phase.STARTED, Phase.ROLE_ASSIGNED, Phase.DIRECTORY_CONSENTED})
 # Phases in which the bot works on its own, in a background job that survives restarts.
 WORKING = frozenset({Phase.VERIFYING, Phase.APPLYING})
 
@@ -72,6 +69,8 @@ class EventKind(StrEnum):
     ROLE_ACKNOWLEDGE = "role_acknowledge"
     ROLE_DECLINE = "role_decline"
     ROLE_WITHDRAW = "role_withdraw"
+    ROLE_REQUEST_EXPIRED = "role_request_expired"
+    ROLE_FOUND = "role_found"  # the role was already in place (an upgrade; checked in Graph)
     ROLE_ASSIGNED = "role_assigned"
     DIRECTORY_CONSENT = "directory_consent"
     VERIFY = "verify"
@@ -94,6 +93,10 @@ TRANSITIONS: Mapping[tuple[Phase, EventKind], Phase] = {
     (Phase.ROLE_REQUESTED, EventKind.ROLE_ACKNOWLEDGE): Phase.ROLE_ACKNOWLEDGED,
     (Phase.ROLE_REQUESTED, EventKind.ROLE_DECLINE): Phase.MAILFLOW_CONSENTED,
     (Phase.ROLE_REQUESTED, EventKind.ROLE_WITHDRAW): Phase.MAILFLOW_CONSENTED,
+    (Phase.ROLE_REQUESTED, EventKind.ROLE_REQUEST_EXPIRED): Phase.MAILFLOW_CONSENTED,
+    # A request changed after acknowledgement (Microsoft asked for more) is reviewed again.
+    (Phase.ROLE_ACKNOWLEDGED, EventKind.ROLE_REQUEST): Phase.ROLE_REQUESTED,
+    (Phase.MAILFLOW_CONSENTED, EventKind.ROLE_FOUND): Phase.ROLE_ASSIGNED,
     (Phase.ROLE_ACKNOWLEDGED, EventKind.ROLE_ASSIGNED): Phase.ROLE_ASSIGNED,
     (Phase.ROLE_ASSIGNED, EventKind.DIRECTORY_CONSENT): Phase.DIRECTORY_CONSENTED,
     (Phase.DIRECTORY_CONSENTED, EventKind.VERIFY): Phase.VERIFYING,
@@ -124,11 +127,11 @@ STEP_TITLES: Mapping[Step, str] = {
 }
 
 # The event that completes each step, and the phases in which the step is the one being worked on.
-_STEP_DONE_BY: Mapping[Step, EventKind] = {
-    Step.MAILFLOW_CONSENT: EventKind.MAILFLOW_CONSENT,
-    Step.EXCHANGE_ROLE: EventKind.ROLE_ASSIGNED,
-    Step.DIRECTORY_CONSENT: EventKind.DIRECTORY_CONSENT,
-    Step.VERIFY_AND_SUBMIT: EventKind.APPLY_SUCCEEDED,
+_STEP_DONE_BY: Mapping[Step, frozenset[EventKind]] = {
+    Step.MAILFLOW_CONSENT: frozenset({EventKind.MAILFLOW_CONSENT}),
+    Step.EXCHANGE_ROLE: frozenset({EventKind.ROLE_ASSIGNED, EventKind.ROLE_FOUND}),
+    Step.DIRECTORY_CONSENT: frozenset({EventKind.DIRECTORY_CONSENT}),
+    Step.VERIFY_AND_SUBMIT: frozenset({EventKind.APPLY_SUCCEEDED}),
 }
 _STEP_CURRENT_IN: Mapping[Step, frozenset[Phase]] = {
     Step.MAILFLOW_CONSENT: frozenset({Phase.STARTED}),
@@ -177,9 +180,10 @@ class Session:
     def is_active(self) -> bool:
         return self.phase not in TERMINAL
 
-    def last(self, kind: EventKind) -> HistoryEntry | None:
+    def last(self, *kinds: EventKind) -> HistoryEntry | None:
+        """The latest history entry of any of ``kinds``."""
         for entry in reversed(self.history):
-            if entry.kind is kind:
+            if entry.kind in kinds:
                 return entry
         return None
 
@@ -234,7 +238,7 @@ class Effect(StrEnum):
     NOTE_IN_THREAD = "note_in_thread"  # say in the thread what happened
     RELEASE_TENANT = "release_tenant"  # the session is over: another may start for this tenant
     ANNOUNCE = "announce"  # post "Exchange Online protected in inline mode." to the channel(s)
-    PROMPT = "prompt"  # ask in the thread for what the new phase needs
+    PROMPT = "prompt"  # post in the thread what the new phase needs from people, if anything
     RUN_JOB = "run_job"  # start the background job of a working phase
 
 
@@ -274,7 +278,7 @@ def advance(session: Session, event: Event) -> Transition:
         effects.append(Effect.RELEASE_TENANT)
     if target is Phase.PROTECTED:
         effects.append(Effect.ANNOUNCE)
-    if target in PROMPTING:
+    if target not in TERMINAL:
         effects.append(Effect.PROMPT)
     if target in WORKING:
         effects.append(Effect.RUN_JOB)
@@ -301,7 +305,7 @@ def checklist(session: Session) -> tuple[StepProgress, ...]:
     """The four steps of DESIGN §1 with who finished each and when; derived, never stored."""
     rows: list[StepProgress] = []
     for step in Step:
-        done = session.last(_STEP_DONE_BY[step])
+        done = session.last(*_STEP_DONE_BY[step])
         if done is not None:
             status = StepStatus.DONE
         elif session.phase in _STEP_CURRENT_IN[step]:
