@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from redis.asyncio import Redis
@@ -23,17 +23,23 @@ from slack_sdk.web.async_client import AsyncWebClient
 from starlette.applications import Starlette
 
 from bot.access import AccessPolicy
-from bot.config import Settings
+from bot.callback import MicrosoftReturns
+from bot.config import Settings, sealing_key_material
 from bot.consent import ConsentApp, ConsentTarget, ConsentTargets
 from bot.consent_flow import ConsentDesk
 from bot.inflight import InFlight
 from bot.jobs import Jobs
 from bot.metrics import Metrics
 from bot.microsoft.identity import MicrosoftApp
+from bot.provisioning import MailFlowDesk
+from bot.role_step import RoleStep, RoleStepSettings
+from bot.sealing import Sealer
 from bot.service import Provisioner
 from bot.tenants import TenantDirectory
+from bot.upgrade import UpgradeSteps
 from bot.verification import VerificationJob
 from bot.verify import microsoft_apps
+from bot.verify.context import microsoft_app
 from bot.workflow import Phase
 from state.connection import connect
 from state.oauth import OAuthStates
@@ -59,11 +65,14 @@ class Runtime:
     tenants: TenantDirectory
     provisioner: Provisioner
     consents: ConsentDesk
+    role_step: RoleStep
+    callbacks: MicrosoftReturns
     metrics: Metrics
     inflight: InFlight
     jobs: Jobs
     mailflow_app: MicrosoftApp
     dirsync_app: MicrosoftApp
+    mailflow: MailFlowDesk = field(init=False)  # step 4's plan, Submit and apply job
 
     async def aclose(self) -> None:
         """Let acked work finish (bounded), hand background jobs back, close the connections."""
@@ -138,6 +147,22 @@ def build_runtime(
         jobs=jobs,
         notify_channel=settings.notify_channel,
     )
+    access = AccessPolicy(slack, admins=settings.admins, approvers=settings.approvers)
+    consents = ConsentDesk(provisioner)
+    role_step = RoleStep(
+        provisioner=provisioner,
+        settings=RoleStepSettings(
+            mailflow_app_id=settings.mailflow_app.client_id,
+            graph_url=settings.microsoft_graph_url,
+            redirect_uri=settings.callback_url,
+            remind_after_seconds=settings.role_request_remind_seconds,
+            expire_after_seconds=settings.role_request_expire_seconds,
+        ),
+        access=access,
+        http=http,
+        new_dirsync_app=lambda: microsoft_app(settings, settings.dirsync_app),
+        sealer=Sealer(sealing_key_material(settings)),
+    )
     runtime = Runtime(
         settings=settings,
         bolt=bolt,
@@ -146,10 +171,14 @@ def build_runtime(
         redis=redis,
         http=http,
         store=store,
-        access=AccessPolicy(slack, admins=settings.admins, approvers=settings.approvers),
+        access=access,
         tenants=TenantDirectory(http, settings.microsoft_login_url),
         provisioner=provisioner,
-        consents=ConsentDesk(provisioner),
+        consents=consents,
+        role_step=role_step,
+        callbacks=MicrosoftReturns(
+            provisioner, {"mailflow": consents, "dirsync": consents, "role": role_step}
+        ),
         metrics=metrics,
         inflight=InFlight(),
         jobs=jobs,
@@ -166,6 +195,27 @@ def build_runtime(
         monotonic=monotonic,
     )
     jobs.add_runner(Phase.VERIFYING, verification.run)
+    runtime.mailflow = MailFlowDesk(
+        provisioner=provisioner,
+        settings=settings,
+        mailflow=mailflow_app,
+        dirsync=dirsync_app,
+        http=http,
+        sleep=sleep,
+        monotonic=monotonic,
+    )
+    provisioner.on_phase(Phase.PLAN_SHOWN, runtime.mailflow.show_plan)
+    jobs.add_runner(Phase.APPLYING, runtime.mailflow.run)
+    # Last of the prompters: it wraps those of steps 1-3 for upgrade sessions.
+    UpgradeSteps(
+        provisioner=provisioner,
+        settings=settings,
+        mailflow=mailflow_app,
+        dirsync=dirsync_app,
+        http=http,
+        sleep=sleep,
+        monotonic=monotonic,
+    ).install()
     register_all(runtime)
     runtime.web = build_web(runtime, sweep_interval_seconds=sweep_interval_seconds)
     return runtime

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
@@ -70,19 +71,65 @@ async def serve(settings: Settings) -> None:
         await runtime.aclose()
 
 
-async def socket_mode(settings: Settings) -> None:
+_SOCKET_KINDS = {
+    "slash_commands": "slash_command",
+    "interactive": "interactive",
+    "events_api": "event",
+}
+_REFUSED_APP_TOKEN = frozenset(
+    {"invalid_auth", "not_authed", "not_allowed_token_type", "token_revoked", "account_inactive"}
+)
+
+
+async def socket_mode(settings: Settings) -> int:
     """Socket Mode for Slack, plus the same web app (health, metrics, Microsoft's redirect)."""
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+    from slack_bolt.adapter.socket_mode.async_internals import (
+        run_async_bolt_app,
+        send_async_response,
+    )
+    from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
+    from slack_sdk.socket_mode.request import SocketModeRequest
 
     assert settings.slack_app_token is not None  # load_settings(mode=SOCKET) guarantees it
     runtime = build_runtime(settings)
-    handler = AsyncSocketModeHandler(runtime.bolt, settings.slack_app_token.reveal())
+    app_token = settings.slack_app_token.reveal()
+    # Refuse a bad app token at once: the Socket Mode client would retry it forever.
+    try:
+        await runtime.slack.apps_connections_open(app_token=app_token)
+    except SlackApiError as error:
+        code = str(error.response.get("error"))
+        if code in _REFUSED_APP_TOKEN:
+            print(
+                f"provision-inline cannot start: Slack refused SLACK_APP_TOKEN ({code}). Create "
+                "an app-level token with connections:write under Basic Information.",
+                file=sys.stderr,
+            )
+            await runtime.aclose()
+            return 1
+        raise
+
+    class CountingHandler(AsyncSocketModeHandler):
+        """Bolt's handler, counting requests and ack latency as /slack/events does."""
+
+        async def handle(self, client: AsyncBaseSocketModeClient, req: SocketModeRequest) -> None:
+            started = time.perf_counter()
+            response = await run_async_bolt_app(self.app, req)
+            await send_async_response(client, req, response, started)
+            runtime.metrics.observe_ack(
+                _SOCKET_KINDS.get(req.type, "other"),
+                response.status,
+                time.perf_counter() - started,
+            )
+
+    handler = CountingHandler(runtime.bolt, app_token)
     await handler.connect_async()  # type: ignore[no-untyped-call]
     try:
         await _uvicorn(runtime).serve()  # returns on SIGTERM/SIGINT
     finally:
         await handler.close_async()  # type: ignore[no-untyped-call]
         await runtime.aclose()
+    return 0
 
 
 @dataclass(frozen=True)
@@ -136,11 +183,16 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="serve Slack's HTTP requests (HOST:PORT)")
     commands.add_parser("socket", help="connect to Slack over Socket Mode")
     commands.add_parser("check", help="check configuration, Redis, Slack and Microsoft")
+    commands.add_parser("demo", help="play the whole conversation against the built-in sandbox")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
+    if arguments.command == "demo":  # no configuration: everything is the sandbox
+        from bot import demo
+
+        return demo.main()
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -154,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if mode is Mode.HTTP:
         asyncio.run(serve(settings))
     elif mode is Mode.SOCKET:
-        asyncio.run(socket_mode(settings))
+        return asyncio.run(socket_mode(settings))
     else:
         results = asyncio.run(check(settings))
         for result in results:

@@ -13,6 +13,7 @@ class CommandKind(StrEnum):
     HELP = "help"
     STATUS = "status"
     CANCEL = "cancel"
+    UPGRADE = "upgrade"  # add outbound protection to a tenant protected inbound only
     UNKNOWN = "unknown"
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "Secret",
     "Settings",
     "load_settings",
+    "sealing_key_material",
 ]
 
 _SLACK_PRINCIPAL = re.compile(r"^[UWS][A-Z0-9]{2,}$")
@@ -109,6 +110,8 @@ class Settings:
     session_idle_seconds: int = 7 * 24 * 3600
     audit_retention_seconds: int = 90 * 24 * 3600
     tenant_lookup_budget_seconds: float = 1.5
+    role_request_remind_seconds: int = 4 * 3600
+    role_request_expire_seconds: int = 24 * 3600
 
     @property
     def callback_url(self) -> str:
@@ -366,8 +369,19 @@ def load_settings(environ: Mapping[str, str], mode: Mode = Mode.HTTP) -> Setting
         ),
         inline=inline,
         session_idle_seconds=idle_hours * 3600,
+        role_request_remind_seconds=_positive_int(read, "ROLE_REQUEST_REMIND_HOURS", 4) * 3600,
+        role_request_expire_seconds=_positive_int(read, "ROLE_REQUEST_EXPIRE_HOURS", 24) * 3600,
         audit_retention_seconds=retention_days * 24 * 3600,
     )
     if read.problems:
         raise ConfigError(read.problems)
     return settings
+
+
+def sealing_key_material(settings: Settings) -> bytes:
+    """Key material every replica holds and nobody else: the directory-sync app's credential."""
+    credential = settings.dirsync_app
+    if credential.secret is not None:
+        return credential.secret.reveal().encode()
+    assert credential.certificate_path is not None  # load_settings guarantees one credential
+    return credential.certificate_path.read_bytes()

@@ -1,9 +1,9 @@
 """Steps 1 and 3 end to end: the link's click, its renewal, and Microsoft's redirect back.
 
-``ConsentDesk.returned`` is what ``GET /microsoft/callback`` does: it takes the single-use
-``state``, reads Microsoft's answer (``error`` before ``admin_consent``), checks the tenant
-against the one bound to the state, records the step (or explains why not, in the thread) and
-returns the page the browser shows.
+``ConsentDesk.returned`` reads Microsoft's answer to a consent (``error`` before
+``admin_consent``), checks the tenant against the one bound to the state, records the step (or
+explains why not, in the thread) and returns the page the browser shows. The state itself was
+taken by ``bot.callback.MicrosoftReturns``.
 """
 
 from __future__ import annotations
@@ -22,18 +22,12 @@ from bot.consent import (
 )
 from bot.service import Provisioner
 from bot.views import Message, consent_app_title, consent_problem, notice
-from bot.workflow import Event, Phase, Session, TransitionNotAllowed
-from state.oauth import OAuthState, RedemptionStatus
+from bot.workflow import Event, Session, TransitionNotAllowed
+from state.oauth import OAuthState
 
 __all__ = ["ConsentDesk"]
 
 logger = logging.getLogger(__name__)
-
-_ENDED: Mapping[Phase, str] = {
-    Phase.CANCELLED: "cancelled",
-    Phase.EXPIRED: "expired",
-    Phase.PROTECTED: "finished",
-}
 
 
 class ConsentDesk:
@@ -66,27 +60,15 @@ class ConsentDesk:
         )
         return None
 
-    async def returned(self, params: Mapping[str, str]) -> pages.Page:
-        state = params.get("state")
-        if not state:
-            return pages.link_missing()
-        now = self._provisioner.now()
-        redemption = await self._oauth.redeem(state, now=now)
-        binding = redemption.binding
-        if binding is None:
-            return pages.link_unknown()
-        session = await self._store.get(binding.session_id)
-        if session is None:
-            return pages.link_unknown()
-        thread = await self._provisioner.permalink(session)
-        if redemption.status is RedemptionStatus.REPLAYED:
-            return pages.link_replayed(thread)
+    async def returned(
+        self,
+        session: Session,
+        binding: OAuthState,
+        params: Mapping[str, str],
+        thread: str | None,
+    ) -> pages.Page:
+        """Microsoft's redirect after an admin consent, for a valid state of an active session."""
         app = ConsentApp(binding.purpose)
-        if redemption.status is RedemptionStatus.EXPIRED:
-            await self._audit(session, binding, "expired_link", {})
-            return pages.link_expired(self._oauth.lifetime // 60, thread)
-        if not session.is_active:
-            return pages.session_over(session.tenant_label, _ENDED[session.phase], thread)
         outcome = read_consent_redirect(params, expected_tenant=binding.tenant_id)
         title = consent_app_title(app.value)
         if isinstance(outcome, ConsentGranted):

@@ -205,3 +205,29 @@ def session_over(tenant_label: str, how: str, thread: str | None) -> Page:
         thread_url=thread,
         status=409,
     )
+
+
+def role_assigned(tenant_label: str, how: str, thread: str | None) -> Page:
+    return Page(
+        title="Exchange Administrator role assigned",
+        tone=Tone.SUCCESS,
+        paragraphs=(
+            f"The mail-flow app now has the Exchange Administrator role in {tenant_label} ({how}).",
+            "Your sign-in was used for this one request and then forgotten. The Slack thread "
+            "shows the next step; you can close this page.",
+        ),
+        thread_url=thread,
+    )
+
+
+def role_not_assigned(summary: str, thread: str | None) -> Page:
+    return Page(
+        title="The role was not assigned",
+        tone=Tone.PROBLEM,
+        paragraphs=(
+            summary,
+            "Nothing was changed in the tenant. The Slack thread explains what to do next and "
+            "has a button for a new sign-in link.",
+        ),
+        thread_url=thread,
+    )

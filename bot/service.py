@@ -17,6 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.consent import CONSENT_FOR_PHASE, ConsentApp, ConsentTargets
 from bot.jobs import Jobs
 from bot.microsoft.discovery import TenantIdentity
+from bot.provisioning_views import announcement_message
 from bot.views import (
     Message,
     consent_prompt,
@@ -185,6 +186,10 @@ class Provisioner:
         """Register what to post in the thread when a session enters ``phase``."""
         self._prompters[phase] = prompter
 
+    def prompter(self, phase: Phase) -> Prompter | None:
+        """What ``on_phase`` registered for ``phase`` (so another step can wrap it)."""
+        return self._prompters.get(phase)
+
     async def _prompt(self, session: Session) -> None:
         prompter = self._prompters.get(session.phase)
         if prompter is not None:
@@ -232,10 +237,15 @@ class Provisioner:
         channels = [session.channel_id]
         if self._notify_channel and self._notify_channel != session.channel_id:
             channels.append(self._notify_channel)
+        message = announcement_message(session, await self.permalink(session))
         for channel in channels:
-            await self.slack.chat_postMessage(
-                channel=channel, text=f"{ANNOUNCEMENT} Tenant: {session.tenant_label}."
-            )
+            try:
+                await self.slack.chat_postMessage(
+                    channel=channel, text=message.text, blocks=message.blocks
+                )
+            except SlackApiError:
+                # The thread already says it is done; one unreachable channel must not undo it.
+                logger.warning("could not announce session %s in %s", session.id, channel)
 
     async def permalink(self, session: Session) -> str | None:
         if session.root_ts is None:

@@ -20,6 +20,7 @@ from bot.workflow import (
     TransitionNotAllowed,
     checklist,
 )
+from state.sessions import AuditEntry
 
 __all__ = [
     "ACTION_CANCEL",
@@ -327,6 +328,8 @@ def help_message(admins: Sequence[str]) -> Message:
         "*/provision-inline* connects Exchange Online to the inline mail-protection service "
         "in four steps, in a thread of this channel.\n"
         "• `/provision-inline` — start: choose the tenant in a form\n"
+        "• `/provision-inline upgrade` — add outbound protection to a tenant protected "
+        "inbound only\n"
         "• `/provision-inline status` — the sessions of this channel, with their recent history\n"
         "• `/provision-inline cancel [tenant]` — stop the session of this channel "
         "(name the tenant if there are several)\n"
@@ -354,9 +357,23 @@ def not_in_channel_message(channel_id: str) -> Message:
     return Message(text=text, blocks=[_section(text)])
 
 
+def _audit_line(entry: AuditEntry) -> str:
+    line = f"{when(entry.at)} {mention(entry.actor)} {entry.action}: {entry.result}"
+    shown = {
+        "signed_in_as": "signed in as",
+        "via": "via",
+        "graph_request_ids": "Graph request ids",
+        "reason": "reason",
+    }
+    extras = [
+        f"{label} {entry.detail[key]}" for key, label in shown.items() if entry.detail.get(key)
+    ]
+    return line + (f" ({'; '.join(extras)})" if extras else "")
+
+
 def status_message(
     sessions: Sequence[Session],
-    history: Mapping[str, Sequence[tuple[float, str, str, str]]],
+    history: Mapping[str, Sequence[AuditEntry]],
     permalinks: Mapping[str, str],
 ) -> Message:
     """Ephemeral answer to ``status``: each session, its step list and its latest audit entries."""
@@ -379,14 +396,7 @@ def status_message(
         blocks.append(_section(f"{title}\n{steps}\n*Status:* {_PHASE_SUMMARY[session.phase]}"))
         recent = history.get(session.id, ())
         if recent:
-            blocks.append(
-                _context(
-                    *[
-                        f"{when(at)} {mention(actor)} {action}: {result}"
-                        for at, actor, action, result in list(recent)[-5:]
-                    ]
-                )
-            )
+            blocks.append(_context(*[_audit_line(entry)[:2900] for entry in list(recent)[-8:]]))
         texts.append(f"{session.tenant_label}: {_PHASE_SUMMARY[session.phase]}")
     return Message(text="\n".join(texts), blocks=blocks[:50])
 

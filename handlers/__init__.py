@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 def register_all(runtime: Runtime) -> None:
-    from handlers import actions, commands, errors, home, middleware, modals
+    from handlers import actions, commands, errors, home, middleware, modals, plan, role
 
     middleware.register(runtime)
     errors.register(runtime)
@@ -21,3 +21,5 @@ def register_all(runtime: Runtime) -> None:
     modals.register(runtime)
     actions.register(runtime)
     home.register(runtime)
+    role.register(runtime)
+    plan.register(runtime)

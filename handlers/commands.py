@@ -12,6 +12,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.access import AccessCheckFailed
 from bot.commands import Command, CommandKind, parse_command
+from bot.upgrade import upgrade_modal
 from bot.views import (
     Message,
     help_message,
@@ -59,13 +60,14 @@ def register(runtime: Runtime) -> None:
         await say(respond, refusal_message(action, allowed_principals))
         return False
 
-    async def start(command: dict[str, Any], respond: AsyncRespond) -> None:
+    async def start(command: dict[str, Any], respond: AsyncRespond, upgrade: bool = False) -> None:
         metadata = json.dumps(
             {"channel": command["channel_id"], "response_url": command.get("response_url")}
         )
+        form = upgrade_modal if upgrade else start_modal
         try:
             await runtime.slack.views_open(
-                trigger_id=command["trigger_id"], view=start_modal(private_metadata=metadata)
+                trigger_id=command["trigger_id"], view=form(private_metadata=metadata)
             )
         except SlackApiError as error:
             if error.response.get("error") not in ("expired_trigger_id", "invalid_trigger_id"):
@@ -80,13 +82,7 @@ def register(runtime: Runtime) -> None:
 
     async def status(channel_id: str, respond: AsyncRespond) -> None:
         sessions = await provisioner.sessions_in_channel(channel_id)
-        history = {
-            session.id: [
-                (entry.at, entry.actor, entry.action, entry.result)
-                for entry in await store.audit(session.id)
-            ]
-            for session in sessions
-        }
+        history = {session.id: await store.audit(session.id) for session in sessions}
         links = {session.id: await provisioner.permalink(session) for session in sessions}
         await say(
             respond,
@@ -152,5 +148,8 @@ def register(runtime: Runtime) -> None:
         elif parsed.kind is CommandKind.CANCEL:
             if await allowed(respond, user_id, action="cancel provisioning", approvers=False):
                 await cancel(parsed, user_id, channel_id, respond)
+        elif parsed.kind is CommandKind.UPGRADE:
+            if await allowed(respond, user_id, action="start an upgrade", approvers=False):
+                await start(command, respond, upgrade=True)
         elif await allowed(respond, user_id, action="start provisioning", approvers=False):
             await start(command, respond)

@@ -52,7 +52,13 @@ def build_web(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Star
         return response
 
     async def microsoft_callback(request: Request) -> Response:
-        page = await runtime.consents.returned(dict(request.query_params))
+        # Consents come back as GET with a query; the role sign-in as a form POST.
+        if request.method == "POST":
+            form = await request.form()
+            params = {key: value for key, value in form.items() if isinstance(value, str)}
+        else:
+            params = dict(request.query_params)
+        page = await runtime.callbacks.returned(params)
         return HTMLResponse(
             pages.render(page),
             status_code=page.status,
@@ -89,6 +95,7 @@ def build_web(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Star
         while True:
             try:
                 await runtime.jobs.resume_orphans()
+                await runtime.role_step.remind_and_expire()
                 await runtime.provisioner.expire_idle()
             except (RedisError, OSError):
                 logger.warning("sweep skipped: Redis unavailable", exc_info=True)
@@ -112,7 +119,7 @@ def build_web(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Star
     return Starlette(
         routes=[
             Route("/slack/events", slack_events, methods=["POST"]),
-            Route("/microsoft/callback", microsoft_callback, methods=["GET"]),
+            Route("/microsoft/callback", microsoft_callback, methods=["GET", "POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
         ],

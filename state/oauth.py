@@ -31,6 +31,9 @@ class OAuthState:
     issued_at: float
     expires_at: float
     opened_by: str | None = None  # the Slack user who clicked the link, once known
+    # Sealed data the redirect needs (the sign-in's PKCE verifier): encrypted by the caller,
+    # so Redis never holds it in the clear.
+    sealed: str | None = None
 
 
 class RedemptionStatus(StrEnum):
@@ -63,14 +66,27 @@ class OAuthStates:
         self._redis = redis
         self.lifetime = lifetime
 
-    async def issue(self, *, session_id: str, tenant_id: str, purpose: str, now: float) -> str:
-        state = secrets.token_urlsafe(32)
+    async def issue(
+        self,
+        *,
+        session_id: str,
+        tenant_id: str,
+        purpose: str,
+        now: float,
+        state: str | None = None,
+        sealed: str | None = None,
+        opened_by: str | None = None,
+    ) -> str:
+        """Bind a state to a session; ``state`` when a library made one (MSAL's sign-in)."""
+        state = state or secrets.token_urlsafe(32)
         binding = OAuthState(
             session_id=session_id,
             tenant_id=tenant_id,
             purpose=purpose,
             issued_at=now,
             expires_at=now + self.lifetime,
+            opened_by=opened_by,
+            sealed=sealed,
         )
         await self._redis.set(
             _key(_digest(state)), json.dumps(asdict(binding)), ex=_KEEP_RECORDS_SECONDS

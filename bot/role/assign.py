@@ -77,6 +77,9 @@ log = logging.getLogger(__name__)
 #: The delegated Graph permission the signed-in admin grants: PIM schedule requests, direct
 #: role assignments, and reading them back.
 ROLE_ASSIGNMENT_SCOPE = "RoleManagement.ReadWrite.Directory"
+# To find the mail-flow app's service principal with the admin's own sign-in (step 2 comes
+# before the directory-sync app's consent, so no app-only Graph access exists yet).
+READ_APPS_SCOPE = "Application.Read.All"
 #: The directory roles that may assign Exchange Administrator (least privileged first).
 ASSIGNER_ROLES = ("Privileged Role Administrator", "Global Administrator")
 
@@ -101,8 +104,10 @@ _RULE_FIELDS: Mapping[str, tuple[str, ...]] = {
 
 def role_assignment_scopes(graph_url: str) -> tuple[str, ...]:
     """The scopes to sign in with, on the configured Graph resource
-    (``https://graph.microsoft.com/RoleManagement.ReadWrite.Directory``)."""
-    return (f"{graph_url.rstrip('/')}/{ROLE_ASSIGNMENT_SCOPE}",)
+    (``https://graph.microsoft.com/RoleManagement.ReadWrite.Directory`` and
+    ``…/Application.Read.All``)."""
+    base = graph_url.rstrip("/")
+    return (f"{base}/{ROLE_ASSIGNMENT_SCOPE}", f"{base}/{READ_APPS_SCOPE}")
 
 
 # -- outcomes ------------------------------------------------------------------------------------
@@ -502,12 +507,16 @@ class RoleSignIn:
         auth_response: Mapping[str, str],
         *,
         http: httpx.AsyncClient,
-        principal_id: str,
+        principal_id: str | None = None,
+        app_id: str | None = None,
         request: RoleRequest,
         requirements: RoleRequirements,
     ) -> AssignmentOutcome:
         """On the redirect: redeem ``auth_response`` (the posted form fields) for a token, assign
-        the role with it, and drop it. Never raises for a Microsoft answer."""
+        the role with it, and drop it. Never raises for a Microsoft answer.
+
+        The principal is ``principal_id``, or the service principal of ``app_id`` looked up with
+        the same sign-in (step 2 comes before any app-only Graph access exists)."""
         watch_request_ids(http)
         app = self.new_app()
         try:
@@ -529,6 +538,11 @@ class RoleSignIn:
                 )
             graph = GraphClient(http, self.graph_url, delegated_provider(token), retry=self.retry)
             del token
+            if principal_id is None:
+                found = await _principal_of(graph, app_id or "")
+                if isinstance(found, Failed):
+                    return found
+                principal_id = found
             outcome = await assign_with_delegated_token(
                 graph,
                 principal_id=principal_id,
@@ -546,6 +560,23 @@ class RoleSignIn:
             audit_detail(outcome),
         )
         return outcome
+
+
+async def _principal_of(graph: GraphClient, app_id: str) -> str | Failed:
+    try:
+        principal = await graph.find_service_principal(app_id)
+    except MicrosoftUnavailable as error:
+        return Failed(code="MicrosoftUnavailable", message=str(error), retryable=True)
+    except ServiceError as error:
+        return Failed(code=error.code, message=error.message, retryable=False)
+    if principal is None:
+        return Failed(
+            code="ServicePrincipalNotFound",
+            message=f"The app {app_id} has no service principal in this tenant yet: give the "
+            "mail-flow consent (step 1) first.",
+            retryable=False,
+        )
+    return principal.id
 
 
 def _sign_in_failure(error: TokenError) -> SignInFailed:

@@ -6,8 +6,9 @@ knowledge that the tenant has no PIM, or from the admin's word when the policy c
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from typing import Literal
 
@@ -81,6 +82,23 @@ class RoleRequirements:
     mfa_required: bool
     justification_min_length: int = 0
     justification_max_length: int = JUSTIFICATION_MAX_LENGTH
+
+    # -- storage ------------------------------------------------------------------------------
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["maximum_duration"] = (
+            self.maximum_duration.total_seconds() if self.maximum_duration is not None else None
+        )
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> RoleRequirements:
+        data = json.loads(text)
+        seconds = data.pop("maximum_duration")
+        return cls(
+            **data, maximum_duration=timedelta(seconds=seconds) if seconds is not None else None
+        )
 
     # -- construction --------------------------------------------------------------------------
 

@@ -13,6 +13,15 @@ polling (``wait_for``).
 
 It also serves ``response_url`` targets (``new_response_url``) with Slack's semantics for
 ``replace_original``, ``delete_original`` and ``response_type``.
+
+Socket Mode: ``apps.connections.open`` (app-level ``xapp-`` token only) hands out a one-time
+``ws://127.0.0.1:<port>/socket-mode/<ticket>`` URL, and the sandbox's Socket Mode server behaves
+like Slack's: ``hello`` on connect, envelopes (``deliver``) that the app acks with
+``{"envelope_id", "payload"?}`` within 3 s, pongs to the client's pings (and pings of its own on
+request), ``disconnect`` messages and dropped connections on demand. The WebSocket server runs on
+aiohttp (a dependency of Slack's own Socket Mode client) because the ASGI server used for the Web
+API has no WebSocket library installed; it starts with the first ``apps.connections.open`` and
+stops with the Starlette app's lifespan (or ``aclose``).
 """
 
 from __future__ import annotations
@@ -24,13 +33,16 @@ import itertools
 import json
 import re
 import secrets
+import socket
 import time
+import uuid
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl
 
+from aiohttp import WSCloseCode, WSMsgType, web
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -41,6 +53,9 @@ __all__ = [
     "Message",
     "RecordedCall",
     "SandboxSlack",
+    "SocketAck",
+    "SocketConnection",
+    "SocketEnvelope",
     "Surface",
     "View",
     "validate_blocks",
@@ -57,6 +72,9 @@ RESPONSE_URL_TTL_SECONDS = 30 * 60.0
 RESPONSE_URL_MAX_USES = 5
 MAX_MESSAGE_TEXT = 40_000
 MAX_VIEW_STACK = 3
+SOCKET_MODE_ACK_TIMEOUT = 3.0
+SOCKET_MODE_ENVELOPE_TYPES = frozenset({"slash_commands", "interactive", "events_api"})
+_RESPONSE_PAYLOAD_INTERACTIONS = frozenset({"view_submission", "block_suggestion"})
 _JSON_FIELDS = ("blocks", "view", "attachments", "metadata")
 
 
@@ -844,6 +862,82 @@ class View:
         return str(self.view.get("private_metadata", ""))
 
 
+@dataclass(frozen=True)
+class SocketConnection:
+    """An open Socket Mode connection as Slack sees it (``hello`` has been sent on it)."""
+
+    id: str
+    ticket: str
+    url: str
+    opened_at: float
+    pings_received: int
+    pongs_received: int
+
+
+@dataclass(frozen=True)
+class SocketEnvelope:
+    """One Socket Mode envelope; ``message()`` is the JSON object sent over the WebSocket."""
+
+    envelope_id: str
+    type: str
+    payload: dict[str, Any]
+    accepts_response_payload: bool
+    retry_attempt: int = 0
+    retry_reason: str = ""
+    connection_id: str | None = None
+
+    def message(self) -> dict[str, Any]:
+        return {
+            "envelope_id": self.envelope_id,
+            "type": self.type,
+            "payload": self.payload,
+            "accepts_response_payload": self.accepts_response_payload,
+            "retry_attempt": self.retry_attempt,
+            "retry_reason": self.retry_reason,
+        }
+
+
+@dataclass(frozen=True)
+class SocketAck:
+    """How an envelope was answered: ``acked`` within the timeout or not (``error`` says why:
+    ``operation_timeout``, or ``dispatch_failed`` when no connection could take it)."""
+
+    envelope: SocketEnvelope
+    acked: bool
+    payload: dict[str, Any] | None = None
+    seconds: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class _SocketConn:
+    id: str
+    ticket: str
+    url: str
+    opened_at: float
+    ws: web.WebSocketResponse
+    pings_received: int = 0
+    pongs_received: int = 0
+    pong_waiters: dict[bytes, asyncio.Future[None]] = field(default_factory=dict)
+
+    def snapshot(self) -> SocketConnection:
+        return SocketConnection(
+            id=self.id,
+            ticket=self.ticket,
+            url=self.url,
+            opened_at=self.opened_at,
+            pings_received=self.pings_received,
+            pongs_received=self.pongs_received,
+        )
+
+
+@dataclass
+class _PendingAck:
+    envelope: SocketEnvelope
+    sent_at: float
+    future: asyncio.Future[dict[str, Any] | None]
+
+
 @dataclass
 class _Channel:
     id: str
@@ -909,6 +1003,7 @@ class SandboxSlack:
         self,
         *,
         bot_token: str = "xoxb-sandbox-token",
+        app_token: str | None = "xapp-1-A0SANDBOX-1-sandbox",
         team_id: str = "T0SANDBOX",
         bot_user_id: str = "U0BOT",
         clock: Callable[[], float] = time.time,
@@ -917,6 +1012,7 @@ class SandboxSlack:
         bot_id: str = "B0SANDBOX",
     ) -> None:
         self.bot_token = bot_token
+        self.app_token = app_token
         self.team_id = team_id
         self.team_domain = team_domain
         self.bot_user_id = bot_user_id
@@ -942,13 +1038,29 @@ class SandboxSlack:
         self._ids = itertools.count(1)
         self._condition: asyncio.Condition | None = None
         self._condition_loop: asyncio.AbstractEventLoop | None = None
+        self._socket_runner: web.AppRunner | None = None
+        self._socket_base_url: str | None = None
+        self._socket_lock: asyncio.Lock | None = None
+        self._socket_tickets: set[str] = set()
+        self._socket_conns: dict[str, _SocketConn] = {}
+        self._pending_acks: dict[str, _PendingAck] = {}
+        self._timed_out_acks: set[str] = set()
+        self._socket_turn = itertools.count()
         self._add_bot_user()
         self.app = Starlette(
             routes=[
                 Route("/api/{method}", self._api_endpoint, methods=["GET", "POST"]),
                 Route("/response-url/{token}", self._response_url_endpoint, methods=["POST"]),
-            ]
+            ],
+            lifespan=self._lifespan,
         )
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await self.aclose()
 
     # ---- workspace set-up ------------------------------------------------------------------
 
@@ -1220,6 +1332,10 @@ class SandboxSlack:
             )
         if token is None:
             return await self._answer(method, params, _SlackError("not_authed"))
+        if method == "apps.connections.open":
+            return await self._apps_connections_open(params, token)
+        if token == self.app_token:
+            return await self._answer(method, params, _SlackError("not_allowed_token_type"))
         if token != self.bot_token:
             return await self._answer(method, params, _SlackError("invalid_auth"))
         handler = self._handlers().get(method)
@@ -1711,6 +1827,301 @@ class SandboxSlack:
         return {"channel": {"id": resolved}}
 
     # ---- response_url ----------------------------------------------------------------------
+
+    # ---- Socket Mode -----------------------------------------------------------------------
+
+    async def _apps_connections_open(self, params: dict[str, Any], token: str) -> Response:
+        method = "apps.connections.open"
+        if self.app_token is None or token != self.app_token:
+            # Slack: a bot or user token is the wrong kind; anything else is not a token at all.
+            error = "not_allowed_token_type" if token == self.bot_token else "invalid_auth"
+            return await self._answer(method, params, _SlackError(error))
+        base_url = await self._socket_server()
+        ticket = str(uuid.uuid4())
+        self._socket_tickets.add(ticket)
+        body = {"ok": True, "url": f"{base_url}/socket-mode/{ticket}"}
+        await self.record(method, params, ok=True, error=None, response=body)
+        return JSONResponse(body)
+
+    async def _socket_server(self) -> str:
+        """Start the Socket Mode WebSocket server (once); its ``ws://`` base URL."""
+        if self._socket_lock is None:
+            self._socket_lock = asyncio.Lock()
+        async with self._socket_lock:
+            if self._socket_base_url is None:
+                app = web.Application()
+                app.router.add_get("/socket-mode/{ticket}", self._socket_endpoint)
+                runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+                await runner.setup()
+                listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                try:
+                    listener.bind(("127.0.0.1", 0))
+                    port: int = listener.getsockname()[1]
+                    await web.SockSite(runner, listener).start()
+                except BaseException:
+                    listener.close()
+                    await runner.cleanup()
+                    raise
+                self._socket_runner = runner
+                self._socket_base_url = f"ws://127.0.0.1:{port}"
+            return self._socket_base_url
+
+    async def _socket_endpoint(self, request: web.Request) -> web.StreamResponse:
+        ticket = request.match_info["ticket"]
+        if ticket not in self._socket_tickets:
+            await self.record(
+                "socket_mode.connect",
+                {"ticket": ticket},
+                ok=False,
+                error="invalid_ticket",
+                status=401,
+            )
+            return web.Response(status=401, text="invalid_ticket: call apps.connections.open")
+        self._socket_tickets.discard(ticket)  # a URL is good for one connection
+        ws = web.WebSocketResponse(autoping=False, timeout=2.0)
+        await ws.prepare(request)
+        conn = _SocketConn(
+            id=f"CONN{next(self._ids):04d}",
+            ticket=ticket,
+            url=f"{self._socket_base_url}/socket-mode/{ticket}",
+            opened_at=self.clock(),
+            ws=ws,
+        )
+        self._socket_conns[conn.id] = conn
+        hello = {
+            "type": "hello",
+            "num_connections": len(self._socket_conns),
+            "debug_info": {
+                "host": "applink-sandbox",
+                "build_number": 1,
+                "approximate_connection_time": 18060,
+            },
+            "connection_info": {"app_id": self.app_id},
+        }
+        try:
+            await ws.send_str(json.dumps(hello))
+            await self.record(
+                "socket_mode.hello",
+                {"connection_id": conn.id, "num_connections": hello["num_connections"]},
+                ok=True,
+                error=None,
+                response=hello,
+            )
+            async for frame in ws:
+                if frame.type is WSMsgType.TEXT:
+                    await self._socket_received(conn, str(frame.data))
+                elif frame.type is WSMsgType.PING:
+                    conn.pings_received += 1
+                    await ws.pong(frame.data)
+                    await self.notify()
+                elif frame.type is WSMsgType.PONG:
+                    conn.pongs_received += 1
+                    waiter = conn.pong_waiters.pop(bytes(frame.data), None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(None)
+                    await self.notify()
+                else:
+                    await self.record(
+                        "socket_mode.message",
+                        {"connection_id": conn.id, "frame": frame.type.name},
+                        ok=False,
+                        error="unexpected_frame",
+                    )
+        finally:
+            self._socket_conns.pop(conn.id, None)
+            for waiter in conn.pong_waiters.values():
+                waiter.cancel()
+            await self.record(
+                "socket_mode.closed",
+                {"connection_id": conn.id, "close_code": ws.close_code},
+                ok=True,
+                error=None,
+            )
+        return ws
+
+    async def _socket_received(self, conn: _SocketConn, text: str) -> None:
+        """A text frame from the app: only acks ``{"envelope_id", "payload"?}`` are expected."""
+        try:
+            message = json.loads(text)
+        except json.JSONDecodeError:
+            message = None
+        params: dict[str, Any] = {"connection_id": conn.id, "text": text}
+        envelope_id = message.get("envelope_id") if isinstance(message, dict) else None
+        if not isinstance(message, dict) or not isinstance(envelope_id, str):
+            await self.record("socket_mode.message", params, ok=False, error="not_an_ack")
+            return
+        payload = message.get("payload")
+        if payload is not None and not isinstance(payload, dict):
+            await self.record("socket_mode.ack", params, ok=False, error="invalid_payload")
+            return
+        pending = self._pending_acks.pop(envelope_id, None)
+        if pending is None:
+            late = envelope_id in self._timed_out_acks
+            error = "ack_after_timeout" if late else "unknown_envelope_id"
+            await self.record("socket_mode.ack", params, ok=False, error=error)
+            return
+        if not pending.future.done():
+            pending.future.set_result(payload)
+
+    def _open_socket_conns(self) -> list[_SocketConn]:
+        return [c for c in self._socket_conns.values() if not c.ws.closed]
+
+    def _socket_targets(self, connection_id: str | None) -> list[_SocketConn]:
+        conns = self._open_socket_conns()
+        if connection_id is None:
+            return conns
+        return [c for c in conns if c.id == connection_id]
+
+    def socket_connections(self) -> list[SocketConnection]:
+        """The open Socket Mode connections (each has been sent ``hello``), oldest first."""
+        return [c.snapshot() for c in self._open_socket_conns()]
+
+    async def deliver(
+        self,
+        envelope_type: str,
+        payload: Mapping[str, Any],
+        *,
+        accepts_response_payload: bool | None = None,
+        retry_attempt: int = 0,
+        retry_reason: str = "",
+        connection_id: str | None = None,
+        timeout: float = SOCKET_MODE_ACK_TIMEOUT,  # noqa: ASYNC109 - Slack's ack deadline
+    ) -> SocketAck:
+        """Send an envelope over Socket Mode, as Slack does, and wait for its ack.
+
+        ``envelope_type`` is ``slash_commands``, ``interactive`` or ``events_api``; ``payload``
+        is what Slack would POST in HTTP mode (form fields as a dict, the parsed interaction
+        JSON, the ``event_callback`` body). The envelope goes to ``connection_id`` or, taking
+        turns, to one of the open connections; with none open it is not delivered
+        (``dispatch_failed``). An ack that does not arrive within ``timeout`` seconds (Slack: 3)
+        leaves the envelope not acked (``operation_timeout``); a later one is recorded as
+        ``ack_after_timeout``.
+        """
+        if envelope_type not in SOCKET_MODE_ENVELOPE_TYPES:
+            raise ValueError(f"unknown envelope type {envelope_type!r}")
+        if accepts_response_payload is None:
+            accepts_response_payload = envelope_type == "slash_commands" or (
+                envelope_type == "interactive"
+                and payload.get("type") in _RESPONSE_PAYLOAD_INTERACTIONS
+            )
+        targets = self._socket_targets(connection_id)
+        conn = targets[next(self._socket_turn) % len(targets)] if targets else None
+        envelope = SocketEnvelope(
+            envelope_id=str(uuid.uuid4()),
+            type=envelope_type,
+            payload=json.loads(json.dumps(payload)),
+            accepts_response_payload=accepts_response_payload,
+            retry_attempt=retry_attempt,
+            retry_reason=retry_reason,
+            connection_id=conn.id if conn else None,
+        )
+        params = {
+            "envelope_id": envelope.envelope_id,
+            "type": envelope_type,
+            "connection_id": envelope.connection_id,
+            "payload": envelope.payload,
+        }
+        loop = asyncio.get_running_loop()
+        pending = _PendingAck(envelope, loop.time(), loop.create_future())
+        self._pending_acks[envelope.envelope_id] = pending
+        sent = False
+        if conn is not None:
+            with contextlib.suppress(ConnectionError):  # closed under our feet
+                await conn.ws.send_str(json.dumps(envelope.message()))
+                sent = True
+        if not sent:
+            self._pending_acks.pop(envelope.envelope_id, None)
+            await self.record("socket_mode.envelope", params, ok=False, error="dispatch_failed")
+            return SocketAck(envelope, acked=False, error="dispatch_failed")
+        await self.record("socket_mode.envelope", params, ok=True, error=None)
+        ack_params = {"envelope_id": envelope.envelope_id, "type": envelope_type}
+        try:
+            async with asyncio.timeout(timeout):
+                ack_payload = await pending.future
+        except TimeoutError:
+            self._pending_acks.pop(envelope.envelope_id, None)
+            self._timed_out_acks.add(envelope.envelope_id)
+            await self.record("socket_mode.ack", ack_params, ok=False, error="operation_timeout")
+            return SocketAck(envelope, acked=False, error="operation_timeout")
+        seconds = loop.time() - pending.sent_at
+        await self.record(
+            "socket_mode.ack",
+            {**ack_params, "payload": ack_payload, "seconds": round(seconds, 4)},
+            ok=True,
+            error=None,
+        )
+        return SocketAck(envelope, acked=True, payload=ack_payload, seconds=seconds)
+
+    async def disconnect(
+        self, reason: str = "refresh_requested", *, connection_id: str | None = None
+    ) -> list[str]:
+        """Send Slack's ``disconnect`` message (``refresh_requested``, ``link_disabled``,
+        ``too_many_websockets``, ...) to one connection or all; the ids it went to. The app is
+        expected to open a new connection and drop this one, as with Slack."""
+        message = {
+            "type": "disconnect",
+            "reason": reason,
+            "debug_info": {"host": "applink-sandbox"},
+        }
+        sent: list[str] = []
+        for conn in self._socket_targets(connection_id):
+            with contextlib.suppress(ConnectionError):
+                await conn.ws.send_str(json.dumps(message))
+                sent.append(conn.id)
+                await self.record(
+                    "socket_mode.disconnect",
+                    {"connection_id": conn.id, "reason": reason},
+                    ok=True,
+                    error=None,
+                )
+        return sent
+
+    async def close_connection(
+        self, connection_id: str | None = None, *, code: int = WSCloseCode.GOING_AWAY
+    ) -> list[str]:
+        """Close one connection (or all) from Slack's side without a ``disconnect`` message,
+        like a restart of Slack's edge; the ids closed."""
+        closed: list[str] = []
+        for conn in self._socket_targets(connection_id):
+            await conn.ws.close(code=code, message=b"closed by the sandbox")
+            closed.append(conn.id)
+        return closed
+
+    async def ping(
+        self,
+        connection_id: str | None = None,
+        *,
+        timeout: float = SOCKET_MODE_ACK_TIMEOUT,  # noqa: ASYNC109 - a deadline, not a sleep
+    ) -> float:
+        """Ping a connection (the newest, by default) as Slack does; seconds until its pong.
+        Raises ``LookupError`` with no open connection, ``TimeoutError`` without a pong."""
+        targets = self._socket_targets(connection_id)
+        if not targets:
+            raise LookupError(f"no open Socket Mode connection {connection_id or ''}".strip())
+        conn = targets[-1]
+        loop = asyncio.get_running_loop()
+        data = secrets.token_hex(8).encode()
+        waiter: asyncio.Future[None] = loop.create_future()
+        conn.pong_waiters[data] = waiter
+        started = loop.time()
+        await conn.ws.ping(data)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        finally:
+            conn.pong_waiters.pop(data, None)
+        return loop.time() - started
+
+    async def aclose(self) -> None:
+        """Close every Socket Mode connection and stop the WebSocket server (idempotent)."""
+        runner, self._socket_runner = self._socket_runner, None
+        self._socket_base_url = None
+        if runner is None:
+            return
+        for conn in list(self._socket_conns.values()):
+            with contextlib.suppress(ConnectionError):
+                await conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"sandbox stopping")
+        await runner.cleanup()
 
     async def _response_url_endpoint(self, request: Request) -> Response:
         token = request.path_params["token"]

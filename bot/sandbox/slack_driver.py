@@ -5,6 +5,13 @@ button, submits a modal or opens the app's Home tab: the same payload shapes and
 with the signing secret (v0 scheme), over real HTTP. It reads the state it needs (the message that
 holds a button, the open modal) from a ``SandboxSlack``, issues trigger ids and response URLs there,
 and, like Slack's client, applies a modal submission's ``response_action`` to the sandbox's views.
+
+Two transports, as a Slack app has: ``http`` (the default) POSTs signed requests to ``events_url``;
+``socket_mode`` hands the same payloads to the sandbox's Socket Mode server
+(``SandboxSlack.deliver``), which sends them as envelopes to the connected app and waits for its
+ack. Either way the high-level methods return an ``httpx.Response`` whose status and body are the
+ack: in Socket Mode a ``SocketAckResponse`` (200 with the ack's payload as JSON, or 504 when the
+app did not ack in time).
 """
 
 from __future__ import annotations
@@ -17,14 +24,29 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 import httpx
 
-from bot.sandbox.slack import SandboxSlack, View, validate_view, with_generated_ids
+from bot.sandbox.slack import (
+    SOCKET_MODE_ACK_TIMEOUT,
+    SandboxSlack,
+    SocketAck,
+    View,
+    validate_view,
+    with_generated_ids,
+)
 
-__all__ = ["SignedRequest", "SlackDriver", "SlackDriverError"]
+__all__ = [
+    "SignedRequest",
+    "SlackDriver",
+    "SlackDriverError",
+    "SocketAckResponse",
+    "Transport",
+]
+
+Transport = Literal["http", "socket_mode"]
 
 
 class SlackDriverError(AssertionError):
@@ -40,6 +62,19 @@ class SignedRequest:
     body: bytes
     content_type: str
     payload: dict[str, Any]
+
+
+class SocketAckResponse(httpx.Response):
+    """A Socket Mode ack in the shape of the HTTP answer it stands for: status 200 and the ack's
+    payload as a JSON body (empty without one) when the app acked in time; 504 and an empty body
+    when it did not (``ack.error``: ``operation_timeout`` or ``dispatch_failed``)."""
+
+    def __init__(self, ack: SocketAck) -> None:
+        if ack.acked and ack.payload is not None:
+            super().__init__(200, json=ack.payload)
+        else:
+            super().__init__(200 if ack.acked else 504)
+        self.ack = ack
 
 
 _SINGLE_PICK = {
@@ -88,7 +123,9 @@ _INITIAL_MULTI = {
 
 
 class SlackDriver:
-    """Plays the people in the workspace against the bot's HTTP endpoint."""
+    """Plays the people in the workspace against the bot: over HTTP (``transport="http"``) or
+    through the sandbox's Socket Mode server (``transport="socket_mode"``; may be switched at any
+    time by assigning ``transport``)."""
 
     def __init__(
         self,
@@ -100,6 +137,8 @@ class SlackDriver:
         http: httpx.AsyncClient,
         verification_token: str = "sandbox-verification-token",
         clock: Callable[[], float] = time.time,
+        transport: Transport = "http",
+        ack_timeout: float = SOCKET_MODE_ACK_TIMEOUT,
     ) -> None:
         self.sandbox = sandbox
         self.sandbox_base_url = sandbox_base_url.rstrip("/")
@@ -108,6 +147,8 @@ class SlackDriver:
         self.http = http
         self.verification_token = verification_token
         self.clock = clock
+        self.transport: Transport = transport
+        self.ack_timeout = ack_timeout
         self.last_request: SignedRequest | None = None
         self.last_response: httpx.Response | None = None
         self._event_ids = itertools.count(1)
@@ -129,7 +170,15 @@ class SlackDriver:
         signature_override: str | None = None,
         timestamp: int | None = None,
     ) -> httpx.Response:
-        """Send ``request`` signed now (or at ``timestamp``); retries carry X-Slack-Retry-*."""
+        """Send ``request`` signed now (or at ``timestamp``); retries carry X-Slack-Retry-*.
+
+        In Socket Mode the payload goes out as an envelope instead (a retry as ``retry_attempt``
+        and ``retry_reason``); there is nothing to sign, so a signature or timestamp is refused.
+        """
+        if self.transport == "socket_mode":
+            if signature_override is not None or timestamp is not None:
+                raise SlackDriverError("Socket Mode envelopes are not signed")
+            return await self.deliver(request, retry_num=retry_num, retry_reason=retry_reason)
         stamp = int(self.clock()) if timestamp is None else timestamp
         headers = {
             "Content-Type": request.content_type,
@@ -142,6 +191,38 @@ class SlackDriver:
             headers["X-Slack-Retry-Reason"] = retry_reason
         self.last_request = request
         response = await self.http.post(request.url, content=request.body, headers=headers)
+        self.last_response = response
+        return response
+
+    @staticmethod
+    def envelope_type(request: SignedRequest) -> str:
+        """The Socket Mode envelope type that carries ``request``'s payload."""
+        if request.kind == "slash_command":
+            return "slash_commands"
+        if request.kind == "event_callback":
+            return "events_api"
+        if request.kind == "url_verification":
+            raise SlackDriverError("Slack sends no url_verification over Socket Mode")
+        return "interactive"
+
+    async def deliver(
+        self,
+        request: SignedRequest,
+        *,
+        retry_num: int | None = None,
+        retry_reason: str = "timeout",
+    ) -> SocketAckResponse:
+        """Deliver ``request``'s payload through the sandbox's Socket Mode server; the ack."""
+        envelope_type = self.envelope_type(request)
+        self.last_request = request
+        ack = await self.sandbox.deliver(
+            envelope_type,
+            request.payload,
+            retry_attempt=retry_num or 0,
+            retry_reason=retry_reason if retry_num else "",
+            timeout=self.ack_timeout,
+        )
+        response = SocketAckResponse(ack)
         self.last_response = response
         return response
 
@@ -252,6 +333,8 @@ class SlackDriver:
             user_id=user_id, channel_id=channel_id, text=text, command=command
         )
         if body_override is not None:
+            if self.transport == "socket_mode":
+                raise SlackDriverError("Socket Mode delivers the payload, not a request body")
             request = replace(request, body=body_override)
         return await self.send(request, retry_num=retry_num, signature_override=signature_override)
 

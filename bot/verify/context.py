@@ -135,21 +135,24 @@ class VerifyContext:
         )
 
 
+def microsoft_app(settings: Settings, credentials: ConfiguredApp) -> MicrosoftApp:
+    """One app registration as an MSAL client on the configured login host."""
+    return MicrosoftApp(
+        AppCredentials(
+            credentials.client_id,
+            secret=credentials.secret.reveal() if credentials.secret else None,
+            certificate_path=credentials.certificate_path,
+        ),
+        login_url=settings.microsoft_login_url,
+    )
+
+
 def microsoft_apps(settings: Settings) -> tuple[MicrosoftApp, MicrosoftApp]:
     """``(mail-flow app, directory-sync app)`` from the configuration.
 
     Build them once per process and share them (MSAL keeps its token cache inside); ``close``
     them at shutdown.
     """
-
-    def build(credentials: ConfiguredApp) -> MicrosoftApp:
-        return MicrosoftApp(
-            AppCredentials(
-                credentials.client_id,
-                secret=credentials.secret.reveal() if credentials.secret else None,
-                certificate_path=credentials.certificate_path,
-            ),
-            login_url=settings.microsoft_login_url,
-        )
-
-    return build(settings.mailflow_app), build(settings.dirsync_app)
+    return microsoft_app(settings, settings.mailflow_app), microsoft_app(
+        settings, settings.dirsync_app
+    )

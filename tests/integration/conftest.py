@@ -27,6 +27,7 @@ from bot.sandbox.microsoft import (
     EXCHANGE_ADMINISTRATOR,
     GLOBAL_ADMINISTRATOR,
     GRAPH,
+    PRIVILEGED_ROLE_ADMINISTRATOR,
     ManualClock,
     RequiredPermission,
     SandboxApp,
@@ -54,6 +55,8 @@ ADMIN = "U0ADMIN"
 GROUP_ADMIN = "U0GROUPADMIN"
 APPROVER = "U0APPROVER"
 OUTSIDER = "U0OUTSIDER"
+SECOND_APPROVER = "U0APPROVER2"
+ROLE_ADMIN_UPN = "pra@contoso.com"
 GLOBAL_ADMIN_UPN = "ga@contoso.com"
 EXCHANGE_ADMIN_UPN = "exo@contoso.com"
 FABRIKAM_ADMIN_UPN = "ga@fabrikam.example"
@@ -161,6 +164,7 @@ def contoso() -> SandboxTenant:
         users=[
             SandboxUser(GLOBAL_ADMIN_UPN, "Grace Global", roles={GLOBAL_ADMINISTRATOR}),
             SandboxUser(EXCHANGE_ADMIN_UPN, "Ezra Exchange", roles={EXCHANGE_ADMINISTRATOR}),
+            SandboxUser(ROLE_ADMIN_UPN, "Priya Roles", roles={PRIVILEGED_ROLE_ADMINISTRATOR}),
         ],
     )
 
@@ -197,7 +201,11 @@ def registered_apps() -> list[SandboxApp]:
                         "Organization.Read.All",
                         "RoleManagement.Read.Directory",
                     ),
-                    scopes=("User.Read", "RoleManagement.ReadWrite.Directory"),
+                    scopes=(
+                        "User.Read",
+                        "RoleManagement.ReadWrite.Directory",
+                        "Application.Read.All",
+                    ),
                 ),
             ),
         ),
@@ -224,9 +232,11 @@ async def harness(
         (GROUP_ADMIN, "gus"),
         (APPROVER, "april"),
         (OUTSIDER, "otto"),
+        (SECOND_APPROVER, "bea"),
     ):
         slack.add_user(user_id, name)
     slack.add_usergroup("S0ADMINS", "exchange-admins", [GROUP_ADMIN])
+    slack.add_usergroup("S0APPROVERS", "change-approvers", [SECOND_APPROVER])
     slack.add_channel(CHANNEL, "mail-provisioning")
     slack.add_channel("C0NOBOT", "elsewhere", bot_is_member=False)
     microsoft_clock = ManualClock(now=time.time())
@@ -243,7 +253,7 @@ async def harness(
             MICROSOFT_GRAPH_URL=f"{ms_server.base_url}/graph",
             MICROSOFT_EXCHANGE_URL=f"{ms_server.base_url}/exchange",
             PROVISION_ADMINS=f"{ADMIN},S0ADMINS",
-            PROVISION_APPROVERS=APPROVER,
+            PROVISION_APPROVERS=f"{APPROVER},S0APPROVERS",
             PUBLIC_URL=f"http://127.0.0.1:{port}",
         )
         driver = SlackDriver(

@@ -37,10 +37,15 @@ async def follow(harness: Harness, url: str, upn: str, decision: str) -> httpx.R
         return await browser.get(url)
 
 
-async def consent_now(harness: Harness, root_ts: str, upn: str = GLOBAL_ADMIN_UPN) -> None:
-    """A Global Administrator uses the thread's latest consent link and accepts."""
-    _, url = await latest_link(harness, root_ts)
-    page = await follow(harness, url, upn, "accept")
+async def consent_now(
+    harness: Harness, root_ts: str, upn: str = GLOBAL_ADMIN_UPN, *, nth: int = 1
+) -> None:
+    """A Global Administrator uses the thread's ``nth`` consent link (1: step 1's, 2: step 3's,
+    once posted) and accepts."""
+    found = await harness.slack.wait_for(
+        lambda s: consent_buttons(harness, root_ts)[nth - 1 : nth] or None
+    )
+    page = await follow(harness, str(found[0][1]["url"]), upn, "accept")
     assert "Consent recorded" in page.text, page.text
 
 
@@ -64,8 +69,7 @@ async def ready_to_verify(harness: Harness, *, assign_role: bool = True) -> tupl
         (EventKind.ROLE_ASSIGNED, ADMIN),
     ):
         await provisioner.handle(session.id, Event(kind, actor, provisioner.now()))
-    await harness.slack.wait_for(lambda s: len(consent_buttons(harness, root_ts)) == 2)
-    await consent_now(harness, root_ts)
+    await consent_now(harness, root_ts, nth=2)
     current = await harness.runtime.store.require(session.id)
     assert current.phase is Phase.DIRECTORY_CONSENTED
     return root_ts, session.id

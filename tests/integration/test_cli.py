@@ -67,7 +67,7 @@ async def test_serve_answers_health_and_a_signed_command_then_stops_on_sigterm(
     environment = process_environment(harness, PORT=str(port))
     async with running(["serve"], environment) as process:
         assert process.stderr is not None
-        await read_until(process.stderr, "Application startup complete")
+        await read_until(process.stderr, "Uvicorn running on")
         base = f"http://127.0.0.1:{port}"
         health = await harness.http.get(f"{base}/healthz")
         assert health.status_code == 200

@@ -112,7 +112,11 @@ def _apps() -> list[SandboxApp]:
                         "Organization.Read.All",
                         "RoleManagement.Read.Directory",
                     ),
-                    scopes=("User.Read", "RoleManagement.ReadWrite.Directory"),
+                    scopes=(
+                        "User.Read",
+                        "RoleManagement.ReadWrite.Directory",
+                        "Application.Read.All",
+                    ),
                 ),
             ),
         ),

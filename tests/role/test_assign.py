@@ -94,6 +94,7 @@ def assert_renders(outcome: AssignmentOutcome, request: RoleRequest) -> None:
 def test_sign_in_scopes() -> None:
     assert role_assignment_scopes("https://graph.microsoft.com/") == (
         "https://graph.microsoft.com/RoleManagement.ReadWrite.Directory",
+        "https://graph.microsoft.com/Application.Read.All",
     )
 
 

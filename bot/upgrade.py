@@ -1,0 +1,165 @@
+"""``/provision-inline upgrade``: outbound protection for a tenant already protected inbound.
+
+An upgrade session walks the same four steps, but a step that is already satisfied in Microsoft
+is recorded, not asked again: when an upgrade session reaches the phase of steps 1, 2 or 3, the
+bot checks (``bot.verify.verify``: Graph read as the directory-sync app, where it has consent)
+whether the mail-flow consent, the Exchange Administrator role or the directory-sync consent is
+in place, and if so records the step as a ``system`` event with ``{"found": "existing"}``. A step
+that is not satisfied is prompted as usual (the prompter this wraps). The plan then covers the
+outbound objects only (``bot.provisioning``: ``Scope.UPGRADE`` → ``Direction.OUTBOUND``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import httpx
+
+from bot.config import Settings
+from bot.microsoft.identity import MicrosoftApp
+from bot.microsoft.retry import RetryPolicy
+from bot.provisioning_views import upgrade_found_message
+from bot.service import Prompter, Provisioner
+from bot.verify import VerifyContext
+from bot.verify.checks import CheckName, verify
+from bot.views import start_modal
+from bot.workflow import Event, EventKind, Phase, Scope, Session, TransitionNotAllowed
+
+__all__ = ["UpgradeSteps", "upgrade_modal"]
+
+logger = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+#: phase → (the check that says the step is done, the event that records it, its name)
+_STEPS: Mapping[Phase, tuple[CheckName, EventKind, str]] = {
+    Phase.STARTED: (
+        CheckName.MAILFLOW_PERMISSION,
+        EventKind.MAILFLOW_CONSENT,
+        "Step 1, consent for mail flow",
+    ),
+    Phase.MAILFLOW_CONSENTED: (
+        CheckName.MAILFLOW_ROLE,
+        EventKind.ROLE_FOUND,
+        "Step 2, Exchange Administrator role for the mail-flow app",
+    ),
+    Phase.ROLE_ASSIGNED: (
+        CheckName.DIRSYNC_CONSENT,
+        EventKind.DIRECTORY_CONSENT,
+        "Step 3, consent for directory sync",
+    ),
+}
+
+REF_FOUND = "upgrade:found"
+
+
+def upgrade_modal(*, private_metadata: str) -> dict[str, Any]:
+    """The start form, with the upgrade as its (only) scope."""
+    modal = start_modal(private_metadata=private_metadata)
+    upgrade = {
+        "text": {"type": "plain_text", "text": "Add outbound protection (upgrade)", "emoji": True},
+        "description": {
+            "type": "plain_text",
+            "text": "The tenant is protected inbound; add the outbound objects only.",
+            "emoji": True,
+        },
+        "value": Scope.UPGRADE.value,
+    }
+    for block in modal["blocks"]:
+        element = block.get("element", {})
+        if element.get("type") == "radio_buttons":
+            element["options"] = [upgrade]
+            element["initial_option"] = upgrade
+            block["hint"] = {
+                "type": "plain_text",
+                "text": "Steps already done for this tenant are checked, not asked again.",
+                "emoji": True,
+            }
+    modal["title"] = {"type": "plain_text", "text": "Upgrade to outbound", "emoji": True}
+    return modal
+
+
+class UpgradeSteps:
+    def __init__(
+        self,
+        *,
+        provisioner: Provisioner,
+        settings: Settings,
+        mailflow: MicrosoftApp,
+        dirsync: MicrosoftApp,
+        http: httpx.AsyncClient,
+        sleep: Sleep,
+        monotonic: Callable[[], float],
+    ) -> None:
+        self._provisioner = provisioner
+        self._settings = settings
+        self._mailflow = mailflow
+        self._dirsync = dirsync
+        self._http = http
+        self._sleep = sleep
+        self._monotonic = monotonic
+
+    def install(self) -> None:
+        """Wrap the prompters of the phases of steps 1–3 (call after they are registered)."""
+        for phase in _STEPS:
+            self._provisioner.on_phase(phase, self._wrap(phase, self._provisioner.prompter(phase)))
+
+    def _wrap(self, phase: Phase, original: Prompter | None) -> Prompter:
+        async def prompt(session: Session) -> None:
+            found = session.scope is Scope.UPGRADE and await self._found(phase, session)
+            if not found and original is not None:
+                await original(session)
+
+        return prompt
+
+    async def _check(self, session: Session) -> set[CheckName]:
+        context = VerifyContext.from_settings(
+            self._settings,
+            session.tenant_id,
+            mailflow=self._mailflow,
+            dirsync=self._dirsync,
+            http=self._http,
+            retry=RetryPolicy(sleep=self._sleep, clock=self._monotonic),
+        )
+        verification = await verify(context)
+        passed = {check.name for check in verification.checks if check.passed}
+        await self._provisioner.store.set_ref(
+            session.id, REF_FOUND, ",".join(sorted(name.value for name in passed))
+        )
+        return passed
+
+    async def _found(self, phase: Phase, session: Session) -> bool:
+        """Record the step of ``phase`` if Microsoft shows it done; False to ask as usual."""
+        provisioner = self._provisioner
+        check, kind, title = _STEPS[phase]
+        if phase is Phase.STARTED:
+            passed = await self._check(session)
+            found = [t for c, _, t in _STEPS.values() if c in passed]
+            missing = [t for c, _, t in _STEPS.values() if c not in passed]
+            await provisioner.post_in_thread(
+                session, upgrade_found_message(session, found, missing)
+            )
+        else:
+            stored = await provisioner.store.get_ref(session.id, REF_FOUND) or ""
+            passed = {CheckName(v) for v in stored.split(",") if v}
+            if check not in passed:
+                passed = await self._check(session)  # done meanwhile? check again
+        if check not in passed:
+            return False
+        event = Event(
+            kind,
+            "system",
+            provisioner.now(),
+            {
+                "found": "existing",
+                "reason": f"{title} was already in place in Microsoft (checked by the bot), "
+                "so it is not asked again.",
+            },
+        )
+        try:
+            await provisioner.handle(session.id, event)
+        except TransitionNotAllowed:
+            logger.info("upgrade session %s moved on before %s was recorded", session.id, kind)
+        return True
