@@ -38,9 +38,10 @@ from bot.app import Runtime, build_runtime
 from bot.config import load_settings
 from bot.mailflow.render import ACTION_ACKNOWLEDGE
 from bot.provisioning_views import ACTION_SUBMIT, ANNOUNCEMENT
+from bot.role.views import ACTION_ACKNOWLEDGE as ACTION_ACKNOWLEDGE_ROLE
+from bot.role.views import ACTION_ASSIGN_SIGN_IN, ACTION_REQUEST_OPEN_PIM
 from bot.sandbox.microsoft import (
     EXCHANGE,
-    EXCHANGE_ADMINISTRATOR,
     GLOBAL_ADMINISTRATOR,
     GRAPH,
     ManualClock,
@@ -53,8 +54,8 @@ from bot.sandbox.microsoft import (
 from bot.sandbox.server import SandboxTLS, free_port, serve_asgi
 from bot.sandbox.slack import RecordedCall, SandboxSlack
 from bot.sandbox.slack_driver import SlackDriver
-from bot.views import ACTION_CONSENT_OPEN, ACTION_VERIFY
-from bot.workflow import Event, EventKind, Phase
+from bot.views import ACTION_CONSENT_OPEN, ACTION_VERIFY, phase_summary
+from bot.workflow import Phase
 
 __all__ = ["main", "run_demo"]
 
@@ -69,6 +70,7 @@ GLOBAL_ADMIN_UPN = f"grace@{TENANT_DOMAIN}"
 ROLE_ADMIN_UPN = f"priya@{TENANT_DOMAIN}"
 MAILFLOW_CLIENT_ID = "a1b2c3d4-0000-4000-8000-00000000f10e"
 DIRSYNC_CLIENT_ID = "a1b2c3d4-0000-4000-8000-00000000d15c"
+JUSTIFICATION = "Inline mail protection for Northwind (change CHG-2041)"
 
 _EMOJI = {
     ":white_check_mark:": "✅",
@@ -216,7 +218,7 @@ class Transcript:
                 if "text" in block:
                     lines += self.clean(block["text"]["text"]).splitlines()
                 for item in block.get("fields", []):
-                    lines.append(self.clean(item["text"]))
+                    lines.append(" ".join(self.clean(item["text"]).split()))
             elif kind == "context":
                 lines += ["  " + self.clean(e.get("text", "")) for e in block.get("elements", [])]
             elif kind == "actions":
@@ -227,6 +229,10 @@ class Transcript:
                 lines.append("  ".join(buttons))
             elif kind == "divider":
                 lines.append("─" * 20)
+            elif kind == "rich_text":  # text shown exactly as typed (a justification)
+                for part in block.get("elements", []):
+                    typed = "".join(e.get("text", "") for e in part.get("elements", []))
+                    lines += [f"    │ {line}" for line in typed.splitlines()]
         return lines or self.clean(fallback).splitlines()
 
     def _print_message(self, where: str, blocks: list[dict[str, Any]], text: str) -> None:
@@ -395,48 +401,62 @@ class Demo:
             f"“{html.unescape(title.group(1)).strip() if title else page.status_code}”"
         )
 
-    async def role_step(self, session_id: str) -> None:
-        """Step 2, the Exchange Administrator role, driven through the workflow's events.
-
-        Kept in one place so it can be switched to the role step's real clicks (the request
-        form, the approver's button, the Privileged Role Administrator's sign-in).
-        """
-        provisioner = self.runtime.provisioner
+    async def role_step(self, root_ts: str) -> None:
+        """Step 2 as people do it: ada requests the role in the form, april acknowledges, and
+        Priya (who may assign roles) signs in through "Assign for me"."""
         names = self.transcript.names
+        await self.click(ADMIN, root_ts, ACTION_REQUEST_OPEN_PIM, "Request the role (PIM)")
+        [view] = await self.slack.wait_for(
+            lambda s: [v for v in s.open_views(ADMIN) if v.callback_id == "role_request"] or None
+        )
         self.transcript.person(
-            names[ADMIN],
-            "requests the Exchange Administrator role for the mail-flow app "
-            "(justification: “Inline mail protection for Northwind”; PIM applies)",
+            names[ADMIN], f"types the justification “{JUSTIFICATION}” and presses [Request]"
         )
-        await provisioner.handle(
-            session_id, Event(EventKind.ROLE_REQUEST, ADMIN, provisioner.now())
+        await self.driver.submit_view(
+            user_id=ADMIN, view_id=view.id, values={"justification_input": JUSTIFICATION}
         )
-        self.transcript.person(names[APPROVER], "acknowledges the role request in the thread")
-        await provisioner.handle(
-            session_id, Event(EventKind.ROLE_ACKNOWLEDGE, APPROVER, provisioner.now())
-        )
-        principal = self.tenant.service_principal(MAILFLOW_CLIENT_ID)
-        assert principal is not None  # step 1 created it
+        await self.click(APPROVER, root_ts, ACTION_ACKNOWLEDGE_ROLE, "Acknowledge")
+        ts, button = await self.slack.wait_for(lambda s: self._find(root_ts, ACTION_ASSIGN_SIGN_IN))
         self.transcript.person(
-            "Priya (Privileged Role Administrator of Northwind)",
-            "assigns the role to the mail-flow app in the Entra portal (PIM), and ada tells the "
-            "bot it is done",
+            "Priya (Global Administrator of Northwind)",
+            "clicks [Assign for me], signs in at Microsoft and consents",
         )
-        self.microsoft.assign_role(
-            self.tenant.tenant_id, principal.id, EXCHANGE_ADMINISTRATOR, via="pim"
+        await self.driver.click(
+            user_id=ADMIN, channel_id=CHANNEL, message_ts=ts, action_id=ACTION_ASSIGN_SIGN_IN
         )
-        await provisioner.handle(
-            session_id, Event(EventKind.ROLE_ASSIGNED, ADMIN, provisioner.now())
+        self.microsoft.sign_in(ROLE_ADMIN_UPN, auto="accept")
+        async with httpx.AsyncClient(timeout=10) as browser:
+            answer = await browser.get(str(button["url"]))
+            # Microsoft answers with a page that posts the sign-in back (response_mode=form_post).
+            action = re.search(r"action='([^']+)'", answer.text)
+            fields = dict(re.findall(r"name='([^']+)' value='([^']*)'", answer.text))
+            if action is None:
+                raise DemoError("Microsoft's sign-in page did not post back")
+            page = await browser.post(
+                html.unescape(action.group(1)),
+                data={html.unescape(k): html.unescape(v) for k, v in fields.items()},
+            )
+        title = re.search(r"<h1>(.*?)</h1>", page.text, re.S)
+        self.transcript.note(
+            "Priya's browser comes back to the bot and shows: "
+            f"“{html.unescape(title.group(1)).strip() if title else page.status_code}”"
         )
 
-    async def wait_phase(self, session_id: str, *phases: Phase) -> Phase:
-        async with asyncio.timeout(30):
-            while True:
-                await self.runtime.jobs.wait(session_id)
-                session = await self.runtime.store.require(session_id)
-                if session.phase in phases:
-                    return session.phase
-                await asyncio.sleep(0.02)  # a job is being launched by a request in flight
+    def _find(self, root_ts: str, action_id: str) -> tuple[str, dict[str, Any]] | None:
+        try:
+            return self.button(root_ts, action_id)
+        except LookupError:
+            return None
+
+    async def wait_phase(self, root_ts: str, *phases: Phase) -> Phase:
+        """Wait until the root checklist shows one of ``phases`` (it is updated on every move)."""
+
+        def shown(slack: SandboxSlack) -> Phase | None:
+            text = slack.message(CHANNEL, root_ts).text
+            return next((p for p in phases if phase_summary(p) in text), None)
+
+        found: Phase = await self.slack.wait_for(shown, timeout=30)
+        return found
 
 
 async def _conversation(demo: Demo) -> None:
@@ -459,13 +479,13 @@ async def _conversation(demo: Demo) -> None:
     demo.session_ids.append(session.id)
 
     await demo.consent(root_ts, 1, "that the service may configure Exchange mail flow")
-    await demo.wait_phase(session.id, Phase.MAILFLOW_CONSENTED)
-    await demo.role_step(session.id)
+    await demo.wait_phase(root_ts, Phase.MAILFLOW_CONSENTED)
+    await demo.role_step(root_ts)
     await demo.consent(root_ts, 2, "that the service may read users and domains")
-    await demo.wait_phase(session.id, Phase.DIRECTORY_CONSENTED)
+    await demo.wait_phase(root_ts, Phase.DIRECTORY_CONSENTED)
 
     await demo.click(ADMIN, root_ts, ACTION_VERIFY, "Verify")
-    await demo.wait_phase(session.id, Phase.PLAN_SHOWN)
+    await demo.wait_phase(root_ts, Phase.PLAN_SHOWN)
     await demo.wait_button(root_ts, ACTION_SUBMIT)
     await demo.click(ADMIN, root_ts, ACTION_ACKNOWLEDGE, "Acknowledge warnings")
     await demo.slack.wait_for(
@@ -474,7 +494,7 @@ async def _conversation(demo: Demo) -> None:
     await demo.click(
         ADMIN, root_ts, ACTION_SUBMIT, "Submit", "Slack asks “Apply the change plan?”; ada confirms"
     )
-    phase = await demo.wait_phase(session.id, Phase.PROTECTED, Phase.FAILED)
+    phase = await demo.wait_phase(root_ts, Phase.PROTECTED, Phase.FAILED)
     await demo.slack.wait_for(
         lambda s: (
             any(m.text.startswith(ANNOUNCEMENT) for m in s.messages(NOTIFY))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
 
 import httpx
 
@@ -24,10 +23,9 @@ from bot.provisioning_views import upgrade_found_message
 from bot.service import Prompter, Provisioner
 from bot.verify import VerifyContext
 from bot.verify.checks import CheckName, verify
-from bot.views import start_modal
 from bot.workflow import Event, EventKind, Phase, Scope, Session, TransitionNotAllowed
 
-__all__ = ["UpgradeSteps", "upgrade_modal"]
+__all__ = ["UpgradeSteps"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,32 +51,6 @@ _STEPS: Mapping[Phase, tuple[CheckName, EventKind, str]] = {
 }
 
 REF_FOUND = "upgrade:found"
-
-
-def upgrade_modal(*, private_metadata: str) -> dict[str, Any]:
-    """The start form, with the upgrade as its (only) scope."""
-    modal = start_modal(private_metadata=private_metadata)
-    upgrade = {
-        "text": {"type": "plain_text", "text": "Add outbound protection (upgrade)", "emoji": True},
-        "description": {
-            "type": "plain_text",
-            "text": "The tenant is protected inbound; add the outbound objects only.",
-            "emoji": True,
-        },
-        "value": Scope.UPGRADE.value,
-    }
-    for block in modal["blocks"]:
-        element = block.get("element", {})
-        if element.get("type") == "radio_buttons":
-            element["options"] = [upgrade]
-            element["initial_option"] = upgrade
-            block["hint"] = {
-                "type": "plain_text",
-                "text": "Steps already done for this tenant are checked, not asked again.",
-                "emoji": True,
-            }
-    modal["title"] = {"type": "plain_text", "text": "Upgrade to outbound", "emoji": True}
-    return modal
 
 
 class UpgradeSteps:

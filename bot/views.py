@@ -14,6 +14,7 @@ from typing import Any
 from bot.workflow import (
     EventKind,
     Phase,
+    Scope,
     Session,
     StepStatus,
     Transition,
@@ -41,6 +42,7 @@ __all__ = [
     "not_in_channel_message",
     "notice",
     "notice_modal",
+    "phase_summary",
     "refusal_message",
     "refused_transition_message",
     "root_message",
@@ -101,10 +103,32 @@ def _context(*texts: str) -> Block:
     return {"type": "context", "elements": [_mrkdwn(text) for text in texts]}
 
 
+_SCOPE_CHOICES: Mapping[Scope, tuple[str, str, str, str]] = {
+    # scope: (title, option, option description, hint)
+    Scope.FULL: (
+        "Provision Inline Mode",
+        "Inbound and outbound mail",
+        "Mail to and from the protected domains passes the service.",
+        "Already protected inbound only? Use /provision-inline upgrade instead.",
+    ),
+    Scope.UPGRADE: (
+        "Upgrade to outbound",
+        "Add outbound protection (upgrade)",
+        "The tenant is protected inbound; add the outbound objects only.",
+        "Steps already done for this tenant are checked, not asked again.",
+    ),
+}
+
+
 def start_modal(
-    *, private_metadata: str, tenant_value: str | None = None, problem: str | None = None
+    *,
+    private_metadata: str,
+    scope: Scope = Scope.FULL,
+    tenant_value: str | None = None,
+    problem: str | None = None,
 ) -> dict[str, Any]:
-    """The modal that starts a session: which tenant, which scope."""
+    """The modal that starts a session: which tenant, and the scope (full or upgrade)."""
+    title, option_text, option_description, hint = _SCOPE_CHOICES[scope]
     tenant_element: dict[str, Any] = {
         "type": "plain_text_input",
         "action_id": TENANT_ACTION,
@@ -113,10 +137,10 @@ def start_modal(
     }
     if tenant_value:
         tenant_element["initial_value"] = tenant_value
-    full = {
-        "text": _plain("Inbound and outbound mail"),
-        "description": _plain("Mail to and from the protected domains passes the service."),
-        "value": "inbound_outbound",
+    option = {
+        "text": _plain(option_text),
+        "description": _plain(option_description),
+        "value": scope.value,
     }
     blocks: list[Block] = [
         _section(
@@ -139,14 +163,12 @@ def start_modal(
             "type": "input",
             "block_id": SCOPE_BLOCK,
             "label": _plain("Protection scope"),
-            "hint": _plain(
-                "Already protected inbound only? Use /provision-inline upgrade instead."
-            ),
+            "hint": _plain(hint),
             "element": {
                 "type": "radio_buttons",
                 "action_id": SCOPE_ACTION,
-                "options": [full],
-                "initial_option": full,
+                "options": [option],
+                "initial_option": option,
             },
         },
     ]
@@ -154,7 +176,7 @@ def start_modal(
         "type": "modal",
         "callback_id": START_CALLBACK,
         "private_metadata": private_metadata,
-        "title": _plain("Provision Inline Mode"),
+        "title": _plain(title),
         "submit": _plain("Start"),
         "close": _plain("Cancel"),
         "blocks": blocks,
@@ -214,6 +236,11 @@ _PHASE_SUMMARY: Mapping[Phase, str] = {
     Phase.CANCELLED: "Cancelled. Nothing more will happen in this session.",
     Phase.EXPIRED: "Expired after a long pause. Start again with /provision-inline.",
 }
+
+
+def phase_summary(phase: Phase) -> str:
+    """The one-line status the root message shows for ``phase``."""
+    return _PHASE_SUMMARY[phase]
 
 
 def _step_line(index: int, title: str, status: StepStatus, by: str | None, at: float | None) -> str:
@@ -313,6 +340,9 @@ def thread_note(transition: Transition) -> Message:
             " Nothing more will happen in this session; what was already granted in Microsoft "
             "stays. Start again with `/provision-inline` when you are ready."
         )
+    signed_in_as = event.detail.get("signed_in_as")
+    if signed_in_as:
+        sentence = sentence[:-1] + f", signed in at Microsoft as {signed_in_as}."
     reason = event.detail.get("reason")
     lines = [sentence]
     if reason:

@@ -12,7 +12,6 @@ from slack_sdk.errors import SlackApiError
 
 from bot.access import AccessCheckFailed
 from bot.commands import Command, CommandKind, parse_command
-from bot.upgrade import upgrade_modal
 from bot.views import (
     Message,
     help_message,
@@ -22,7 +21,7 @@ from bot.views import (
     start_modal,
     status_message,
 )
-from bot.workflow import Event, EventKind, TransitionNotAllowed
+from bot.workflow import Event, EventKind, Scope, TransitionNotAllowed
 
 if TYPE_CHECKING:
     from bot.app import Runtime
@@ -64,10 +63,11 @@ def register(runtime: Runtime) -> None:
         metadata = json.dumps(
             {"channel": command["channel_id"], "response_url": command.get("response_url")}
         )
-        form = upgrade_modal if upgrade else start_modal
+        scope = Scope.UPGRADE if upgrade else Scope.FULL
         try:
             await runtime.slack.views_open(
-                trigger_id=command["trigger_id"], view=form(private_metadata=metadata)
+                trigger_id=command["trigger_id"],
+                view=start_modal(private_metadata=metadata, scope=scope),
             )
         except SlackApiError as error:
             if error.response.get("error") not in ("expired_trigger_id", "invalid_trigger_id"):

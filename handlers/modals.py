@@ -91,6 +91,7 @@ def register(runtime: Runtime) -> None:
                     view_id=view["id"],
                     view=start_modal(
                         private_metadata=view.get("private_metadata") or "{}",
+                        scope=scope,
                         tenant_value=typed,
                         problem=tenant_problem(error, tenant),
                     ),

@@ -11,7 +11,7 @@ from bot.provisioning_views import (
     choose_domains,
     decision_message,
 )
-from bot.upgrade import upgrade_modal
+from bot.views import start_modal
 from bot.workflow import EventKind, HistoryEntry, Phase, Scope, Session
 
 
@@ -74,6 +74,6 @@ def test_the_notification_names_tenant_people_and_thread() -> None:
 
 def test_upgrade_is_a_command_with_its_own_form() -> None:
     assert parse_command("upgrade").kind is CommandKind.UPGRADE
-    modal = upgrade_modal(private_metadata="{}")
+    modal = start_modal(private_metadata="{}", scope=Scope.UPGRADE)
     assert Scope.UPGRADE.value in str(modal)
     assert Scope.FULL.value not in str(modal)
