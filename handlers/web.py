@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qs
 
 from redis.exceptions import RedisError
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
@@ -30,12 +31,14 @@ logger = logging.getLogger(__name__)
 
 
 def _payload_kind(request: Request, body: bytes) -> str:
-    if b"command=" in body[:2000] and b"payload=" not in body[:10]:
-        return "slash_command"
-    if body.startswith(b"payload="):
-        return "interactive"
+    """What Slack sent, for the metrics: an event (JSON), an interaction, or a command."""
     if request.headers.get("content-type", "").startswith("application/json"):
         return "event"
+    fields = parse_qs(body.decode(errors="replace"), max_num_fields=50)
+    if "payload" in fields:
+        return "interactive"
+    if "command" in fields:
+        return "slash_command"
     return "other"
 
 

@@ -248,7 +248,13 @@ class SessionStore:
             raise SessionGone(before.id)
         if outcome[0] == 0:
             raise VersionConflict(before.id, before.version, int(outcome[1]))
-        if not after.is_active:
+        if after.is_active:
+            # The tenant lock lives as long as the session it guards (it sits in another hash
+            # slot, so it is renewed here rather than in the script).
+            await self._renew(
+                keys=[_tenant_key(after.tenant_id)], args=[after.id, self._active_ttl]
+            )
+        else:
             await self._redis.srem(_ACTIVE_INDEX, after.id)
         return after
 

@@ -149,3 +149,15 @@ async def test_sessions_survive_a_redis_restart(
         assert await again.holder_of(TENANT) == "s1"
     finally:
         await fresh.aclose()
+
+
+async def test_the_tenant_lock_lives_as_long_as_its_session(
+    store: SessionStore, redis: Redis
+) -> None:
+    session = await store.create(new_session(), detail={})
+    await redis.expire(f"pi:tenant:{{{TENANT}}}", 5)  # nearly lapsed...
+    moved = advance(session, Event(EventKind.MAILFLOW_CONSENT, "U0GA", 2.0)).after
+    await store.replace(session, moved, actor="U0GA", action="mailflow_consent")
+    assert await redis.ttl(f"pi:tenant:{{{TENANT}}}") > 3000  # ...renewed by the change
+    with pytest.raises(TenantBusy):
+        await store.create(new_session("s2"), detail={})
