@@ -38,7 +38,7 @@ from bot.service import Provisioner
 from bot.tenants import TenantDirectory
 from bot.upgrade import UpgradeSteps
 from bot.verification import VerificationJob
-from bot.verify import microsoft_apps
+from bot.verify import MicrosoftAccess, microsoft_apps
 from bot.verify.context import microsoft_app
 from bot.workflow import Phase
 from state.connection import connect
@@ -185,8 +185,7 @@ def build_runtime(
         mailflow_app=mailflow_app,
         dirsync_app=dirsync_app,
     )
-    verification = VerificationJob(
-        provisioner=provisioner,
+    microsoft = MicrosoftAccess(
         settings=settings,
         mailflow=mailflow_app,
         dirsync=dirsync_app,
@@ -194,28 +193,13 @@ def build_runtime(
         sleep=sleep,
         monotonic=monotonic,
     )
+    verification = VerificationJob(provisioner=provisioner, microsoft=microsoft)
     jobs.add_runner(Phase.VERIFYING, verification.run)
-    runtime.mailflow = MailFlowDesk(
-        provisioner=provisioner,
-        settings=settings,
-        mailflow=mailflow_app,
-        dirsync=dirsync_app,
-        http=http,
-        sleep=sleep,
-        monotonic=monotonic,
-    )
+    runtime.mailflow = MailFlowDesk(provisioner=provisioner, microsoft=microsoft)
     provisioner.on_phase(Phase.PLAN_SHOWN, runtime.mailflow.show_plan)
     jobs.add_runner(Phase.APPLYING, runtime.mailflow.run)
     # Last of the prompters: it wraps those of steps 1-3 for upgrade sessions.
-    UpgradeSteps(
-        provisioner=provisioner,
-        settings=settings,
-        mailflow=mailflow_app,
-        dirsync=dirsync_app,
-        http=http,
-        sleep=sleep,
-        monotonic=monotonic,
-    ).install()
+    UpgradeSteps(provisioner=provisioner, microsoft=microsoft).install()
     register_all(runtime)
     runtime.web = build_web(runtime, sweep_interval_seconds=sweep_interval_seconds)
     return runtime

@@ -41,15 +41,12 @@ from bot.provisioning_views import ACTION_SUBMIT, ANNOUNCEMENT
 from bot.role.views import ACTION_ACKNOWLEDGE as ACTION_ACKNOWLEDGE_ROLE
 from bot.role.views import ACTION_ASSIGN_SIGN_IN, ACTION_REQUEST_OPEN_PIM
 from bot.sandbox.microsoft import (
-    EXCHANGE,
     GLOBAL_ADMINISTRATOR,
-    GRAPH,
     ManualClock,
-    RequiredPermission,
-    SandboxApp,
     SandboxMicrosoft,
     SandboxTenant,
     SandboxUser,
+    vendor_apps,
 )
 from bot.sandbox.server import SandboxTLS, free_port, serve_asgi
 from bot.sandbox.slack import RecordedCall, SandboxSlack
@@ -305,38 +302,6 @@ def _tenant() -> SandboxTenant:
     )
 
 
-def _apps(mailflow_secret: str, dirsync_secret: str) -> list[SandboxApp]:
-    return [
-        SandboxApp(
-            client_id=MAILFLOW_CLIENT_ID,
-            display_name="Inline Mail Flow",
-            secret=mailflow_secret,
-            required=(RequiredPermission(EXCHANGE.app_id, app_roles=("Exchange.ManageAsApp",)),),
-        ),
-        SandboxApp(
-            client_id=DIRSYNC_CLIENT_ID,
-            display_name="Inline Directory Sync",
-            secret=dirsync_secret,
-            required=(
-                RequiredPermission(
-                    GRAPH.app_id,
-                    app_roles=(
-                        "Application.Read.All",
-                        "Domain.Read.All",
-                        "Organization.Read.All",
-                        "RoleManagement.Read.Directory",
-                    ),
-                    scopes=(
-                        "User.Read",
-                        "RoleManagement.ReadWrite.Directory",
-                        "Application.Read.All",
-                    ),
-                ),
-            ),
-        ),
-    ]
-
-
 @dataclass
 class Demo:
     runtime: Runtime
@@ -565,7 +530,8 @@ async def run_demo(out: TextIO, environ: Mapping[str, str]) -> None:
         }
     }
     mailflow_secret, dirsync_secret = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    microsoft = SandboxMicrosoft([tenant], _apps(mailflow_secret, dirsync_secret), clock=clock)
+    apps = vendor_apps(MAILFLOW_CLIENT_ID, mailflow_secret, DIRSYNC_CLIENT_ID, dirsync_secret)
+    microsoft = SandboxMicrosoft([tenant], apps, clock=clock)
 
     async def sleep(seconds: float) -> None:
         clock.advance(seconds)  # the bot's waiting happens in the sandbox's time, not ours

@@ -19,12 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import httpx
-
-from bot.config import Settings
 from bot.mailflow.apply import ApplyBlocked, ApplyFailed, apply, read_current
 from bot.mailflow.desired import FULL, UPGRADE, DesiredConfiguration, desired_configuration
 from bot.mailflow.plan import Change, Plan, plan
@@ -40,8 +36,6 @@ from bot.mailflow.render import (
 )
 from bot.microsoft.errors import MicrosoftError
 from bot.microsoft.exchange import ExchangeClient
-from bot.microsoft.identity import MicrosoftApp
-from bot.microsoft.retry import RetryPolicy
 from bot.provisioning_views import (
     DomainChoice,
     choose_domains,
@@ -52,15 +46,13 @@ from bot.provisioning_views import (
     with_button_value,
 )
 from bot.service import Provisioner
-from bot.verify import VerifyContext
+from bot.verify import MicrosoftAccess, VerifyContext
 from bot.views import Message, notice
 from bot.workflow import Event, EventKind, Phase, Scope, Session, TransitionNotAllowed
 
 __all__ = ["MailFlowDesk", "Survey"]
 
 logger = logging.getLogger(__name__)
-
-Sleep = Callable[[float], Awaitable[None]]
 
 REF_DOMAINS = "mailflow:domains"
 REF_INITIAL_DOMAIN = "mailflow:initial_domain"
@@ -95,32 +87,16 @@ class MailFlowDesk:
         self,
         *,
         provisioner: Provisioner,
-        settings: Settings,
-        mailflow: MicrosoftApp,
-        dirsync: MicrosoftApp,
-        http: httpx.AsyncClient,
-        sleep: Sleep,
-        monotonic: Callable[[], float],
+        microsoft: MicrosoftAccess,
     ) -> None:
         self._provisioner = provisioner
-        self._settings = settings
-        self._mailflow = mailflow
-        self._dirsync = dirsync
-        self._http = http
-        self._sleep = sleep
-        self._monotonic = monotonic
+        self._microsoft = microsoft
+        self._settings = microsoft.settings
 
     # -- reading the tenant ------------------------------------------------------------------
 
     def _context(self, session: Session) -> VerifyContext:
-        return VerifyContext.from_settings(
-            self._settings,
-            session.tenant_id,
-            mailflow=self._mailflow,
-            dirsync=self._dirsync,
-            http=self._http,
-            retry=RetryPolicy(sleep=self._sleep, clock=self._monotonic),
-        )
+        return self._microsoft.context(session.tenant_id)
 
     def _desired(self, session: Session, domains: tuple[str, ...]) -> DesiredConfiguration:
         directions = UPGRADE if session.scope is Scope.UPGRADE else FULL

@@ -12,24 +12,17 @@ outbound objects only (``bot.provisioning``: ``Scope.UPGRADE`` → ``Direction.O
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 
-import httpx
-
-from bot.config import Settings
-from bot.microsoft.identity import MicrosoftApp
-from bot.microsoft.retry import RetryPolicy
 from bot.provisioning_views import upgrade_found_message
 from bot.service import Prompter, Provisioner
-from bot.verify import VerifyContext
+from bot.verify import MicrosoftAccess
 from bot.verify.checks import CheckName, verify
 from bot.workflow import Event, EventKind, Phase, Scope, Session, TransitionNotAllowed
 
 __all__ = ["UpgradeSteps"]
 
 logger = logging.getLogger(__name__)
-
-Sleep = Callable[[float], Awaitable[None]]
 
 #: phase → (the check that says the step is done, the event that records it, its name)
 _STEPS: Mapping[Phase, tuple[CheckName, EventKind, str]] = {
@@ -58,20 +51,10 @@ class UpgradeSteps:
         self,
         *,
         provisioner: Provisioner,
-        settings: Settings,
-        mailflow: MicrosoftApp,
-        dirsync: MicrosoftApp,
-        http: httpx.AsyncClient,
-        sleep: Sleep,
-        monotonic: Callable[[], float],
+        microsoft: MicrosoftAccess,
     ) -> None:
         self._provisioner = provisioner
-        self._settings = settings
-        self._mailflow = mailflow
-        self._dirsync = dirsync
-        self._http = http
-        self._sleep = sleep
-        self._monotonic = monotonic
+        self._microsoft = microsoft
 
     def install(self) -> None:
         """Wrap the prompters of the phases of steps 1–3 (call after they are registered)."""
@@ -87,15 +70,7 @@ class UpgradeSteps:
         return prompt
 
     async def _check(self, session: Session) -> set[CheckName]:
-        context = VerifyContext.from_settings(
-            self._settings,
-            session.tenant_id,
-            mailflow=self._mailflow,
-            dirsync=self._dirsync,
-            http=self._http,
-            retry=RetryPolicy(sleep=self._sleep, clock=self._monotonic),
-        )
-        verification = await verify(context)
+        verification = await verify(self._microsoft.context(session.tenant_id))
         passed = {check.name for check in verification.checks if check.passed}
         await self._provisioner.store.set_ref(
             session.id, REF_FOUND, ",".join(sorted(name.value for name in passed))

@@ -9,16 +9,10 @@ Started again after a restart, it simply verifies again from the top.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-import httpx
-
-from bot.config import Settings
-from bot.microsoft.identity import MicrosoftApp
-from bot.microsoft.retry import RetryPolicy
 from bot.service import Provisioner
-from bot.verify import Verification, VerifyContext, VerifyOutcome, verify_until_ready
+from bot.verify import MicrosoftAccess, Verification, VerifyOutcome, verify_until_ready
 from bot.verify.render import checklist_message, progress_message, summary_message
 from bot.views import ACTION_VERIFY, Message
 from bot.workflow import Event, EventKind, Session, TransitionNotAllowed
@@ -27,42 +21,25 @@ __all__ = ["VerificationJob"]
 
 logger = logging.getLogger(__name__)
 
-Sleep = Callable[[float], Awaitable[None]]
-
 
 class VerificationJob:
     def __init__(
         self,
         *,
         provisioner: Provisioner,
-        settings: Settings,
-        mailflow: MicrosoftApp,
-        dirsync: MicrosoftApp,
-        http: httpx.AsyncClient,
-        sleep: Sleep,
-        monotonic: Callable[[], float],
+        microsoft: MicrosoftAccess,
         limit: timedelta = timedelta(minutes=30),
     ) -> None:
         self._provisioner = provisioner
-        self._settings = settings
-        self._mailflow = mailflow
-        self._dirsync = dirsync
-        self._http = http
-        self._sleep = sleep
-        self._monotonic = monotonic
+        self._microsoft = microsoft
+        self._sleep = microsoft.sleep
+        self._monotonic = microsoft.monotonic
         self._limit = limit
 
     async def run(self, session: Session) -> None:
         provisioner = self._provisioner
-        context = VerifyContext.from_settings(
-            self._settings,
-            session.tenant_id,
-            mailflow=self._mailflow,
-            dirsync=self._dirsync,
-            http=self._http,
-            # Retries (429/503 with Retry-After) wait on the same pacing as the polling.
-            retry=RetryPolicy(sleep=self._sleep, clock=self._monotonic),
-        )
+        # Retries (429/503 with Retry-After) wait on the same pacing as the polling.
+        context = self._microsoft.context(session.tenant_id)
         progress_ts = await self._start_progress(session)
 
         async def on_progress(

@@ -7,20 +7,16 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
-from bot.access import AccessCheckFailed
 from bot.consent import ConsentApp
 from bot.views import (
     ACTION_CANCEL,
     ACTION_CONSENT_OPEN,
     ACTION_CONSENT_RENEW,
     ACTION_VERIFY,
-    Message,
-    notice,
     refusal_message,
-    refused_transition_message,
 )
-from bot.workflow import Event, EventKind, TransitionNotAllowed
-from state.sessions import SessionGone
+from bot.workflow import Event, EventKind
+from handlers.reply import as_admin, is_admin, say
 
 if TYPE_CHECKING:
     from bot.app import Runtime
@@ -29,39 +25,15 @@ if TYPE_CHECKING:
 def register(runtime: Runtime) -> None:
     provisioner = runtime.provisioner
 
-    async def say(respond: AsyncRespond, message: Message) -> None:
-        await respond(
-            text=message.text,
-            blocks=message.blocks,
-            response_type="ephemeral",
-            replace_original=False,
-        )
-
     async def act(
         body: dict[str, Any], respond: AsyncRespond, *, action: str, kind: EventKind
     ) -> None:
         """An admin's button that moves the session (its value is the session id)."""
-        user_id = body["user"]["id"]
-        session_id = body["actions"][0]["value"]
-        try:
-            may = await runtime.access.is_admin(user_id)
-        except AccessCheckFailed:
-            may = False
-        if not may:
-            await say(respond, refusal_message(action, runtime.access.admins))
-            return
-        try:
+
+        async def move(session_id: str, user_id: str) -> None:
             await provisioner.handle(session_id, Event(kind, actor=user_id, at=provisioner.now()))
-        except TransitionNotAllowed as refused:
-            await say(respond, refused_transition_message(refused))
-        except SessionGone:
-            await say(
-                respond,
-                notice(
-                    "This session no longer exists (it ended long ago and its record expired). "
-                    "Start a new one with `/provision-inline`."
-                ),
-            )
+
+        await as_admin(runtime, body, respond, action, move, audit_refusal=False)
 
     @runtime.bolt.action(ACTION_CONSENT_OPEN)
     @runtime.inflight.track
@@ -76,12 +48,7 @@ def register(runtime: Runtime) -> None:
         ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond
     ) -> None:
         await ack()
-        user_id = body["user"]["id"]
-        try:
-            may = await runtime.access.is_admin(user_id)
-        except AccessCheckFailed:
-            may = False
-        if not may:
+        if not await is_admin(runtime.access, body["user"]["id"]):
             await say(respond, refusal_message("make a new consent link", runtime.access.admins))
             return
         session_id, _, app = body["actions"][0]["value"].partition(":")

@@ -22,6 +22,7 @@ from bot.views import (
     status_message,
 )
 from bot.workflow import Event, EventKind, Scope, TransitionNotAllowed
+from handlers import reply
 
 if TYPE_CHECKING:
     from bot.app import Runtime
@@ -37,7 +38,7 @@ def register(runtime: Runtime) -> None:
     store = runtime.store
 
     async def say(respond: AsyncRespond, message: Message) -> None:
-        await respond(text=message.text, blocks=message.blocks, response_type="ephemeral")
+        await reply.say(respond, message, replace_original=None)
 
     async def allowed(respond: AsyncRespond, user_id: str, *, action: str, approvers: bool) -> bool:
         try:

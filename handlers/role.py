@@ -9,7 +9,6 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 
-from bot.access import AccessCheckFailed
 from bot.role.request import REQUEST_CALLBACK, validate
 from bot.role.requirements import RoleRequirements
 from bot.role.views import (
@@ -26,9 +25,9 @@ from bot.role.views import (
     ACTION_WITHDRAW,
     request_modal,
 )
-from bot.views import Message, notice, refusal_message, refused_transition_message
+from bot.views import notice, refusal_message, refused_transition_message
 from bot.workflow import Event, EventKind, TransitionNotAllowed
-from handlers.reply import reply_ephemeral, response_url_of
+from handlers.reply import is_admin, reply_ephemeral, response_url_of, say
 
 if TYPE_CHECKING:
     from bot.app import Runtime
@@ -51,27 +50,12 @@ def register(runtime: Runtime) -> None:
     step = runtime.role_step
     provisioner = runtime.provisioner
 
-    async def say(respond: AsyncRespond, message: Message | None) -> None:
-        if message is not None:
-            await respond(
-                text=message.text,
-                blocks=message.blocks,
-                response_type="ephemeral",
-                replace_original=False,
-            )
-
-    async def is_admin(user_id: str) -> bool:
-        try:
-            return await runtime.access.is_admin(user_id)
-        except AccessCheckFailed:
-            return False
-
     async def open_request(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         action = body["actions"][0]
         session_id = action["value"]
         user_id = body["user"]["id"]
-        if not await is_admin(user_id):
+        if not await is_admin(runtime.access, user_id):
             await say(respond, refusal_message("request the role", runtime.access.admins))
             return
         make = _OPENERS[action["action_id"]]
@@ -151,7 +135,7 @@ def register(runtime: Runtime) -> None:
         await ack()
         action = body["actions"][0]
         user_id = body["user"]["id"]
-        if not await is_admin(user_id):
+        if not await is_admin(runtime.access, user_id):
             await say(respond, refusal_message("act on the role assignment", runtime.access.admins))
             return
         session_id = action["value"]

@@ -1,4 +1,5 @@
-"""Shared fixtures: a private redis-server for the whole run, and a valid environment."""
+"""Shared fixtures: a private redis-server for the whole run, a valid environment, and (through
+``tests.microsoft_cloud``) the sandbox Microsoft cloud over real TLS."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.redis_server import RedisServer
+
+pytest_plugins = ["tests.microsoft_cloud"]  # the sandbox Microsoft cloud's fixtures
 
 MAILFLOW_CLIENT_ID = "11111111-2222-3333-4444-555555555555"
 DIRSYNC_CLIENT_ID = "66666666-7777-8888-9999-000000000000"

@@ -204,19 +204,24 @@ def missing_allow_entries(target: DesiredObject, current: Snapshot) -> tuple[str
     return tuple(e for e in entries if not _covered(e, current.ip_allow_list))
 
 
+def _create(target: DesiredObject, *, naming: str) -> Change:
+    """Create ``target`` with its parameters (all but ``naming``, which names it)."""
+    return Change(
+        Action.CREATE,
+        target,
+        target.purpose,
+        tuple(
+            FieldChange(name, None, value)
+            for name, value in target.new_parameters().items()
+            if name != naming
+        ),
+    )
+
+
 def _plan_object(target: DesiredObject, current: Snapshot, aliases: Mapping[str, str]) -> Change:
     found = current.find(target.kind, target.name)
     if found is None:
-        return Change(
-            Action.CREATE,
-            target,
-            target.purpose,
-            tuple(
-                FieldChange(name, None, value)
-                for name, value in target.new_parameters().items()
-                if name != "Name"
-            ),
-        )
+        return _create(target, naming="Name")
     problems = conflicts(target, found)
     if problems:
         return Change(
@@ -274,16 +279,7 @@ def _plan_spoof_item(target: DesiredObject, current: Snapshot) -> Change:
     infrastructure = str(target.value("SendingInfrastructure"))
     found = next((i for i in current.spoof_items if i.matches(user, infrastructure)), None)
     if found is None:
-        return Change(
-            Action.CREATE,
-            target,
-            target.purpose,
-            tuple(
-                FieldChange(name, None, value)
-                for name, value in target.new_parameters().items()
-                if name != "Identity"
-            ),
-        )
+        return _create(target, naming="Identity")
     if found.action.casefold() != "allow":
         return Change(
             Action.BLOCKED,

@@ -60,11 +60,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
+    "DIRSYNC_APP_ROLES",
+    "DIRSYNC_SCOPES",
     "EXCHANGE",
     "EXCHANGE_ADMINISTRATOR",
     "EXCHANGE_MANAGE_AS_APP",
     "GLOBAL_ADMINISTRATOR",
     "GRAPH",
+    "MAILFLOW_APP_ROLES",
     "PRIVILEGED_ROLE_ADMINISTRATOR",
     "AppRoleGrant",
     "Fault",
@@ -80,6 +83,9 @@ __all__ = [
     "SandboxTenant",
     "SandboxUser",
     "ServicePrincipalRecord",
+    "dirsync_registration",
+    "mailflow_registration",
+    "vendor_apps",
 ]
 
 EXCHANGE_ADMINISTRATOR = "29232cdf-9323-42fd-ade2-1d097af3e4de"
@@ -188,6 +194,64 @@ class SandboxApp:
     certificate_pem: bytes | None = field(default=None, repr=False)
     redirect_uris: tuple[str, ...] = ()
     required: tuple[RequiredPermission, ...] = ()
+
+
+MAILFLOW_APP_ROLES = ("Exchange.ManageAsApp",)
+DIRSYNC_APP_ROLES = (
+    "Application.Read.All",
+    "Domain.Read.All",
+    "Organization.Read.All",
+    "RoleManagement.Read.Directory",
+)
+DIRSYNC_SCOPES = ("User.Read", "RoleManagement.ReadWrite.Directory", "Application.Read.All")
+
+
+def mailflow_registration(client_id: str, secret: str) -> SandboxApp:
+    """The vendor's mail-flow app registration: Exchange.ManageAsApp on Exchange Online."""
+    return SandboxApp(
+        client_id=client_id,
+        display_name="Inline Mail Flow",
+        secret=secret,
+        required=(RequiredPermission(EXCHANGE.app_id, app_roles=MAILFLOW_APP_ROLES),),
+    )
+
+
+def dirsync_registration(
+    client_id: str,
+    secret: str,
+    *,
+    scopes: tuple[str, ...] = DIRSYNC_SCOPES,
+    certificate_pem: bytes | None = None,
+) -> SandboxApp:
+    """The vendor's directory-sync app registration: Graph app roles and delegated ``scopes``."""
+    return SandboxApp(
+        client_id=client_id,
+        display_name="Inline Directory Sync",
+        secret=secret,
+        certificate_pem=certificate_pem,
+        required=(RequiredPermission(GRAPH.app_id, app_roles=DIRSYNC_APP_ROLES, scopes=scopes),),
+    )
+
+
+def vendor_apps(
+    mailflow_id: str,
+    mailflow_secret: str,
+    dirsync_id: str,
+    dirsync_secret: str,
+    *,
+    dirsync_scopes: tuple[str, ...] = DIRSYNC_SCOPES,
+    dirsync_certificate_pem: bytes | None = None,
+) -> list[SandboxApp]:
+    """The two app registrations, as the vendor registered them (the permissions they list)."""
+    return [
+        mailflow_registration(mailflow_id, mailflow_secret),
+        dirsync_registration(
+            dirsync_id,
+            dirsync_secret,
+            scopes=dirsync_scopes,
+            certificate_pem=dirsync_certificate_pem,
+        ),
+    ]
 
 
 @dataclass
@@ -1270,12 +1334,7 @@ class SandboxMicrosoft:
             self._require(token, READ_ROLES, request_id)
             wanted = _parse_filter(request.query_params.get("$filter", ""), request_id)
             items = [
-                {
-                    "id": a.id,
-                    "principalId": a.principal_id,
-                    "roleDefinitionId": a.role_definition_id,
-                    "directoryScopeId": a.directory_scope_id,
-                }
+                _assignment_json(a)
                 for a in self._active_assignments(tenant)
                 if _assignment_match(wanted, a)
             ]
@@ -1286,10 +1345,7 @@ class SandboxMicrosoft:
             wanted = _parse_filter(request.query_params.get("$filter", ""), request_id)
             items = [
                 {
-                    "id": a.id,
-                    "principalId": a.principal_id,
-                    "roleDefinitionId": a.role_definition_id,
-                    "directoryScopeId": a.directory_scope_id,
+                    **_assignment_json(a),
                     "appScopeId": None,
                     "startDateTime": _iso(a.created),
                     "endDateTime": _iso(a.end) if a.end is not None else None,
@@ -1408,10 +1464,7 @@ class SandboxMicrosoft:
         role = str(body.get("roleDefinitionId", ""))
         principal = str(body.get("principalId", ""))
         self._check_principal_and_role(tenant, principal, role, request_id)
-        if any(
-            a.principal_id == principal and a.role_definition_id == role
-            for a in self._active_assignments(tenant)
-        ):
+        if self._has_active(tenant, principal, role):
             return _graph_error(
                 400, "RoleAssignmentExists", "The Role assignment already exists.", request_id
             )
@@ -1501,6 +1554,12 @@ class SandboxMicrosoft:
         tenant.schedule_requests.append(created)
         return _graph_json(created, request_id, status=201)
 
+    def _has_active(self, tenant: SandboxTenant, principal: str, role: str) -> bool:
+        return any(
+            a.principal_id == principal and a.role_definition_id == role
+            for a in self._active_assignments(tenant)
+        )
+
     async def _direct_assignment(
         self, request: Request, token: IssuedToken, tenant: SandboxTenant, request_id: str
     ) -> Response:
@@ -1510,10 +1569,7 @@ class SandboxMicrosoft:
         role = str(body.get("roleDefinitionId", ""))
         principal = str(body.get("principalId", ""))
         self._check_principal_and_role(tenant, principal, role, request_id)
-        if any(
-            a.principal_id == principal and a.role_definition_id == role
-            for a in self._active_assignments(tenant)
-        ):
+        if self._has_active(tenant, principal, role):
             return _graph_error(
                 400,
                 "Request_BadRequest",
@@ -1994,6 +2050,15 @@ async def _json_body(request: Request, request_id: str) -> dict[str, Any]:
             _graph_error(400, "BadRequest", "The request body must be an object.", request_id)
         )
     return body
+
+
+def _assignment_json(assignment: RoleAssignmentRecord) -> dict[str, Any]:
+    return {
+        "id": assignment.id,
+        "principalId": assignment.principal_id,
+        "roleDefinitionId": assignment.role_definition_id,
+        "directoryScopeId": assignment.directory_scope_id,
+    }
 
 
 def _sp_json(sp: ServicePrincipalRecord, request: Request) -> dict[str, Any]:

@@ -351,18 +351,17 @@ class _Checker:
         self.string(text, "text", where, max_len=max_len, required=True)
 
     def block_id(self, block: Mapping[str, Any], path: str) -> None:
-        value = self.string(block, "block_id", path, max_len=255)
-        if value is not None:
-            if value in self.block_ids:
-                self.err(f"{path}/block_id", f"duplicate block_id `{value}`")
-            self.block_ids.add(value)
+        self._unique_id(block, "block_id", path, self.block_ids)
 
     def action_id(self, element: Mapping[str, Any], path: str) -> None:
-        value = self.string(element, "action_id", path, max_len=255)
+        self._unique_id(element, "action_id", path, self.action_ids)
+
+    def _unique_id(self, obj: Mapping[str, Any], key: str, path: str, seen: set[str]) -> None:
+        value = self.string(obj, key, path, max_len=255)
         if value is not None:
-            if value in self.action_ids:
-                self.err(f"{path}/action_id", f"duplicate action_id `{value}`")
-            self.action_ids.add(value)
+            if value in seen:
+                self.err(f"{path}/{key}", f"duplicate {key} `{value}`")
+            seen.add(value)
 
     def confirm(self, element: Mapping[str, Any], path: str) -> None:
         if "confirm" not in element:

@@ -454,37 +454,18 @@ class SlackDriver:
             message = self.sandbox.message(channel_id, message_ts)
         except KeyError:
             raise SlackDriverError(f"no message {message_ts} in channel {channel_id}") from None
-        block_id, element = self._find_element(
-            message.blocks, action_id, f"message {channel_id}/{message_ts}"
+        return self._block_actions(
+            user_id=user_id,
+            blocks=message.blocks,
+            where=f"message {channel_id}/{message_ts}",
+            action_id=action_id,
+            value=value,
+            values=values,
+            channel_id=message.channel,
+            message_ts=message.ts,
+            thread_ts=message.thread_ts,
+            message=message.to_slack(team_id=self.sandbox.team_id, app_id=self.sandbox.app_id),
         )
-        container: dict[str, Any] = {
-            "type": "message",
-            "message_ts": message.ts,
-            "channel_id": message.channel,
-            "is_ephemeral": False,
-        }
-        if message.thread_ts is not None:
-            container["thread_ts"] = message.thread_ts
-        payload = self._base_interaction("block_actions", user_id)
-        payload.update(
-            {
-                "container": container,
-                "channel": {"id": message.channel, "name": self._channel_name(message.channel)},
-                "message": message.to_slack(
-                    team_id=self.sandbox.team_id, app_id=self.sandbox.app_id
-                ),
-                "state": {"values": {}},
-                "response_url": self.sandbox.new_response_url(
-                    self.sandbox_base_url,
-                    channel_id=message.channel,
-                    user_id=user_id,
-                    message_ts=message.ts,
-                    thread_ts=message.thread_ts,
-                ),
-                "actions": [self._action(block_id, element, value, values)],
-            }
-        )
-        return self._interaction_request(payload)
 
     async def click_ephemeral(
         self,
@@ -506,35 +487,62 @@ class SlackDriver:
         )
         if ephemeral is None:
             raise SlackDriverError(f"user {user_id} sees no ephemeral message {message_ts}")
-        block_id, element = self._find_element(
-            ephemeral.blocks, action_id, f"ephemeral message {message_ts}"
+        request = self._block_actions(
+            user_id=user_id,
+            blocks=ephemeral.blocks,
+            where=f"ephemeral message {message_ts}",
+            action_id=action_id,
+            value=value,
+            values=values,
+            channel_id=ephemeral.channel,
+            message_ts=ephemeral.message_ts,
+            thread_ts=ephemeral.thread_ts,
+            message=None,
         )
+        return await self.send(request)
+
+    def _block_actions(
+        self,
+        *,
+        user_id: str,
+        blocks: Sequence[Mapping[str, Any]],
+        where: str,
+        action_id: str,
+        value: str | None,
+        values: Sequence[str] | None,
+        channel_id: str,
+        message_ts: str,
+        thread_ts: str | None,
+        message: dict[str, Any] | None,
+    ) -> SignedRequest:
+        """A click on a message's element; ``message`` is None for an ephemeral message (Slack
+        sends no copy of it)."""
+        block_id, element = self._find_element(blocks, action_id, where)
+        is_ephemeral = message is None
         container: dict[str, Any] = {
             "type": "message",
-            "message_ts": ephemeral.message_ts,
-            "channel_id": ephemeral.channel,
-            "is_ephemeral": True,
+            "message_ts": message_ts,
+            "channel_id": channel_id,
+            "is_ephemeral": is_ephemeral,
         }
-        if ephemeral.thread_ts is not None:
-            container["thread_ts"] = ephemeral.thread_ts
+        if thread_ts is not None:
+            container["thread_ts"] = thread_ts
         payload = self._base_interaction("block_actions", user_id)
-        payload.update(
-            {
-                "container": container,
-                "channel": {"id": ephemeral.channel, "name": self._channel_name(ephemeral.channel)},
-                "state": {"values": {}},
-                "response_url": self.sandbox.new_response_url(
-                    self.sandbox_base_url,
-                    channel_id=ephemeral.channel,
-                    user_id=user_id,
-                    message_ts=ephemeral.message_ts,
-                    thread_ts=ephemeral.thread_ts,
-                    is_ephemeral=True,
-                ),
-                "actions": [self._action(block_id, element, value, values)],
-            }
+        payload["container"] = container
+        payload["channel"] = {"id": channel_id, "name": self._channel_name(channel_id)}
+        if message is not None:
+            payload["message"] = message
+        payload["state"] = {"values": {}}
+        payload["response_url"] = self.sandbox.new_response_url(
+            self.sandbox_base_url,
+            channel_id=channel_id,
+            user_id=user_id,
+            message_ts=message_ts,
+            thread_ts=thread_ts,
+            is_ephemeral=is_ephemeral,
         )
-        return await self.send(self._interaction_request(payload))
+        payload["actions"] = [self._action(block_id, element, value, values)]
+        return self._interaction_request(payload)
 
     def _open_view(self, view_id: str, user_id: str) -> View:
         record = self.sandbox.views.get(view_id)

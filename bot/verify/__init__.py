@@ -9,7 +9,7 @@ from bot.verify.checks import (
     Verification,
     verify,
 )
-from bot.verify.context import VerifyContext, microsoft_apps
+from bot.verify.context import MicrosoftAccess, VerifyContext, microsoft_apps
 from bot.verify.ready import Outcome, ProgressCallback, VerifyOutcome, verify_until_ready
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "CheckName",
     "CheckResult",
     "CheckStatus",
+    "MicrosoftAccess",
     "Outcome",
     "Problem",
     "ProgressCallback",

@@ -15,7 +15,7 @@ sandbox, with a ``RetryPolicy`` whose ``sleep`` does not wait.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol
@@ -33,12 +33,17 @@ __all__ = [
     "DEFAULT_REPLICATION_WINDOW",
     "AppTokens",
     "ExchangeFactory",
+    "MicrosoftAccess",
+    "Sleep",
     "VerifyContext",
     "microsoft_apps",
 ]
 
 #: An Exchange 401/403 longer than this after the role became active is not replication delay.
 DEFAULT_REPLICATION_WINDOW = timedelta(hours=1)
+
+#: Waits the given number of seconds (``asyncio.sleep``; tests advance a clock instead).
+Sleep = Callable[[float], Awaitable[None]]
 
 #: Builds the Exchange client once the tenant's initial domain (for ``X-AnchorMailbox``) is known.
 ExchangeFactory = Callable[[str], ExchangeClient]
@@ -156,3 +161,28 @@ def microsoft_apps(settings: Settings) -> tuple[MicrosoftApp, MicrosoftApp]:
     return microsoft_app(settings, settings.mailflow_app), microsoft_app(
         settings, settings.dirsync_app
     )
+
+
+@dataclass(frozen=True)
+class MicrosoftAccess:
+    """What the bot's Microsoft work shares: the configuration, the two apps (built once per
+    process), the HTTP client, and how it waits (``sleep``) and tells time (``monotonic``)."""
+
+    settings: Settings
+    mailflow: MicrosoftApp
+    dirsync: MicrosoftApp
+    http: httpx.AsyncClient
+    sleep: Sleep
+    monotonic: Callable[[], float]
+
+    def context(self, tenant_id: str) -> VerifyContext:
+        """The tenant's ``VerifyContext``; retries (429/503 with Retry-After) wait on the same
+        ``sleep`` and ``monotonic`` as everything else."""
+        return VerifyContext.from_settings(
+            self.settings,
+            tenant_id,
+            mailflow=self.mailflow,
+            dirsync=self.dirsync,
+            http=self.http,
+            retry=RetryPolicy(sleep=self.sleep, clock=self.monotonic),
+        )

@@ -13,7 +13,6 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,17 +22,14 @@ from redis.asyncio import Redis
 from bot.app import Runtime, build_runtime
 from bot.config import load_settings
 from bot.sandbox.microsoft import (
-    EXCHANGE,
     EXCHANGE_ADMINISTRATOR,
     GLOBAL_ADMINISTRATOR,
-    GRAPH,
     PRIVILEGED_ROLE_ADMINISTRATOR,
     ManualClock,
-    RequiredPermission,
-    SandboxApp,
     SandboxMicrosoft,
     SandboxTenant,
     SandboxUser,
+    vendor_apps,
 )
 from bot.sandbox.server import SandboxTLS, free_port, serve_asgi
 from bot.sandbox.slack import SandboxSlack
@@ -46,10 +42,13 @@ from tests.conftest import (
     SIGNING_SECRET,
     base_environment,
 )
+from tests.microsoft_cloud import CONTOSO, FABRIKAM
+from tests.microsoft_cloud import contoso as standard_contoso
+from tests.microsoft_cloud import fabrikam as standard_fabrikam
 from tests.redis_server import RedisServer
 
-CONTOSO_ID = "0f1e2d3c-4b5a-4697-8899-aabbccddeeff"
-FABRIKAM_ID = "11111111-2222-4333-8444-555555555555"
+CONTOSO_ID = CONTOSO
+FABRIKAM_ID = FABRIKAM
 CHANNEL = "C0PROV"
 ADMIN = "U0ADMIN"
 GROUP_ADMIN = "U0GROUPADMIN"
@@ -156,76 +155,28 @@ class Harness:
 
 
 def contoso() -> SandboxTenant:
-    return SandboxTenant(
-        tenant_id=CONTOSO_ID,
-        display_name="Contoso",
-        initial_domain="contoso.onmicrosoft.com",
+    return standard_contoso(
+        SandboxUser(GLOBAL_ADMIN_UPN, "Grace Global", roles={GLOBAL_ADMINISTRATOR}),
+        SandboxUser(EXCHANGE_ADMIN_UPN, "Ezra Exchange", roles={EXCHANGE_ADMINISTRATOR}),
+        SandboxUser(ROLE_ADMIN_UPN, "Priya Roles", roles={PRIVILEGED_ROLE_ADMINISTRATOR}),
         domains=["contoso.com"],
-        users=[
-            SandboxUser(GLOBAL_ADMIN_UPN, "Grace Global", roles={GLOBAL_ADMINISTRATOR}),
-            SandboxUser(EXCHANGE_ADMIN_UPN, "Ezra Exchange", roles={EXCHANGE_ADMINISTRATOR}),
-            SandboxUser(ROLE_ADMIN_UPN, "Priya Roles", roles={PRIVILEGED_ROLE_ADMINISTRATOR}),
-        ],
+        default_domain=None,
     )
 
 
 def fabrikam() -> SandboxTenant:
-    return SandboxTenant(
-        tenant_id=FABRIKAM_ID,
-        display_name="Fabrikam",
-        initial_domain="fabrikam.onmicrosoft.com",
-        domains=["fabrikam.example"],
-        users=[SandboxUser(FABRIKAM_ADMIN_UPN, "Fay Fabrikam", roles={GLOBAL_ADMINISTRATOR})],
-    )
-
-
-def registered_apps() -> list[SandboxApp]:
-    """The two app registrations, as the vendor registered them (permissions they list)."""
-    return [
-        SandboxApp(
-            client_id=MAILFLOW_CLIENT_ID,
-            display_name="Inline Mail Flow",
-            secret=MAILFLOW_SECRET,
-            required=(RequiredPermission(EXCHANGE.app_id, app_roles=("Exchange.ManageAsApp",)),),
-        ),
-        SandboxApp(
-            client_id=DIRSYNC_CLIENT_ID,
-            display_name="Inline Directory Sync",
-            secret=DIRSYNC_SECRET,
-            required=(
-                RequiredPermission(
-                    GRAPH.app_id,
-                    app_roles=(
-                        "Application.Read.All",
-                        "Domain.Read.All",
-                        "Organization.Read.All",
-                        "RoleManagement.Read.Directory",
-                    ),
-                    scopes=(
-                        "User.Read",
-                        "RoleManagement.ReadWrite.Directory",
-                        "Application.Read.All",
-                    ),
-                ),
-            ),
-        ),
-    ]
-
-
-@pytest.fixture(scope="session")
-def sandbox_tls(tmp_path_factory: pytest.TempPathFactory) -> SandboxTLS:
-    return SandboxTLS.create(Path(tmp_path_factory.mktemp("sandbox-tls")))
+    return standard_fabrikam(FABRIKAM_ADMIN_UPN, "Fay Fabrikam", licensed=True)
 
 
 @pytest.fixture
 async def harness(
     redis: Redis,
     redis_server: RedisServer,
-    sandbox_tls: SandboxTLS,
+    tls: SandboxTLS,
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Harness]:
     # The bot trusts the sandbox's private CA the way an operator would: SSL_CERT_FILE.
-    monkeypatch.setenv("SSL_CERT_FILE", str(sandbox_tls.ca_file))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls.ca_file))
     slack = SandboxSlack()
     for user_id, name in (
         (ADMIN, "ada"),
@@ -240,11 +191,12 @@ async def harness(
     slack.add_channel(CHANNEL, "mail-provisioning")
     slack.add_channel("C0NOBOT", "elsewhere", bot_is_member=False)
     microsoft_clock = ManualClock(now=time.time())
-    microsoft = SandboxMicrosoft([contoso(), fabrikam()], registered_apps(), clock=microsoft_clock)
+    apps = vendor_apps(MAILFLOW_CLIENT_ID, MAILFLOW_SECRET, DIRSYNC_CLIENT_ID, DIRSYNC_SECRET)
+    microsoft = SandboxMicrosoft([contoso(), fabrikam()], apps, clock=microsoft_clock)
     port = free_port()
     async with contextlib.AsyncExitStack() as stack:
         slack_server = await stack.enter_async_context(serve_asgi(slack.app))
-        ms_server = await stack.enter_async_context(serve_asgi(microsoft.app, tls=sandbox_tls))
+        ms_server = await stack.enter_async_context(serve_asgi(microsoft.app, tls=tls))
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=10))
         environment = base_environment(
             SLACK_API_URL=f"{slack_server.base_url}/api/",

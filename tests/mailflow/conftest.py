@@ -3,9 +3,8 @@ the mail-flow app may administer, and the protection service's (example) endpoin
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,17 +16,16 @@ from bot.microsoft.exchange import ExchangeClient
 from bot.microsoft.identity import AppCredentials, MicrosoftApp
 from bot.microsoft.retry import RetryPolicy
 from bot.sandbox.microsoft import (
-    EXCHANGE,
     EXCHANGE_ADMINISTRATOR,
     ManualClock,
-    RequiredPermission,
-    SandboxApp,
     SandboxMicrosoft,
     SandboxTenant,
+    mailflow_registration,
 )
-from bot.sandbox.server import SandboxTLS, serve_asgi
+from tests import microsoft_cloud
+from tests.microsoft_cloud import CONTOSO, contoso
 
-TENANT = "0f1e2d3c-4b5a-4697-8899-aabbccddeeff"
+TENANT = CONTOSO
 INITIAL_DOMAIN = "contoso.onmicrosoft.com"
 MAILFLOW_ID = "aaaaaaaa-0000-4000-8000-000000000001"
 MAILFLOW_SECRET = "mailflow-secret-do-not-log"
@@ -65,19 +63,7 @@ def echo_of(desired: DesiredConfiguration) -> list[tuple[Kind, dict[str, Any]]]:
 
 
 @dataclass(frozen=True)
-class Cloud:
-    sandbox: SandboxMicrosoft
-    base_url: str
-    tls: SandboxTLS
-
-    @property
-    def login_url(self) -> str:
-        return f"{self.base_url}/login"
-
-    @property
-    def exchange_url(self) -> str:
-        return f"{self.base_url}/exchange"
-
+class Cloud(microsoft_cloud.Cloud):
     @property
     def tenant(self) -> SandboxTenant:
         return self.sandbox.tenant(TENANT)
@@ -110,57 +96,15 @@ class Cloud:
         ]
 
 
-def contoso() -> SandboxTenant:
-    return SandboxTenant(
-        tenant_id=TENANT,
-        display_name="Contoso",
-        initial_domain=INITIAL_DOMAIN,
-        domains=["contoso.com", "mail.contoso.com"],
-        default_domain="contoso.com",
-    )
-
-
-@pytest.fixture(scope="session")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> SandboxTLS:
-    return SandboxTLS.create(Path(tmp_path_factory.mktemp("tls")))
+@pytest.fixture
+def cloud_type() -> type[Cloud]:
+    return Cloud
 
 
 @pytest.fixture
-def sandbox() -> SandboxMicrosoft:
-    app = SandboxApp(
-        client_id=MAILFLOW_ID,
-        display_name="Inline Mail Flow",
-        secret=MAILFLOW_SECRET,
-        required=(RequiredPermission(EXCHANGE.app_id, app_roles=("Exchange.ManageAsApp",)),),
-    )
-    return SandboxMicrosoft([contoso()], [app], clock=ManualClock())
-
-
-@pytest.fixture
-async def cloud(sandbox: SandboxMicrosoft, tls: SandboxTLS) -> AsyncIterator[Cloud]:
-    async with serve_asgi(sandbox.app, tls=tls) as server:
-        yield Cloud(sandbox=sandbox, base_url=server.base_url, tls=tls)
-
-
-@pytest.fixture
-async def http(tls: SandboxTLS) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(verify=tls.client_context(), timeout=10) as client:
-        yield client
-
-
-@pytest.fixture
-def delays() -> list[float]:
-    return []
-
-
-@pytest.fixture
-def no_wait(delays: list[float]) -> RetryPolicy:
-    """The default retry policy, recording its waits instead of sleeping."""
-
-    async def record(seconds: float) -> None:
-        delays.append(seconds)
-
-    return RetryPolicy(sleep=record)
+def sandbox(clock: ManualClock) -> SandboxMicrosoft:
+    app = mailflow_registration(MAILFLOW_ID, MAILFLOW_SECRET)
+    return SandboxMicrosoft([contoso()], [app], clock=clock)
 
 
 @pytest.fixture

@@ -37,21 +37,17 @@ from bot.role.requirements import RoleRequirements
 from bot.role.views import outcome_message
 from bot.sandbox.microsoft import PolicyRules
 from bot.sandbox.slack import validate_blocks
-
-from .conftest import (
+from tests.microsoft_cloud import (
     ADMIN,
     CONTOSO,
-    DIRSYNC_ID,
     EXCHANGE_ADMIN,
     FABRIKAM,
     FABRIKAM_ADMIN,
-    MAILFLOW_ID,
-    NO_MFA,
     PRIVILEGED,
     Cloud,
-    browser_sign_in,
-    reader_for,
 )
+
+from .conftest import DIRSYNC_ID, MAILFLOW_ID, NO_MFA, browser_sign_in, reader_for
 
 JUSTIFICATION = (
     'Inline mail protection must configure Exchange mail flow <CHG> & "quoted" — ünïcødé\n'

@@ -7,10 +7,9 @@ sandbox runs on a manual clock that tests (and the injected ``sleep``) advance.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,23 +17,20 @@ import pytest
 from bot.microsoft.identity import AppCredentials, MicrosoftApp
 from bot.microsoft.retry import RetryPolicy
 from bot.sandbox.microsoft import (
-    EXCHANGE,
     EXCHANGE_ADMINISTRATOR,
     GLOBAL_ADMINISTRATOR,
-    GRAPH,
     ManualClock,
-    RequiredPermission,
-    SandboxApp,
     SandboxMicrosoft,
-    SandboxTenant,
     SandboxUser,
     ServicePrincipalRecord,
+    vendor_apps,
 )
-from bot.sandbox.server import SandboxTLS, serve_asgi
 from bot.verify import VerifyContext
+from tests import microsoft_cloud
+from tests.microsoft_cloud import ADMIN, CONTOSO, FABRIKAM, contoso, fabrikam
 
-CONTOSO = "0f1e2d3c-4b5a-4697-8899-aabbccddeeff"
-FABRIKAM = "11111111-2222-4333-8444-555555555555"
+__all__ = ["CONTOSO", "FABRIKAM"]
+
 MAILFLOW_ID = "aaaaaaaa-0000-4000-8000-0000000000a1"
 DIRSYNC_ID = "aaaaaaaa-0000-4000-8000-0000000000a2"
 MAILFLOW_SECRET = "verify-mailflow-secret-Qq1~never-logged"
@@ -42,23 +38,7 @@ DIRSYNC_SECRET = "verify-dirsync-secret-Ww2~never-logged"
 
 
 @dataclass(frozen=True)
-class Cloud:
-    sandbox: SandboxMicrosoft
-    base_url: str
-    tls: SandboxTLS
-
-    @property
-    def login_url(self) -> str:
-        return f"{self.base_url}/login"
-
-    @property
-    def graph_url(self) -> str:
-        return f"{self.base_url}/graph"
-
-    @property
-    def exchange_url(self) -> str:
-        return f"{self.base_url}/exchange"
-
+class Cloud(microsoft_cloud.Cloud):
     def consent(self, tenant: str, client_id: str) -> ServicePrincipalRecord:
         return self.sandbox.consent(tenant, client_id)
 
@@ -81,96 +61,16 @@ class Cloud:
         ]
 
 
-def tenants() -> list[SandboxTenant]:
-    return [
-        SandboxTenant(
-            tenant_id=CONTOSO,
-            display_name="Contoso",
-            initial_domain="contoso.onmicrosoft.com",
-            domains=["contoso.com", "mail.contoso.com"],
-            users=[SandboxUser("admin@contoso.com", "Ada Admin", roles={GLOBAL_ADMINISTRATOR})],
-            default_domain="contoso.com",
-        ),
-        SandboxTenant(
-            tenant_id=FABRIKAM,
-            display_name="Fabrikam",
-            initial_domain="fabrikam.onmicrosoft.com",
-            domains=["fabrikam.example"],
-            users=[
-                SandboxUser("admin@fabrikam.example", "Fay Admin", roles={GLOBAL_ADMINISTRATOR})
-            ],
-            pim_enabled=False,
-            premium_p2=False,
-        ),
-    ]
-
-
-def apps() -> list[SandboxApp]:
-    return [
-        SandboxApp(
-            client_id=MAILFLOW_ID,
-            display_name="Inline Mail Flow",
-            secret=MAILFLOW_SECRET,
-            required=(RequiredPermission(EXCHANGE.app_id, app_roles=("Exchange.ManageAsApp",)),),
-        ),
-        SandboxApp(
-            client_id=DIRSYNC_ID,
-            display_name="Inline Directory Sync",
-            secret=DIRSYNC_SECRET,
-            required=(
-                RequiredPermission(
-                    GRAPH.app_id,
-                    app_roles=(
-                        "Application.Read.All",
-                        "Domain.Read.All",
-                        "Organization.Read.All",
-                        "RoleManagement.Read.Directory",
-                    ),
-                ),
-            ),
-        ),
-    ]
-
-
-@pytest.fixture(scope="session")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> SandboxTLS:
-    return SandboxTLS.create(Path(tmp_path_factory.mktemp("verify-tls")))
-
-
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
+def cloud_type() -> type[Cloud]:
+    return Cloud
 
 
 @pytest.fixture
 def sandbox(clock: ManualClock) -> SandboxMicrosoft:
-    return SandboxMicrosoft(tenants(), apps(), clock=clock)
-
-
-@pytest.fixture
-async def cloud(sandbox: SandboxMicrosoft, tls: SandboxTLS) -> AsyncIterator[Cloud]:
-    async with serve_asgi(sandbox.app, tls=tls) as server:
-        yield Cloud(sandbox=sandbox, base_url=server.base_url, tls=tls)
-
-
-@pytest.fixture
-async def http(tls: SandboxTLS) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(verify=tls.client_context(), timeout=10) as client:
-        yield client
-
-
-@pytest.fixture
-def delays() -> list[float]:
-    """Every wait the retry policy asked for (it never really sleeps)."""
-    return []
-
-
-@pytest.fixture
-def retry(delays: list[float]) -> RetryPolicy:
-    async def record(seconds: float) -> None:
-        delays.append(seconds)
-
-    return RetryPolicy(sleep=record)
+    tenants = [contoso(SandboxUser(ADMIN, "Ada Admin", roles={GLOBAL_ADMINISTRATOR})), fabrikam()]
+    apps = vendor_apps(MAILFLOW_ID, MAILFLOW_SECRET, DIRSYNC_ID, DIRSYNC_SECRET, dirsync_scopes=())
+    return SandboxMicrosoft(tenants, apps, clock=clock)
 
 
 ContextFactory = Callable[..., VerifyContext]
@@ -178,7 +78,7 @@ ContextFactory = Callable[..., VerifyContext]
 
 @pytest.fixture
 def make_context(
-    cloud: Cloud, http: httpx.AsyncClient, retry: RetryPolicy, clock: ManualClock
+    cloud: Cloud, http: httpx.AsyncClient, no_wait: RetryPolicy, clock: ManualClock
 ) -> Iterator[ContextFactory]:
     """A ``VerifyContext`` with fresh MSAL apps (MSAL caches error answers: never share one)."""
     made: list[MicrosoftApp] = []
@@ -206,7 +106,7 @@ def make_context(
             http=http,
             graph_url=cloud.graph_url,
             exchange_url=cloud.exchange_url,
-            retry=retry,
+            retry=no_wait,
             initial_domain=initial_domain,
             clock=clock,
             replication_window=replication_window,
