@@ -21,9 +21,7 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -48,6 +46,7 @@ from bot.sandbox.microsoft import (
     SandboxUser,
     vendor_apps,
 )
+from bot.sandbox.redis_server import RedisServer
 from bot.sandbox.server import SandboxTLS, free_port, serve_asgi
 from bot.sandbox.slack import RecordedCall, SandboxSlack
 from bot.sandbox.slack_driver import SlackDriver
@@ -112,37 +111,25 @@ async def _redis(environ: Mapping[str, str], say: Any) -> AsyncIterator[str]:
         say(f"Redis: using {shown} (it answered; the demo adds only its own keys, removed at end)")
         yield url
         return
-    binary = shutil.which("redis-server")
-    if binary is None:
+    try:
+        server = RedisServer()
+    except FileNotFoundError:
         raise DemoError(
             f"Nothing answers at {url} and redis-server is not installed. Install it "
             "(./scripts/setup does) or set REDIS_URL to a Redis server."
-        )
-    directory = tempfile.mkdtemp(prefix="pi-demo-redis-")
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        binary,
-        *("--port", str(port), "--bind", "127.0.0.1", "--dir", directory, "--save", ""),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    private = f"redis://127.0.0.1:{port}/0"
+        ) from None
     try:
-        for _ in range(100):
-            if await _answers(private):
-                break
-            await asyncio.sleep(0.05)  # redis-server starts in milliseconds
-        else:
-            raise DemoError("the private redis-server did not start")
+        await asyncio.to_thread(server.start)  # returns when redis-server reports it is ready
+    except RuntimeError as error:
+        raise DemoError(f"the private redis-server did not start: {error}") from error
+    try:
         say(
-            f"Redis: nothing answers at {url}; using a private redis-server on 127.0.0.1:{port} "
-            "(stopped at the end)"
+            f"Redis: nothing answers at {url}; using a private redis-server on "
+            f"127.0.0.1:{server.port} (stopped at the end)"
         )
-        yield private
+        yield server.url
     finally:
-        process.terminate()
-        await process.wait()
-        shutil.rmtree(directory, ignore_errors=True)
+        await asyncio.to_thread(server.close)
 
 
 @contextlib.contextmanager

@@ -43,7 +43,7 @@ from bot.role.views import (
 from bot.sealing import Sealer, UnsealError
 from bot.service import Provisioner
 from bot.views import Message, mention, notice, refusal_message, refused_transition_message
-from bot.workflow import Event, EventKind, Phase, Session, TransitionNotAllowed
+from bot.workflow import Event, EventKind, Phase, Session, TransitionNotAllowed, advance
 from state.oauth import OAuthState
 
 __all__ = ["RoleStep", "RoleStepSettings"]
@@ -109,6 +109,25 @@ class RoleStep:
     async def requirements(self, session_id: str) -> RoleRequirements | None:
         stored = await self._store.get_ref(session_id, _REQUIREMENTS)
         return RoleRequirements.from_json(stored) if stored else None
+
+    async def submit(self, session_id: str, request: RoleRequest) -> Message | None:
+        """A validated request from the form: keep it, and put it up for review."""
+        provisioner = self._provisioner
+        detail = {
+            "justification_length": str(len(request.justification)),
+            "ticket": request.ticket_number or "",
+            "duration": request.duration_iso or "permanent",
+        }
+        event = Event(EventKind.ROLE_REQUEST, request.requested_by, provisioner.now(), detail)
+        try:
+            # Checked before the request is stored, so a form submitted too late (the step
+            # moved on) cannot replace the request an approver is looking at.
+            advance(await self._store.require(session_id), event)
+            await self._store.set_ref(session_id, _REQUEST, request.to_json())
+            await provisioner.handle(session_id, event)
+        except TransitionNotAllowed as refused:
+            return refused_transition_message(refused)
+        return None
 
     async def remember_requirements(self, session_id: str, value: RoleRequirements) -> None:
         await self._store.set_ref(session_id, _REQUIREMENTS, value.to_json())

@@ -10,6 +10,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -21,8 +22,10 @@ from bot.provisioning_views import announcement_message
 from bot.views import (
     Message,
     consent_prompt,
+    home_view,
     not_in_channel_message,
     root_message,
+    status_message,
     thread_note,
     verify_prompt,
     welcome_message,
@@ -259,6 +262,30 @@ class Provisioner:
             return None
         link = answer.get("permalink")
         return str(link) if link else None
+
+    async def status(self, channel_id: str) -> Message:
+        """The channel's active sessions with their checklists and latest audit entries."""
+        sessions = await self.sessions_in_channel(channel_id)
+        history = {session.id: await self.store.audit(session.id) for session in sessions}
+        return status_message(sessions, history, await self._links(sessions))
+
+    async def home(self, *, is_admin: bool, is_approver: bool) -> dict[str, Any]:
+        """The App Home view: admins see every active session, approvers the requests waiting
+        for them, each with a link to its thread."""
+        sessions = [
+            session
+            for session in await self.store.active()
+            if is_admin or (is_approver and session.phase is Phase.ROLE_REQUESTED)
+        ]
+        return home_view(sessions, await self._links(sessions))
+
+    async def _links(self, sessions: list[Session]) -> dict[str, str]:
+        links: dict[str, str] = {}
+        for session in sessions:
+            link = await self.permalink(session)
+            if link:
+                links[session.id] = link
+        return links
 
     async def sessions_in_channel(self, channel_id: str) -> list[Session]:
         return [s for s in await self.store.active() if s.channel_id == channel_id]

@@ -19,7 +19,6 @@ from bot.views import (
     refusal_message,
     refused_transition_message,
     start_modal,
-    status_message,
 )
 from bot.workflow import Event, EventKind, Scope, TransitionNotAllowed
 from handlers import reply
@@ -35,7 +34,6 @@ COMMAND = "/provision-inline"
 def register(runtime: Runtime) -> None:
     access = runtime.access
     provisioner = runtime.provisioner
-    store = runtime.store
 
     async def say(respond: AsyncRespond, message: Message) -> None:
         await reply.say(respond, message, replace_original=None)
@@ -80,15 +78,6 @@ def register(runtime: Runtime) -> None:
                     "Run `/provision-inline` again."
                 ),
             )
-
-    async def status(channel_id: str, respond: AsyncRespond) -> None:
-        sessions = await provisioner.sessions_in_channel(channel_id)
-        history = {session.id: await store.audit(session.id) for session in sessions}
-        links = {session.id: await provisioner.permalink(session) for session in sessions}
-        await say(
-            respond,
-            status_message(sessions, history, {key: link for key, link in links.items() if link}),
-        )
 
     async def cancel(parsed: Command, user_id: str, channel_id: str, respond: AsyncRespond) -> None:
         sessions = await provisioner.sessions_in_channel(channel_id)
@@ -145,7 +134,7 @@ def register(runtime: Runtime) -> None:
             )
         elif parsed.kind is CommandKind.STATUS:
             if await allowed(respond, user_id, action="see provisioning status", approvers=True):
-                await status(channel_id, respond)
+                await say(respond, await provisioner.status(channel_id))
         elif parsed.kind is CommandKind.CANCEL:
             if await allowed(respond, user_id, action="cancel provisioning", approvers=False):
                 await cancel(parsed, user_id, channel_id, respond)

@@ -25,8 +25,8 @@ from bot.role.views import (
     ACTION_WITHDRAW,
     request_modal,
 )
-from bot.views import notice, refusal_message, refused_transition_message
-from bot.workflow import Event, EventKind, TransitionNotAllowed
+from bot.views import notice, refusal_message
+from bot.workflow import EventKind
 from handlers.reply import is_admin, reply_ephemeral, response_url_of, say
 
 if TYPE_CHECKING:
@@ -48,7 +48,6 @@ _DECISIONS = {
 
 def register(runtime: Runtime) -> None:
     step = runtime.role_step
-    provisioner = runtime.provisioner
 
     async def open_request(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
@@ -97,17 +96,9 @@ def register(runtime: Runtime) -> None:
             await ack(response_action="errors", errors=checked)
             return
         await ack()
-        await runtime.store.set_ref(session_id, "role:request", checked.to_json())
-        detail = {
-            "justification_length": str(len(checked.justification)),
-            "ticket": checked.ticket_number or "",
-            "duration": checked.duration_iso or "permanent",
-        }
-        event = Event(EventKind.ROLE_REQUEST, user_id, provisioner.now(), detail)
-        try:
-            await provisioner.handle(session_id, event)
-        except TransitionNotAllowed as refused:
-            await reply_ephemeral(response_url_of(body), refused_transition_message(refused))
+        refused = await step.submit(session_id, checked)
+        if refused is not None:
+            await reply_ephemeral(response_url_of(body), refused)
 
     @runtime.bolt.action(ACTION_ACKNOWLEDGE)
     @runtime.bolt.action(ACTION_DECLINE)

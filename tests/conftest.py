@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from redis.asyncio import Redis
 
-from tests.redis_server import RedisServer
+from bot.sandbox.redis_server import RedisServer
 
 pytest_plugins = ["tests.microsoft_cloud"]  # the sandbox Microsoft cloud's fixtures
 

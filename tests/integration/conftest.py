@@ -31,6 +31,7 @@ from bot.sandbox.microsoft import (
     SandboxUser,
     vendor_apps,
 )
+from bot.sandbox.redis_server import RedisServer
 from bot.sandbox.server import SandboxTLS, free_port, serve_asgi
 from bot.sandbox.slack import SandboxSlack
 from bot.sandbox.slack_driver import SlackDriver
@@ -45,7 +46,6 @@ from tests.conftest import (
 from tests.microsoft_cloud import CONTOSO, FABRIKAM
 from tests.microsoft_cloud import contoso as standard_contoso
 from tests.microsoft_cloud import fabrikam as standard_fabrikam
-from tests.redis_server import RedisServer
 
 CONTOSO_ID = CONTOSO
 FABRIKAM_ID = FABRIKAM

@@ -10,7 +10,7 @@ import time
 from redis.asyncio import Redis
 
 from bot.provisioning_views import ANNOUNCEMENT
-from tests.redis_server import RedisServer
+from bot.sandbox.redis_server import RedisServer
 
 
 async def run_demo(redis_url: str) -> tuple[int, str, str, float]:

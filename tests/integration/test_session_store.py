@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 from redis.asyncio import Redis
 
+from bot.sandbox.redis_server import RedisServer
 from bot.workflow import Event, EventKind, Phase, Scope, Session, TransitionNotAllowed, advance
 from state.sessions import SessionGone, SessionStore, TenantBusy, VersionConflict
-from tests.redis_server import RedisServer
 
 TENANT = "0f1e2d3c-4b5a-4697-8899-aabbccddeeff"
 

@@ -1,4 +1,5 @@
-"""A private ``redis-server`` for the tests: own port, own directory, AOF on, restartable."""
+"""A private ``redis-server`` (tests, and the demo when no Redis answers): own port, own
+directory, AOF on, restartable; ready when redis-server itself says so."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ class RedisServer:
     def __init__(self) -> None:
         executable = shutil.which("redis-server")
         if executable is None:
-            raise RuntimeError(
+            raise FileNotFoundError(
                 "redis-server is not installed: run the README's set-up command "
                 "(scripts/setup installs it)."
             )
