@@ -160,6 +160,20 @@ async def check(settings: Settings) -> list[CheckResult]:
             results.append(CheckResult("slack", False, f"auth.test: {error.response.get('error')}"))
         except (OSError, TimeoutError, ValueError) as error:
             results.append(CheckResult("slack", False, f"{type(error).__name__}: {error}"))
+        if settings.slack_app_token is not None:
+            try:
+                await runtime.slack.apps_connections_open(
+                    app_token=settings.slack_app_token.reveal()
+                )
+                results.append(CheckResult("socket mode", True, "apps.connections.open answered"))
+            except SlackApiError as error:
+                results.append(
+                    CheckResult(
+                        "socket mode",
+                        False,
+                        f"apps.connections.open: {error.response.get('error')} (SLACK_APP_TOKEN)",
+                    )
+                )
         url = f"{settings.microsoft_login_url}/organizations/v2.0/.well-known/openid-configuration"
         try:
             response = await runtime.http.get(url)

@@ -117,3 +117,16 @@ async def test_check_reports_a_bad_slack_token(harness: Harness) -> None:
     results = {result.name: result for result in await check(settings)}
     assert not results["slack"].ok
     assert "invalid_auth" in results["slack"].detail
+
+
+async def test_check_tries_the_app_token_when_socket_mode_is_configured(harness: Harness) -> None:
+    good = load_settings(
+        dict(harness.environment, SLACK_APP_TOKEN=harness.slack.app_token or ""), Mode.SOCKET
+    )
+    results = {result.name: result for result in await check(good)}
+    assert results["socket mode"].ok
+    bad = load_settings(dict(harness.environment, SLACK_APP_TOKEN="xapp-1-revoked"), Mode.SOCKET)
+    results = {result.name: result for result in await check(bad)}
+    assert not results["socket mode"].ok
+    assert "invalid_auth" in results["socket mode"].detail
+    assert "xapp-1-revoked" not in results["socket mode"].detail
