@@ -10,31 +10,45 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ParamSpec
 
 __all__ = ["InFlight"]
 
 logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
-R = TypeVar("R")
+
+
+ErrorReporter = Callable[[Exception, Mapping[str, Any]], Awaitable[None]]
 
 
 class InFlight:
+    """Tracks running listeners; reports their unexpected errors itself.
+
+    Reporting here rather than through Bolt's error handler matters: when a listener that has
+    already acked fails within Bolt's 10 ms polling of the ack, Bolt resets the ack and answers
+    Slack 404 after three seconds. An error caught here never reaches that path.
+    """
+
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[object]] = set()
+        self.on_error: ErrorReporter | None = None
 
-    def track(self, listener: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    def track(self, listener: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
         """Wrap a listener so that its task is known while it runs (Bolt unwraps for kwargs)."""
 
         @functools.wraps(listener)
-        async def tracked(*args: P.args, **kwargs: P.kwargs) -> R:
+        async def tracked(*args: P.args, **kwargs: P.kwargs) -> None:
             task = asyncio.current_task()
             if task is not None:
                 self._tasks.add(task)
             try:
-                return await listener(*args, **kwargs)
+                await listener(*args, **kwargs)
+            except Exception as error:
+                if self.on_error is None:
+                    raise
+                await self.on_error(error, kwargs)
             finally:
                 if task is not None:
                     self._tasks.discard(task)

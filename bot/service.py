@@ -170,20 +170,33 @@ class Provisioner:
         raise VersionConflict(session_id, -1, -1)
 
     async def _carry_out(self, transition: Transition) -> None:
+        """Every effect is attempted, even when an earlier one fails (a Slack message that could
+        not be posted must not keep the tenant locked or a job from starting); the first failure
+        is raised afterwards, so the user who acted hears about it."""
         session = transition.after
+        failures: list[Exception] = []
         for effect in transition.effects:
-            if effect is Effect.REFRESH_ROOT:
-                await self.refresh_root(session)
-            elif effect is Effect.NOTE_IN_THREAD:
-                await self.post_in_thread(session, thread_note(transition))
-            elif effect is Effect.RELEASE_TENANT:
-                await self.store.release_tenant(session)
-            elif effect is Effect.ANNOUNCE:
-                await self._announce(session)
-            elif effect is Effect.PROMPT:
-                await self._prompt(session)
-            elif effect is Effect.RUN_JOB:
-                self.jobs.launch(session)
+            try:
+                await self._effect(effect, transition, session)
+            except Exception as error:
+                logger.exception("effect %s of session %s failed", effect.value, session.id)
+                failures.append(error)
+        if failures:
+            raise failures[0]
+
+    async def _effect(self, effect: Effect, transition: Transition, session: Session) -> None:
+        if effect is Effect.REFRESH_ROOT:
+            await self.refresh_root(session)
+        elif effect is Effect.NOTE_IN_THREAD:
+            await self.post_in_thread(session, thread_note(transition))
+        elif effect is Effect.RELEASE_TENANT:
+            await self.store.release_tenant(session)
+        elif effect is Effect.ANNOUNCE:
+            await self._announce(session)
+        elif effect is Effect.PROMPT:
+            await self._prompt(session)
+        elif effect is Effect.RUN_JOB:
+            self.jobs.launch(session)
 
     def on_phase(self, phase: Phase, prompter: Prompter) -> None:
         """Register what to post in the thread when a session enters ``phase``."""

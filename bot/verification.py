@@ -8,13 +8,16 @@ Started again after a restart, it simply verifies again from the top.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import secrets
 from datetime import timedelta
 
 from bot.service import Provisioner
 from bot.verify import MicrosoftAccess, Verification, VerifyOutcome, verify_until_ready
 from bot.verify.render import checklist_message, progress_message, summary_message
-from bot.views import ACTION_VERIFY, Message
+from bot.views import ACTION_VERIFY, Message, verify_prompt
 from bot.workflow import Event, EventKind, Session, TransitionNotAllowed
 
 __all__ = ["VerificationJob"]
@@ -37,6 +40,32 @@ class VerificationJob:
         self._limit = limit
 
     async def run(self, session: Session) -> None:
+        """Verify, show the outcome and move the session on; never leaves it stuck verifying."""
+        try:
+            await self._verify(session)
+        except asyncio.CancelledError:
+            raise  # shutting down: the lease is handed back and the job resumes elsewhere
+        except Exception as error:
+            reference = secrets.token_hex(4)
+            logger.exception(
+                "verification of session %s failed (reference %s)", session.id, reference
+            )
+            event = Event(
+                EventKind.VERIFICATION_FAILED,
+                "system",
+                self._provisioner.now(),
+                {
+                    "outcome": "error",
+                    "reason": "verification stopped on an unexpected error "
+                    f"({type(error).__name__}, reference {reference}); press Verify to try again",
+                },
+            )
+            with contextlib.suppress(TransitionNotAllowed):  # it moved on meanwhile
+                moved = await self._provisioner.handle(session.id, event)
+                # No summary (with its Verify again button) was posted: offer Verify anew.
+                await self._provisioner.post_in_thread(moved.after, verify_prompt(moved.after))
+
+    async def _verify(self, session: Session) -> None:
         provisioner = self._provisioner
         # Retries (429/503 with Retry-After) wait on the same pacing as the polling.
         context = self._microsoft.context(session.tenant_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from bot.views import error_message
@@ -16,6 +17,13 @@ logger = logging.getLogger(__name__)
 
 
 def register(runtime: Runtime) -> None:
+    async def from_listener(error: Exception, arguments: Mapping[str, Any]) -> None:
+        # A listener's own arguments: the request body, or for commands the command itself.
+        body = arguments.get("body") or arguments.get("command") or {}
+        await on_unexpected_error(error, body)
+
+    runtime.inflight.on_error = from_listener
+
     @runtime.bolt.error
     async def on_unexpected_error(error: Exception, body: dict[str, Any]) -> None:
         reference = secrets.token_hex(4)

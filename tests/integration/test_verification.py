@@ -141,3 +141,27 @@ async def test_a_restart_during_verification_resumes_it(harness: Harness) -> Non
         timeout=15,
     )
     assert await finished(harness, session_id) is Phase.PLAN_SHOWN
+
+
+async def test_a_slack_failure_during_verification_is_reported_and_verify_offered_again(
+    harness: Harness,
+) -> None:
+    root_ts, session_id = await ready_to_verify(harness)
+    before = len([m for m in harness.thread(root_ts) if ACTION_VERIFY in json.dumps(m.blocks)])
+    # Slack fails twice: the "started verification" note, then the job's progress message.
+    harness.slack.fail_next("chat.postMessage", "internal_error")
+    harness.slack.fail_next("chat.postMessage", "internal_error")
+    await click_verify(harness, root_ts)
+    await ephemeral_for(harness, ADMIN, "Something went wrong on our side")
+    note = await harness.slack.wait_for(
+        lambda s: [m for m in harness.thread(root_ts) if "unexpected error" in m.text] or None
+    )
+    assert "press Verify to try again" in note[0].text
+    await harness.slack.wait_for(
+        lambda s: (
+            len([m for m in harness.thread(root_ts) if ACTION_VERIFY in json.dumps(m.blocks)])
+            > before
+        )
+    )
+    assert await finished(harness, session_id) is Phase.DIRECTORY_CONSENTED
+    assert await harness.runtime.store.lease_holder(session_id) is None
