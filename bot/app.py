@@ -78,8 +78,8 @@ class Runtime:
         """Let acked work finish (bounded), hand background jobs back, close the connections."""
         await self.inflight.drain(grace_seconds=20)
         await self.jobs.stop()
-        self.mailflow_app.close()
-        self.dirsync_app.close()
+        await self.mailflow_app.aclose()
+        await self.dirsync_app.aclose()
         await self.http.aclose()
         await self.redis.aclose()
 

@@ -123,7 +123,11 @@ class RoleStep:
             # Checked before the request is stored, so a form submitted too late (the step
             # moved on) cannot replace the request an approver is looking at.
             advance(await self._store.require(session_id), event)
-            await self._store.set_ref(session_id, _REQUEST, request.to_json())
+            # Kept per requester: two admins submitting at once cannot overwrite each other's
+            # request; the one whose transition won is the one the thread shows.
+            await self._store.set_ref(
+                session_id, f"{_REQUEST}:{request.requested_by}", request.to_json()
+            )
             await provisioner.handle(session_id, event)
         except TransitionNotAllowed as refused:
             return refused_transition_message(refused)
@@ -133,7 +137,12 @@ class RoleStep:
         await self._store.set_ref(session_id, _REQUIREMENTS, value.to_json())
 
     async def request(self, session_id: str) -> RoleRequest | None:
-        stored = await self._store.get_ref(session_id, _REQUEST)
+        """The request under review: the one made by the latest ``ROLE_REQUEST`` in history."""
+        session = await self._store.get(session_id)
+        latest = session.last(EventKind.ROLE_REQUEST) if session else None
+        if latest is None:
+            return None
+        stored = await self._store.get_ref(session_id, f"{_REQUEST}:{latest.actor}")
         return RoleRequest.from_json(stored) if stored else None
 
     @contextlib.asynccontextmanager

@@ -3,7 +3,8 @@
 One ``MicrosoftApp`` per app registration (mail-flow, directory-sync). It keeps one MSAL
 ``ConfidentialClientApplication`` per tenant (its authority is ``{login_url}/{tenant}``), so
 app-only tokens come from MSAL's own cache until they near expiry. MSAL is synchronous: every call
-goes through ``asyncio.to_thread``. MSAL talks HTTP through an ``httpx.Client`` that trusts the
+goes through a thread pool (as ``asyncio.to_thread`` would, but remembered, so ``aclose`` can
+wait for it). MSAL talks HTTP through an ``httpx.Client`` that trusts the
 configured CA bundle.
 
 Delegated sign-in (used to assign the Exchange Administrator role on the admin's behalf) is MSAL's
@@ -15,6 +16,9 @@ Secrets and tokens never appear in reprs, logs or error messages.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
+import functools
 import json
 import logging
 import os
@@ -22,7 +26,7 @@ import re
 import ssl
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,6 +57,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Hosts MSAL knows; any other login host gets ``instance_discovery=False``.
+# MSAL is synchronous: its calls run here, off the event loop.
+_MSAL_THREADS = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="msal")
+
 MICROSOFT_LOGIN_HOSTS = frozenset(
     {
         "login.microsoftonline.com",
@@ -255,6 +262,7 @@ class MicrosoftApp:
         self._credential = credentials.msal_credential()
         self._apps: dict[str, Any] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._running: set[concurrent.futures.Future[Any]] = set()
 
     def __repr__(self) -> str:
         return f"MicrosoftApp(client_id={self.client_id!r}, login_url={self.login_url!r})"
@@ -270,6 +278,22 @@ class MicrosoftApp:
         if self._owns_client:
             self._http.close()
 
+    async def aclose(self, grace_seconds: float = 10.0) -> None:
+        """Close once MSAL calls still running in threads have finished (a cancelled caller
+        does not stop its thread, and closing the client under it would leak its socket)."""
+        running = [asyncio.wrap_future(future) for future in list(self._running)]
+        if running:
+            await asyncio.wait(running, timeout=grace_seconds)
+        self.close()
+
+    async def _in_thread(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``asyncio.to_thread``, remembering the call until its thread is done."""
+        context = contextvars.copy_context()
+        future = _MSAL_THREADS.submit(context.run, functools.partial(function, *args, **kwargs))
+        self._running.add(future)
+        future.add_done_callback(self._running.discard)
+        return await asyncio.wrap_future(future)
+
     def token_provider(self, tenant_id: str, resource_url: str) -> TokenProvider:
         """App-only tokens for ``resource_url`` (e.g. the Graph or Exchange base URL)."""
         return _AppTokenProvider(self, tenant_id, resource_url)
@@ -281,7 +305,7 @@ class MicrosoftApp:
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             if key not in self._apps:
-                self._apps[key] = await asyncio.to_thread(self._build, tenant)
+                self._apps[key] = await self._in_thread(self._build, tenant)
         return self._apps[key]
 
     def _build(self, tenant: str) -> Any:
@@ -310,7 +334,7 @@ class MicrosoftApp:
     async def _call(self, tenant: str, method: str, *args: Any, **kwargs: Any) -> Any:
         application = await self._msal(tenant)
         try:
-            return await asyncio.to_thread(getattr(application, method), *args, **kwargs)
+            return await self._in_thread(getattr(application, method), *args, **kwargs)
         except httpx.TransportError as error:
             raise MicrosoftUnavailable(
                 f"Microsoft sign-in is unreachable ({type(error).__name__})"

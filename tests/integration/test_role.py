@@ -436,3 +436,39 @@ async def test_no_delegated_token_is_kept_in_redis_or_logs(
     everything = logged + "\n".join(stored)
     for token in issued:
         assert token not in everything
+
+
+async def test_two_admins_submitting_requests_at_once_make_one_reviewed_request(
+    harness: Harness,
+) -> None:
+    root_ts, session_id = await at_step_two(harness)
+    views = {}
+    for user in (ADMIN, GROUP_ADMIN):
+        await click(harness, root_ts, ACTION_REQUEST_OPEN_PIM, user)
+        [view] = await harness.slack.wait_for(
+            lambda s, user=user: (
+                [v for v in s.open_views(user) if v.callback_id == "role_request"] or None
+            )
+        )
+        views[user] = view.id
+    texts = {ADMIN: "Justification typed by ada, first", GROUP_ADMIN: "Justification typed by gus"}
+    submissions = [
+        harness.driver.build_view_submission(
+            user_id=user, view_id=views[user], values={"justification_input": texts[user]}
+        )
+        for user in (ADMIN, GROUP_ADMIN)
+    ]
+    await asyncio.gather(*(harness.driver.send(s) for s in submissions))
+    await harness.slack.wait_for(lambda s: [e for e in s.ephemerals if "Already done" in e.text])
+    audit = await harness.runtime.store.audit(session_id)
+    [winner] = [e.actor for e in audit if e.action == "role_request"]
+    loser = GROUP_ADMIN if winner == ADMIN else ADMIN
+    review_ts = await wait_button(harness, root_ts, ACTION_ACKNOWLEDGE)
+    shown = json.dumps(harness.slack.message(CHANNEL, review_ts).blocks)
+    assert texts[winner] in shown
+    assert texts[loser] not in shown
+    await click(harness, root_ts, ACTION_ACKNOWLEDGE, APPROVER)
+    await wait_button(harness, root_ts, ACTION_ASSIGN_SIGN_IN)
+    await sign_in_and_assign(harness, root_ts, ROLE_ADMIN_UPN)
+    [recorded] = harness.microsoft.tenant(CONTOSO_ID).schedule_requests
+    assert recorded["justification"] == texts[winner]
