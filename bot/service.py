@@ -31,6 +31,7 @@ from bot.views import (
     welcome_message,
 )
 from bot.workflow import (
+    TRANSITIONS,
     Effect,
     Event,
     EventKind,
@@ -310,6 +311,8 @@ class Provisioner:
         for session in await self.store.active():
             if now - session.updated_at < self._idle_seconds:
                 continue
+            if (session.phase, EventKind.EXPIRE) not in TRANSITIONS:
+                continue  # busy changing Exchange: its job finishes or fails first
             event = Event(
                 EventKind.EXPIRE,
                 actor="system",

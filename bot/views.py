@@ -501,6 +501,12 @@ def refused_transition_message(refused: TransitionNotAllowed) -> Message:
             f"Already done: {mention(latest.actor)} {_EVENT_SENTENCE[latest.kind]} "
             f"{when(latest.at)}. Nothing was changed."
         )
+    elif session.phase is Phase.APPLYING and refused.event.kind is EventKind.CANCEL:
+        text = (
+            "Exchange Online is being configured right now, and stopping halfway would leave the "
+            "tenant half-configured. Nothing was cancelled: wait for the result in the thread "
+            "(a few minutes at most); if it fails, you can cancel then."
+        )
     elif session.phase in _PHASE_WORDS:
         by = f" by {mention(latest.actor)} {when(latest.at)}" if latest else ""
         text = (

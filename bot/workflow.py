@@ -107,8 +107,16 @@ TRANSITIONS: Mapping[tuple[Phase, EventKind], Phase] = {
     (Phase.APPLYING, EventKind.APPLY_SUCCEEDED): Phase.PROTECTED,
     (Phase.APPLYING, EventKind.APPLY_FAILED): Phase.FAILED,
     (Phase.FAILED, EventKind.RETRY): Phase.APPLYING,
-    **{(phase, EventKind.CANCEL): Phase.CANCELLED for phase in _ACTIVE},
-    **{(phase, EventKind.EXPIRE): Phase.EXPIRED for phase in _ACTIVE},
+    # Not while Exchange is being changed: a half-applied plan must finish or fail (then Retry
+    # or cancel), never be abandoned silently while the job goes on.
+    **{
+        (phase, EventKind.CANCEL): Phase.CANCELLED
+        for phase in _ACTIVE
+        if phase is not Phase.APPLYING
+    },
+    **{
+        (phase, EventKind.EXPIRE): Phase.EXPIRED for phase in _ACTIVE if phase is not Phase.APPLYING
+    },
 }
 
 

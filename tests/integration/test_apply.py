@@ -311,6 +311,22 @@ async def test_a_crash_during_apply_resumes_and_completes(harness: Harness) -> N
     assert len(announcements(harness, CHANNEL)) == 1
 
 
+async def test_cancel_is_refused_while_exchange_is_being_changed(harness: Harness) -> None:
+    root_ts, session_id = await plan_shown(harness)
+    harness.microsoft.set_latency(0.15, "exchange")
+    after = len(harness.thread(root_ts))
+    await click(harness, root_ts, ACTION_SUBMIT)
+    await harness.slack.wait_for(
+        lambda s: [m for m in harness.thread(root_ts) if " of 14" in m.text], timeout=15
+    )
+    await harness.driver.slash_command(user_id=ADMIN, channel_id=CHANNEL, text="cancel")
+    refusal = await ephemeral_for(harness, ADMIN, "being configured right now")
+    assert "Nothing was cancelled" in refusal.text
+    harness.microsoft.set_latency(0.0, "exchange")
+    assert await outcome(harness, root_ts, session_id, after) is Phase.PROTECTED
+    assert len(announcements(harness, CHANNEL)) == 1
+
+
 async def test_preflight_blocks_on_a_conflicting_object(harness: Harness) -> None:
     root_ts, session_id = await plan_shown(harness)
     old_decision = with_button(harness, root_ts, ACTION_SUBMIT)
