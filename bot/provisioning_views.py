@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from bot.blocks import Block
+from bot.blocks import button as _button
+from bot.blocks import section as _section
 from bot.mailflow.preflight import Finding
 from bot.views import Message, mention, when
 from bot.workflow import EventKind, Scope, Session
@@ -30,31 +32,10 @@ __all__ = [
     "with_button_value",
 ]
 
-Block = dict[str, Any]
 
 ANNOUNCEMENT = "Exchange Online protected in inline mode."
 ACTION_SUBMIT = "mailflow_submit"
 ACTION_CHECK_AGAIN = "mailflow_check_again"
-
-
-def _section(text: str) -> Block:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
-
-
-def _context(text: str) -> Block:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:3000]}]}
-
-
-def _button(action_id: str, text: str, value: str, style: str | None = None) -> Block:
-    button: Block = {
-        "type": "button",
-        "action_id": action_id,
-        "text": {"type": "plain_text", "text": text},
-        "value": value,
-    }
-    if style:
-        button["style"] = style
-    return button
 
 
 def with_button_value(message: Message, action_id: str, value: str) -> Message:
@@ -195,7 +176,7 @@ def decision_message(
                 f"warning{'s' if warnings != 1 else ''} (*Acknowledge warnings* on the checklist)."
             )
         text += "\nOnly provisioning admins may submit. Safe to run again: nothing is duplicated."
-        submit = _button(ACTION_SUBMIT, "Submit", session.id, "primary")
+        submit = _button(ACTION_SUBMIT, "Submit", session.id, style="primary")
         submit["confirm"] = {
             "title": {"type": "plain_text", "text": "Apply the change plan?"},
             "text": {

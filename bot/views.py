@@ -11,6 +11,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.blocks import Block
+from bot.blocks import context as _context
+from bot.blocks import header as _header
+from bot.blocks import mrkdwn as _mrkdwn
+from bot.blocks import plain as _plain
+from bot.blocks import section as _section
 from bot.workflow import (
     EventKind,
     Phase,
@@ -54,7 +60,6 @@ __all__ = [
     "welcome_message",
 ]
 
-Block = dict[str, Any]
 
 START_CALLBACK = "start_provisioning"
 TENANT_BLOCK = "tenant"
@@ -85,22 +90,6 @@ def when(at: float) -> str:
     """A date Slack shows in the reader's own time zone, with a UTC fallback."""
     fallback = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"<!date^{int(at)}^{{date_short_pretty}} at {{time}}|{fallback}>"
-
-
-def _plain(text: str) -> dict[str, Any]:
-    return {"type": "plain_text", "text": text, "emoji": True}
-
-
-def _mrkdwn(text: str) -> dict[str, Any]:
-    return {"type": "mrkdwn", "text": text}
-
-
-def _section(text: str) -> Block:
-    return {"type": "section", "text": _mrkdwn(text)}
-
-
-def _context(*texts: str) -> Block:
-    return {"type": "context", "elements": [_mrkdwn(text) for text in texts]}
 
 
 _SCOPE_CHOICES: Mapping[Scope, tuple[str, str, str, str]] = {
@@ -261,10 +250,7 @@ def root_message(session: Session) -> Message:
     ]
     summary = _PHASE_SUMMARY[session.phase]
     blocks: list[Block] = [
-        {
-            "type": "header",
-            "text": _plain(f"Inline Mode provisioning: {session.tenant_label}"[:150]),
-        },
+        _header(f"Inline Mode provisioning: {session.tenant_label}"),
         _context(
             f"Tenant `{session.tenant_id}` · started by {mention(session.started_by)}, "
             f"{when(session.created_at)}"
@@ -434,7 +420,7 @@ def status_message(
 def home_view(sessions: Sequence[Session], permalinks: Mapping[str, str]) -> dict[str, Any]:
     """The App Home tab: the sessions this viewer can act on, each with a link to its thread."""
     blocks: list[Block] = [
-        {"type": "header", "text": _plain("Inline Mode provisioning")},
+        _header("Inline Mode provisioning"),
     ]
     if not sessions:
         blocks.append(

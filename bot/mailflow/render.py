@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
 
+from bot.blocks import Block
+from bot.blocks import clip as _cut
+from bot.blocks import context as _context
+from bot.blocks import escape as _escape
+from bot.blocks import header as _header
+from bot.blocks import section as _section
 from bot.mailflow.apply import ApplyFailed, ApplyResult
 from bot.mailflow.desired import Kind, Role
 from bot.mailflow.plan import Action, Change, Plan
@@ -28,7 +33,6 @@ __all__ = [
     "summary_message",
 ]
 
-Block = dict[str, Any]
 
 ACTION_RETRY = "mailflow_retry"
 ACTION_ACKNOWLEDGE = "mailflow_acknowledge"
@@ -51,28 +55,8 @@ _PHASES: tuple[tuple[str, frozenset[Kind]], ...] = (
 )
 
 
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def _upper_first(text: str) -> str:
     return text[:1].upper() + text[1:]
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _header(text: str) -> Block:
-    return {"type": "header", "text": {"type": "plain_text", "text": _cut(text, 150)}}
-
-
-def _context(text: str) -> Block:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(text, 3000)}]}
-
-
-def _section(text: str) -> Block:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": _cut(text, SECTION_LIMIT)}}
 
 
 def _sections(lines: Iterable[str]) -> list[Block]:

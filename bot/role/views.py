@@ -28,6 +28,15 @@ from collections.abc import Sequence
 from datetime import UTC, timedelta
 from typing import Any, Literal
 
+from bot.blocks import Block
+from bot.blocks import actions as _actions
+from bot.blocks import button as _button
+from bot.blocks import confirm as _confirm
+from bot.blocks import context as _context
+from bot.blocks import escape as _escape
+from bot.blocks import mrkdwn as _mrkdwn
+from bot.blocks import plain as _plain
+from bot.blocks import section as _section
 from bot.role.assign import (
     Assigned,
     AssignmentCheck,
@@ -96,7 +105,6 @@ ENTRA_PORTAL = "https://entra.microsoft.com"
 #: How a pending request ended (``decided_message``).
 Decision = Literal["acknowledged", "declined", "withdrawn", "expired"]
 
-Block = dict[str, Any]
 
 _WHO_MAY_ASSIGN = (
     "at least a *Privileged Role Administrator* (or a Global Administrator); an Exchange "
@@ -105,62 +113,6 @@ _WHO_MAY_ASSIGN = (
 
 
 # -- tiny Block Kit helpers (the same shape as bot.views) -----------------------------------------
-
-
-def _plain(text: str) -> dict[str, Any]:
-    return {"type": "plain_text", "text": text, "emoji": True}
-
-
-def _mrkdwn(text: str) -> dict[str, Any]:
-    return {"type": "mrkdwn", "text": text}
-
-
-def _section(text: str) -> Block:
-    return {"type": "section", "text": _mrkdwn(text)}
-
-
-def _context(*texts: str) -> Block:
-    return {"type": "context", "elements": [_mrkdwn(text) for text in texts]}
-
-
-def _actions(block_id: str, *elements: Block) -> Block:
-    return {"type": "actions", "block_id": block_id, "elements": list(elements)}
-
-
-def _button(
-    action_id: str,
-    text: str,
-    value: str,
-    *,
-    style: str | None = None,
-    url: str | None = None,
-    confirm: Block | None = None,
-) -> Block:
-    button: Block = {"type": "button", "action_id": action_id, "text": _plain(text)}
-    if value:
-        button["value"] = value
-    if style:
-        button["style"] = style
-    if url:
-        button["url"] = url
-    if confirm:
-        button["confirm"] = confirm
-    return button
-
-
-def _confirm(title: str, text: str, yes: str, no: str) -> Block:
-    return {
-        "title": _plain(title),
-        "text": _mrkdwn(text),
-        "confirm": _plain(yes),
-        "deny": _plain(no),
-        "style": "danger",
-    }
-
-
-def _escape(text: str) -> str:
-    """User or Microsoft text inside mrkdwn: no mentions, links or markup sneak in."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _code(text: str) -> str:

@@ -12,8 +12,12 @@ whole thing in words (notifications, screen readers).
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
+from bot.blocks import Block
+from bot.blocks import clip as _clip
+from bot.blocks import context as _context
+from bot.blocks import escape as _escape
+from bot.blocks import section as _section
 from bot.verify.checks import CheckResult, CheckStatus, Problem, Verification
 from bot.verify.ready import DEFAULT_LIMIT, Outcome, VerifyOutcome
 from bot.views import Message, when
@@ -26,7 +30,6 @@ __all__ = [
     "summary_message",
 ]
 
-Block = dict[str, Any]
 
 _ICON = {
     CheckStatus.PASSED: ":white_check_mark:",
@@ -35,24 +38,6 @@ _ICON = {
 }
 _NOT_CHECKED_ICON = ":white_circle:"
 _WORD = {CheckStatus.PASSED: "passed", CheckStatus.FAILED: "failed", CheckStatus.WAITING: "waiting"}
-_SECTION_LIMIT = 3000
-
-
-def _escape(text: str) -> str:
-    """Slack mrkdwn: ``&``, ``<`` and ``>`` are control characters."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _clip(text: str, limit: int = _SECTION_LIMIT) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _section(text: str) -> Block:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": _clip(text)}}
-
-
-def _context(text: str) -> Block:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(text)}]}
 
 
 def format_duration(delta: timedelta) -> str:

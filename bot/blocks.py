@@ -1,0 +1,95 @@
+"""Block Kit primitives shared by every message and view builder (pure).
+
+Texts are clipped to Slack's limits here, once, so no builder can produce a block Slack rejects
+for length; mrkdwn from users or Microsoft goes through ``escape`` first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "TEXT_LIMIT",
+    "Block",
+    "actions",
+    "button",
+    "clip",
+    "confirm",
+    "context",
+    "escape",
+    "header",
+    "mrkdwn",
+    "plain",
+    "section",
+]
+
+Block = dict[str, Any]
+
+TEXT_LIMIT = 3000  # section and context texts
+HEADER_LIMIT = 150
+
+
+def clip(text: str, limit: int = TEXT_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def escape(text: str) -> str:
+    """Text inside mrkdwn: ``&``, ``<`` and ``>`` are control characters (mentions, links)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def plain(text: str) -> Block:
+    return {"type": "plain_text", "text": text, "emoji": True}
+
+
+def mrkdwn(text: str) -> Block:
+    return {"type": "mrkdwn", "text": clip(text)}
+
+
+def header(text: str) -> Block:
+    return {"type": "header", "text": plain(clip(text, HEADER_LIMIT))}
+
+
+def section(text: str) -> Block:
+    return {"type": "section", "text": mrkdwn(text)}
+
+
+def context(*texts: str) -> Block:
+    return {"type": "context", "elements": [mrkdwn(text) for text in texts]}
+
+
+def actions(block_id: str, *elements: Block) -> Block:
+    return {"type": "actions", "block_id": block_id, "elements": list(elements)}
+
+
+def button(
+    action_id: str,
+    text: str,
+    value: str,
+    *,
+    style: str | None = None,
+    url: str | None = None,
+    confirm: Block | None = None,
+) -> Block:
+    made: Block = {"type": "button", "action_id": action_id, "text": plain(text)}
+    if value:
+        made["value"] = value
+    if style:
+        made["style"] = style
+    if url:
+        made["url"] = url
+    if confirm:
+        made["confirm"] = confirm
+    return made
+
+
+def confirm(title: str, text: str, yes: str, no: str, *, danger: bool = True) -> Block:
+    dialog: Block = {
+        "title": plain(title),
+        "text": mrkdwn(text),
+        "confirm": plain(yes),
+        "deny": plain(no),
+    }
+    if danger:
+        dialog["style"] = "danger"
+    return dialog
