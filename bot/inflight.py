@@ -55,10 +55,6 @@ class InFlight:
 
         return tracked
 
-    @property
-    def count(self) -> int:
-        return len(self._tasks)
-
     async def drain(self, grace_seconds: float) -> None:
         """Wait up to ``grace_seconds`` for running listeners; log any that did not finish."""
         running = self._tasks - {asyncio.current_task()}

@@ -41,9 +41,6 @@ class Jobs:
     def add_runner(self, phase: Phase, runner: Runner) -> None:
         self._runners[phase] = runner
 
-    def handles(self, phase: Phase) -> bool:
-        return phase in self._runners
-
     def launch(self, session: Session) -> None:
         """Start the job for ``session``'s phase here, unless one already runs in this process."""
         if session.phase not in self._runners:

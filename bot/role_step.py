@@ -258,8 +258,14 @@ class RoleStep:
                 approver = False
             if not approver:
                 action = "acknowledge" if kind is EventKind.ROLE_ACKNOWLEDGE else "decline"
+                await self._provisioner.record_refusal(
+                    session_id, user_id, f"{action} role request"
+                )
                 return refusal_message(f"{action} role requests", self._access.approvers)
             if kind is EventKind.ROLE_ACKNOWLEDGE and user_id == request.requested_by:
+                await self._provisioner.record_refusal(
+                    session_id, user_id, "acknowledge own role request"
+                )
                 return notice(
                     "You made this request, so you can't acknowledge it yourself: a privileged "
                     "role needs a second person. Ask another approver "

@@ -277,6 +277,12 @@ class Provisioner:
         link = answer.get("permalink")
         return str(link) if link else None
 
+    async def record_refusal(self, session_id: str, user_id: str, action: str) -> None:
+        """Somebody not allowed tried ``action``: nothing changes, but the audit says so."""
+        await self.store.record(
+            session_id, actor=user_id, action=f"refused: {action}", result="not_allowed"
+        )
+
     async def status(self, channel_id: str) -> Message:
         """The channel's active sessions with their checklists and latest audit entries."""
         sessions = await self.sessions_in_channel(channel_id)

@@ -33,7 +33,7 @@ def register(runtime: Runtime) -> None:
         async def move(session_id: str, user_id: str) -> None:
             await provisioner.handle(session_id, Event(kind, actor=user_id, at=provisioner.now()))
 
-        await as_admin(runtime, body, respond, action, move, audit_refusal=False)
+        await as_admin(runtime, body, respond, action, move)
 
     @runtime.bolt.action(ACTION_CONSENT_OPEN)
     @runtime.inflight.track

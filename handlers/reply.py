@@ -55,19 +55,13 @@ async def as_admin(
     respond: AsyncRespond,
     action: str,
     work: Callable[[str, str], Awaitable[Message | None]],
-    *,
-    audit_refusal: bool = True,
 ) -> None:
     """Run ``work(session_id, user_id)`` for an admin's button (its value is the session id) and
-    tell the user its answer; tell anyone else who may (recorded in the audit, with
-    ``audit_refusal``)."""
+    tell the user its answer; tell anyone else who may (and record the refusal in the audit)."""
     user_id = body["user"]["id"]
     session_id = body["actions"][0]["value"]
     if not await is_admin(runtime.access, user_id):
-        if audit_refusal:
-            await runtime.provisioner.store.record(
-                session_id, actor=user_id, action=f"refused: {action}", result="not_admin"
-            )
+        await runtime.provisioner.record_refusal(session_id, user_id, action)
         await say(respond, refusal_message(action, runtime.access.admins))
         return
     try:

@@ -16,7 +16,7 @@ import httpx
 from bot.microsoft.errors import MicrosoftError, MicrosoftUnavailable, UnknownTenant
 from bot.microsoft.retry import DEFAULT_RETRY, RetryPolicy
 
-__all__ = ["TenantIdentity", "is_tenant_guid", "normalise_tenant_input", "resolve_tenant"]
+__all__ = ["TenantIdentity", "normalise_tenant_input", "resolve_tenant"]
 
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _GUID_ANYWHERE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -31,11 +31,6 @@ class TenantIdentity:
 
     tenant_id: str
     queried_as: str
-
-
-def is_tenant_guid(text: str) -> bool:
-    """True for a canonical (lower-case, hyphenated) GUID."""
-    return _GUID.match(text) is not None
 
 
 def normalise_tenant_input(text: str) -> str:
