@@ -35,6 +35,7 @@ from bot.sandbox.redis_server import RedisServer
 from bot.sandbox.server import SandboxTLS, free_port, serve_asgi
 from bot.sandbox.slack import SandboxSlack
 from bot.sandbox.slack_driver import SlackDriver
+from bot.workflow import WORKING, Phase
 from tests.conftest import (
     DIRSYNC_CLIENT_ID,
     DIRSYNC_SECRET,
@@ -89,6 +90,7 @@ class Harness:
     environment: dict[str, str]
     port: int
     microsoft_clock: ManualClock
+    redis: Redis
     slept: list[float] = field(default_factory=list)
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
@@ -116,6 +118,51 @@ class Harness:
         self.runtime = runtime
         self.base_url = server.base_url
         self.driver.events_url = f"{server.base_url}/slack/events"
+
+    async def version_of(self, session_id: str) -> int:
+        return int((await self.store.require(session_id)).version)
+
+    async def settled(
+        self,
+        session_id: str,
+        *,
+        after_version: int = -1,
+        timeout: float = 20.0,  # noqa: ASYNC109 - asyncio.timeout inside, as slack.wait_for
+    ) -> Phase:
+        """The phase once the session has moved past ``after_version`` and no job works on it.
+
+        Without ``after_version`` the caller must already have seen the job at work (one of
+        its messages), otherwise the session may simply not have reached the job yet.
+
+        A fact in Redis, not a task of this process: the click that starts a job is acked
+        before the job exists, so "this process's task" may not be there yet. The wait is
+        woken by Redis keyspace notifications on the session's keys, never by a timer.
+        """
+        pattern = f"__keyspace@*__:pi:{{{session_id}}}:*"
+        pubsub = self.redis.pubsub()
+        await pubsub.psubscribe(pattern)  # before the first look, so no change is missed
+        last = "nothing read yet"
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    session = await self.store.require(session_id)
+                    holder = await self.store.lease_holder(session_id)
+                    last = f"phase {session.phase}, version {session.version}, lease {holder}"
+                    if (
+                        session.version > after_version
+                        and session.phase not in WORKING
+                        and holder is None
+                    ):
+                        return Phase(session.phase)
+                    await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+        except TimeoutError:
+            raise TimeoutError(
+                f"session {session_id} did not settle past version {after_version} "
+                f"within {timeout}s (last seen: {last})"
+            ) from None
+        finally:
+            await pubsub.punsubscribe(pattern)
+            await pubsub.aclose()
 
     async def sleep(self, seconds: float) -> None:
         """The bot's waiting, in tests: Microsoft's time moves on at once, nobody really waits."""
@@ -228,7 +275,10 @@ async def harness(
             environment=environment,
             port=port,
             microsoft_clock=microsoft_clock,
+            redis=redis,
         )
+        # settled() waits on keyspace notifications instead of polling.
+        await redis.config_set("notify-keyspace-events", "KA")
         await harness.start_bot()
         try:
             yield harness

@@ -120,9 +120,9 @@ async def click(harness: Harness, root_ts: str, action_id: str, user: str = ADMI
 async def plan_shown(harness: Harness, **kwargs: Any) -> tuple[str, str]:
     """A session verified and waiting for Submit (its plan posted). Returns (root ts, id)."""
     root_ts, session_id = await ready_to_verify(harness, **kwargs)
+    before = await harness.version_of(session_id)
     await click_verify(harness, root_ts)
-    await harness.runtime.jobs.wait(session_id)
-    assert (await harness.store.require(session_id)).phase is Phase.PLAN_SHOWN
+    assert await harness.settled(session_id, after_version=before) is Phase.PLAN_SHOWN
     await harness.slack.wait_for(lambda s: with_button(harness, root_ts, ACTION_CHECK_AGAIN))
     return root_ts, session_id
 
@@ -138,8 +138,7 @@ async def outcome(harness: Harness, root_ts: str, session_id: str, after: int) -
         )
 
     await harness.slack.wait_for(concluded, timeout=20)
-    await harness.runtime.jobs.wait(session_id)
-    return (await harness.store.require(session_id)).phase
+    return await harness.settled(session_id)
 
 
 async def submit_and_finish(harness: Harness, root_ts: str, session_id: str) -> Phase:
@@ -440,8 +439,9 @@ async def test_upgrade_adds_only_the_outbound_objects(harness: Harness) -> None:
     assert "not asked again" in thread_text
     assert "consent_open" not in thread_text  # no consent link was posted
 
+    before = await harness.version_of(session.id)
     await click_verify(harness, root_ts)
-    await harness.runtime.jobs.wait(session.id)
+    assert await harness.settled(session.id, after_version=before) is Phase.PLAN_SHOWN
     await harness.slack.wait_for(lambda s: with_button(harness, root_ts, ACTION_SUBMIT))
     assert "Inbound protection found" in json.dumps([m.blocks for m in harness.thread(root_ts)])
     assert await submit_and_finish(harness, root_ts, session.id) is Phase.PROTECTED

@@ -271,6 +271,10 @@ async def test_two_approvers_at_once_make_one_decision(harness: Harness) -> None
     assert loser[0].user != decision.actor
     assert f"<@{decision.actor}> acknowledged" in loser[0].text
     assert await phase_of(harness, session_id) is Phase.ROLE_ACKNOWLEDGED
+    # The winner's note may come after the loser's reply: wait for it, then count.
+    await harness.slack.wait_for(
+        lambda s: any("acknowledged the role request" in m.text for m in harness.thread(root_ts))
+    )
     assert sum("acknowledged the role request" in m.text for m in harness.thread(root_ts)) == 1
 
 
