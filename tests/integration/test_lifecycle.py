@@ -92,6 +92,9 @@ async def test_cancel_button_and_a_second_click(harness: Harness) -> None:
     loser = GROUP_ADMIN if cancels[0].actor == ADMIN else ADMIN
     assert loser_note[-1].user == loser
     assert f"<@{cancels[0].actor}> cancelled provisioning" in loser_note[-1].text
+    await harness.slack.wait_for(
+        lambda s: any("cancelled provisioning" in m.text for m in harness.thread(root_ts))
+    )
     assert sum("cancelled provisioning" in m.text for m in harness.thread(root_ts)) == 1
 
 
