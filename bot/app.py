@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import httpx
 from redis.asyncio import Redis
@@ -22,30 +23,29 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.applications import Starlette
 
-from bot.access import AccessPolicy
-from bot.callback import MicrosoftReturns
 from bot.config import Settings, sealing_key_material
-from bot.consent import ConsentApp, ConsentTarget, ConsentTargets
-from bot.consent_flow import ConsentDesk
-from bot.inflight import InFlight
 from bot.jobs import Jobs
-from bot.metrics import Metrics
+from bot.microsoft.access import MicrosoftAccess, microsoft_app, microsoft_apps
 from bot.microsoft.identity import MicrosoftApp
-from bot.provisioning import MailFlowDesk
-from bot.role_step import RoleStep, RoleStepSettings
-from bot.sealing import Sealer
-from bot.service import Provisioner
-from bot.tenants import TenantDirectory
-from bot.upgrade import UpgradeSteps
-from bot.verification import VerificationJob
-from bot.verify import MicrosoftAccess, microsoft_apps
-from bot.verify.context import microsoft_app
-from bot.workflow import Phase
+from bot.microsoft.sealing import Sealer
+from bot.microsoft.tenants import TenantDirectory
+from bot.ops.inflight import InFlight
+from bot.ops.metrics import Metrics
+from bot.session.access import AccessPolicy
+from bot.session.service import Provisioner
+from bot.steps.consent.model import ConsentApp, ConsentTarget, ConsentTargets
+from bot.steps.consent.step import ConsentDesk
+from bot.steps.mailflow.step import MailFlowDesk
+from bot.steps.mailflow.upgrade import UpgradeSteps
+from bot.steps.role.step import RoleStep, RoleStepSettings
+from bot.steps.verify.step import VerificationJob
+from bot.web.callback import MicrosoftReturns
+from bot.workflow import Phase, Session
 from state.connection import connect
 from state.oauth import OAuthStates
 from state.sessions import SessionStore
 
-__all__ = ["Runtime", "build_runtime"]
+__all__ = ["Runtime", "Wire", "build_runtime"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class Runtime:
     slack: AsyncWebClient
     redis: Redis
     http: httpx.AsyncClient
-    store: SessionStore
+    store: SessionStore[Session]
     access: AccessPolicy
     tenants: TenantDirectory
     provisioner: Provisioner
@@ -84,9 +84,20 @@ class Runtime:
         await self.redis.aclose()
 
 
+class Wire(Protocol):
+    """Registers the Slack listeners on ``runtime.bolt`` and returns the web app serving them.
+
+    ``handlers.wire`` is the one used everywhere; it is passed in because ``bot`` never imports
+    ``handlers`` (the listeners depend on the product, not the other way round).
+    """
+
+    def __call__(self, runtime: Runtime, *, sweep_interval_seconds: float | None) -> Starlette: ...
+
+
 def build_runtime(
     settings: Settings,
     *,
+    wire: Wire,
     clock: Callable[[], float] = time.time,
     sweep_interval_seconds: float | None = 60.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -95,10 +106,6 @@ def build_runtime(
     """Wire the product together. ``sweep_interval_seconds=None`` turns the sweep timer off
     (tests drive ``provisioner.expire_idle`` themselves); ``sleep`` and ``monotonic`` pace the
     background jobs' waiting (tests pass a sleep that moves the sandbox's clock instead)."""
-    # Imported here: the handlers import this module's Runtime for typing.
-    from handlers import register_all
-    from handlers.web import build_web
-
     slack = AsyncWebClient(
         token=settings.slack_bot_token.reveal(),
         base_url=settings.slack_api_url,
@@ -118,6 +125,7 @@ def build_runtime(
     redis = connect(settings.redis_url.reveal())
     store = SessionStore(
         redis,
+        decode=Session.from_json,
         active_ttl=settings.session_idle_seconds * 2,
         retention_ttl=settings.audit_retention_seconds,
     )
@@ -200,6 +208,5 @@ def build_runtime(
     jobs.add_runner(Phase.APPLYING, runtime.mailflow.run)
     # Last of the prompters: it wraps those of steps 1-3 for upgrade sessions.
     UpgradeSteps(provisioner=provisioner, microsoft=microsoft).install()
-    register_all(runtime)
-    runtime.web = build_web(runtime, sweep_interval_seconds=sweep_interval_seconds)
+    runtime.web = wire(runtime, sweep_interval_seconds=sweep_interval_seconds)
     return runtime

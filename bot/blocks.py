@@ -6,11 +6,14 @@ for length; mrkdwn from users or Microsoft goes through ``escape`` first.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
     "TEXT_LIMIT",
     "Block",
+    "Message",
     "actions",
     "button",
     "clip",
@@ -18,9 +21,11 @@ __all__ = [
     "context",
     "escape",
     "header",
+    "mention",
     "mrkdwn",
     "plain",
     "section",
+    "when",
 ]
 
 Block = dict[str, Any]
@@ -93,3 +98,26 @@ def confirm(title: str, text: str, yes: str, no: str, *, danger: bool = True) ->
     if danger:
         dialog["style"] = "danger"
     return dialog
+
+
+@dataclass(frozen=True)
+class Message:
+    text: str
+    blocks: list[Block]
+
+
+def mention(principal: str) -> str:
+    """How Slack renders a user (U…/W…), a user group (S…) or the bot itself ("system")."""
+    if principal == "system":
+        return "the bot"
+    if principal == "microsoft":
+        return "an administrator of the tenant"
+    if principal.startswith("S"):
+        return f"<!subteam^{principal}>"
+    return f"<@{principal}>"
+
+
+def when(at: float) -> str:
+    """A date Slack shows in the reader's own time zone, with a UTC fallback."""
+    fallback = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(at)}^{{date_short_pretty}} at {{time}}|{fallback}>"

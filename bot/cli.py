@@ -18,7 +18,7 @@ import uvicorn
 from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 
-from bot.app import Runtime, build_runtime
+from bot.app import Runtime, Wire, build_runtime
 from bot.config import ConfigError, Mode, Settings, load_settings
 
 __all__ = ["main"]
@@ -62,9 +62,9 @@ def _uvicorn(runtime: Runtime) -> uvicorn.Server:
     return _GracefulServer(config)
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, wire: Wire) -> None:
     """HTTP mode: uvicorn serves Slack's requests; SIGTERM/SIGINT drain and stop it."""
-    runtime = build_runtime(settings)
+    runtime = build_runtime(settings, wire=wire)
     try:
         await _uvicorn(runtime).serve()
     finally:
@@ -81,7 +81,7 @@ _REFUSED_APP_TOKEN = frozenset(
 )
 
 
-async def socket_mode(settings: Settings) -> int:
+async def socket_mode(settings: Settings, wire: Wire) -> int:
     """Socket Mode for Slack, plus the same web app (health, metrics, Microsoft's redirect)."""
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
     from slack_bolt.adapter.socket_mode.async_internals import (
@@ -92,7 +92,7 @@ async def socket_mode(settings: Settings) -> int:
     from slack_sdk.socket_mode.request import SocketModeRequest
 
     assert settings.slack_app_token is not None  # load_settings(mode=SOCKET) guarantees it
-    runtime = build_runtime(settings)
+    runtime = build_runtime(settings, wire=wire)
     app_token = settings.slack_app_token.reveal()
     # Refuse a bad app token at once: the Socket Mode client would retry it forever.
     try:
@@ -139,9 +139,9 @@ class CheckResult:
     detail: str
 
 
-async def check(settings: Settings) -> list[CheckResult]:
+async def check(settings: Settings, wire: Wire) -> list[CheckResult]:
     """Each dependency, tried for real, reported ok/failed with the reason."""
-    runtime = build_runtime(settings, sweep_interval_seconds=None)
+    runtime = build_runtime(settings, wire=wire, sweep_interval_seconds=None)
     results = [CheckResult("configuration", True, "every variable is set and well-formed")]
     try:
         try:
@@ -201,12 +201,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, wire: Wire) -> int:
+    """Run one command; ``wire`` attaches the listeners (``handlers.main`` passes them)."""
     arguments = _parser().parse_args(argv)
     if arguments.command == "demo":  # no configuration: everything is the sandbox
         from bot import demo
 
-        return demo.main()
+        return demo.main(wire=wire)
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -218,16 +219,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 2
     if mode is Mode.HTTP:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, wire))
     elif mode is Mode.SOCKET:
-        return asyncio.run(socket_mode(settings))
+        return asyncio.run(socket_mode(settings, wire))
     else:
-        results = asyncio.run(check(settings))
+        results = asyncio.run(check(settings, wire))
         for result in results:
             print(f"{'ok    ' if result.ok else 'FAILED'} {result.name}: {result.detail}")
         return 0 if all(result.ok for result in results) else 1
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -32,12 +32,8 @@ import httpx
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bot.app import Runtime, build_runtime
+from bot.app import Runtime, Wire, build_runtime
 from bot.config import load_settings
-from bot.mailflow.render import ACTION_ACKNOWLEDGE
-from bot.provisioning_views import ACTION_SUBMIT, ANNOUNCEMENT
-from bot.role.views import ACTION_ACKNOWLEDGE as ACTION_ACKNOWLEDGE_ROLE
-from bot.role.views import ACTION_ASSIGN_SIGN_IN, ACTION_REQUEST_OPEN_PIM
 from bot.sandbox.microsoft import (
     GLOBAL_ADMINISTRATOR,
     ManualClock,
@@ -50,7 +46,12 @@ from bot.sandbox.redis_server import RedisServer
 from bot.sandbox.server import SandboxTLS, free_port, serve_asgi
 from bot.sandbox.slack import RecordedCall, SandboxSlack
 from bot.sandbox.slack_driver import SlackDriver
-from bot.views import ACTION_CONSENT_OPEN, ACTION_VERIFY, phase_summary
+from bot.session.views import phase_summary
+from bot.steps.consent.views import ACTION_CONSENT_OPEN
+from bot.steps.mailflow.views import ACTION_ACKNOWLEDGE, ACTION_SUBMIT, ANNOUNCEMENT
+from bot.steps.role.views import ACTION_ACKNOWLEDGE as ACTION_ACKNOWLEDGE_ROLE
+from bot.steps.role.views import ACTION_ASSIGN_SIGN_IN, ACTION_REQUEST_OPEN_PIM
+from bot.steps.verify.views import ACTION_VERIFY
 from bot.workflow import Phase
 
 __all__ = ["main", "run_demo"]
@@ -482,7 +483,7 @@ async def _cleanup(redis_url: str, tenant_id: str, session_ids: list[str]) -> No
         await client.aclose()
 
 
-async def run_demo(out: TextIO, environ: Mapping[str, str]) -> None:
+async def run_demo(out: TextIO, environ: Mapping[str, str], wire: Wire) -> None:
     """Play the conversation, printing it to ``out``. Raises ``DemoError`` if it cannot run."""
 
     def say(text: str) -> None:
@@ -557,6 +558,7 @@ async def run_demo(out: TextIO, environ: Mapping[str, str]) -> None:
             }
             runtime = build_runtime(
                 load_settings(environment),
+                wire=wire,
                 sweep_interval_seconds=None,
                 sleep=sleep,
                 monotonic=clock,
@@ -581,12 +583,12 @@ async def run_demo(out: TextIO, environ: Mapping[str, str]) -> None:
                 transcript.flush()
 
 
-def main(environ: Mapping[str, str] | None = None, out: TextIO | None = None) -> int:
+def main(*, wire: Wire, environ: Mapping[str, str] | None = None, out: TextIO | None = None) -> int:
     """The ``demo`` sub-command: 0 when the conversation ended with the notification."""
     logging.basicConfig(level=logging.CRITICAL)
     stream = out or sys.stdout
     try:
-        asyncio.run(run_demo(stream, os.environ if environ is None else environ))
+        asyncio.run(run_demo(stream, os.environ if environ is None else environ, wire))
     except DemoError as error:
         print(f"demo: {error}", file=sys.stderr)
         return 1

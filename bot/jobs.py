@@ -27,7 +27,7 @@ Runner = Callable[[Session], Awaitable[None]]
 class Jobs:
     def __init__(
         self,
-        store: SessionStore,
+        store: SessionStore[Session],
         runners: Mapping[Phase, Runner],
         *,
         lease_seconds: int = 60,

@@ -1,20 +1,26 @@
 """Thin Slack listeners and web routes: ack, parse, call ``bot``, render.
 
-Each module has one ``register(runtime)``; ``register_all`` wires them in the order they must run
-(the duplicate filter first, so a retried delivery never reaches a listener).
+``wire`` is the one place they are attached to a runtime, in the order they must run (the
+duplicate filter first, so a retried delivery never reaches a listener).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from handlers import actions, commands, errors, home, middleware, modals, plan, role
+from handlers.web import build_web
+
 if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
     from bot.app import Runtime
 
+__all__ = ["wire"]
 
-def register_all(runtime: Runtime) -> None:
-    from handlers import actions, commands, errors, home, middleware, modals, plan, role
 
+def wire(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Starlette:
+    """Register every Slack listener on ``runtime.bolt``; return the web app that serves them."""
     middleware.register(runtime)
     errors.register(runtime)
     commands.register(runtime)
@@ -23,3 +29,4 @@ def register_all(runtime: Runtime) -> None:
     home.register(runtime)
     role.register(runtime)
     plan.register(runtime)
+    return build_web(runtime, sweep_interval_seconds=sweep_interval_seconds)

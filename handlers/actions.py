@@ -7,14 +7,10 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
-from bot.consent import ConsentApp
-from bot.views import (
-    ACTION_CANCEL,
-    ACTION_CONSENT_OPEN,
-    ACTION_CONSENT_RENEW,
-    ACTION_VERIFY,
-    refusal_message,
-)
+from bot.session.views import ACTION_CANCEL, refusal_message
+from bot.steps.consent.model import ConsentApp
+from bot.steps.consent.views import ACTION_CONSENT_OPEN, ACTION_CONSENT_RENEW
+from bot.steps.verify.views import ACTION_VERIFY
 from bot.workflow import Event, EventKind
 from handlers.reply import as_admin, is_admin, say
 

@@ -10,10 +10,10 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 
-from bot.access import AccessCheckFailed
-from bot.commands import Command, CommandKind, parse_command
-from bot.views import (
-    Message,
+from bot.blocks import Message
+from bot.session.access import AccessCheckFailed
+from bot.session.commands import Command, CommandKind, parse_command
+from bot.session.views import (
     help_message,
     notice,
     refusal_message,

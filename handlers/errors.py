@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from bot.views import error_message
+from bot.session.views import error_message
 from handlers.reply import reply_ephemeral, response_url_of
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from bot.access import AccessCheckFailed
+from bot.session.access import AccessCheckFailed
 
 if TYPE_CHECKING:
     from bot.app import Runtime

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt.context.ack.async_ack import AsyncAck
 
-from bot.access import AccessCheckFailed
 from bot.microsoft.discovery import normalise_tenant_input
 from bot.microsoft.errors import MicrosoftError, MicrosoftUnavailable, UnknownTenant
-from bot.service import Busy, Started
-from bot.views import (
+from bot.session.access import AccessCheckFailed
+from bot.session.service import Busy, Started
+from bot.session.views import (
     SCOPE_ACTION,
     SCOPE_BLOCK,
     START_CALLBACK,

@@ -7,9 +7,13 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
-from bot.mailflow.render import ACTION_ACKNOWLEDGE, ACTION_RETRY
-from bot.provisioning_views import ACTION_CHECK_AGAIN, ACTION_SUBMIT
-from bot.views import Message
+from bot.blocks import Message
+from bot.steps.mailflow.views import (
+    ACTION_ACKNOWLEDGE,
+    ACTION_CHECK_AGAIN,
+    ACTION_RETRY,
+    ACTION_SUBMIT,
+)
 from bot.workflow import Event, EventKind
 from handlers.reply import as_admin
 

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.access import AccessCheckFailed, AccessPolicy
-from bot.views import Message, notice, refusal_message, refused_transition_message
+from bot.blocks import Message
+from bot.session.access import AccessCheckFailed, AccessPolicy
+from bot.session.views import notice, refusal_message, refused_transition_message
 from bot.workflow import TransitionNotAllowed
 from state.sessions import SessionGone
 

@@ -9,9 +9,10 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 
-from bot.role.request import REQUEST_CALLBACK, validate
-from bot.role.requirements import RoleRequirements
-from bot.role.views import (
+from bot.session.views import notice, refusal_message
+from bot.steps.role.model import REQUEST_CALLBACK, validate
+from bot.steps.role.requirements import RoleRequirements
+from bot.steps.role.views import (
     ACTION_ACKNOWLEDGE,
     ACTION_ASSIGN_SIGN_IN,
     ACTION_CHECK,
@@ -25,7 +26,6 @@ from bot.role.views import (
     ACTION_WITHDRAW,
     request_modal,
 )
-from bot.views import notice, refusal_message
 from bot.workflow import EventKind
 from handlers.reply import is_admin, reply_ephemeral, response_url_of, say
 

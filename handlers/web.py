@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from bot import pages
+from bot.web import pages
 
 if TYPE_CHECKING:
     from bot.app import Runtime

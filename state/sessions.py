@@ -18,15 +18,15 @@ with its audit entry: either both are stored or neither is.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from redis.asyncio import Redis
 
-from bot.workflow import Session
-
 __all__ = [
     "AuditEntry",
+    "Record",
     "SessionGone",
     "SessionStore",
     "StateError",
@@ -75,6 +75,32 @@ class AuditEntry:
     result: str
     detail: Mapping[str, str]
 
+
+class Record(Protocol):
+    """What the store needs to know of a session; the rest is the owner's JSON (``to_json``).
+
+    The store keeps no knowledge of the workflow: whoever builds it passes ``decode``.
+    """
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def tenant_id(self) -> str: ...
+
+    @property
+    def started_by(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def is_active(self) -> bool: ...
+
+    def to_json(self) -> str: ...
+
+
+R = TypeVar("R", bound=Record)
 
 _ACTIVE_INDEX = "pi:sessions"
 
@@ -161,11 +187,19 @@ def _audit_fields(actor: str, action: str, result: str, detail: Mapping[str, str
     return fields
 
 
-class SessionStore:
+class SessionStore(Generic[R]):
     """Typed access to sessions; the only code that knows the key layout."""
 
-    def __init__(self, redis: Redis, *, active_ttl: int, retention_ttl: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        decode: Callable[[str | bytes], R],
+        active_ttl: int,
+        retention_ttl: int,
+    ) -> None:
         self._redis = redis
+        self._decode = decode
         self._active_ttl = active_ttl
         self._retention_ttl = retention_ttl
         self._create = redis.register_script(_CREATE)
@@ -178,10 +212,10 @@ class SessionStore:
     def redis(self) -> Redis:
         return self._redis
 
-    def _ttl_for(self, session: Session) -> int:
+    def _ttl_for(self, session: R) -> int:
         return self._active_ttl if session.is_active else self._retention_ttl
 
-    async def create(self, session: Session, *, detail: Mapping[str, str]) -> Session:
+    async def create(self, session: R, *, detail: Mapping[str, str]) -> R:
         """Store a new session and take its tenant's lock, or raise ``TenantBusy``."""
         lock = _tenant_key(session.tenant_id)
         for _ in range(3):
@@ -212,11 +246,11 @@ class SessionStore:
         await self._redis.sadd(_ACTIVE_INDEX, session.id)
         return session
 
-    async def get(self, session_id: str) -> Session | None:
+    async def get(self, session_id: str) -> R | None:
         data = await self._redis.hget(_session_key(session_id), "data")
-        return Session.from_json(data) if data is not None else None
+        return self._decode(data) if data is not None else None
 
-    async def require(self, session_id: str) -> Session:
+    async def require(self, session_id: str) -> R:
         session = await self.get(session_id)
         if session is None:
             raise SessionGone(session_id)
@@ -224,14 +258,14 @@ class SessionStore:
 
     async def replace(
         self,
-        before: Session,
-        after: Session,
+        before: R,
+        after: R,
         *,
         actor: str,
         action: str,
         result: str = "ok",
         detail: Mapping[str, str] | None = None,
-    ) -> Session:
+    ) -> R:
         """Store ``after`` if the stored session is still at ``before.version``."""
         if after.version != before.version + 1:
             raise ValueError("a replacement must be exactly one version newer")
@@ -296,10 +330,10 @@ class SessionStore:
             )
         return entries
 
-    async def active(self) -> list[Session]:
+    async def active(self) -> list[R]:
         """Every active session; ids whose session expired out of Redis are dropped."""
         ids = sorted(_text(member) for member in await self._redis.smembers(_ACTIVE_INDEX))
-        sessions: list[Session] = []
+        sessions: list[R] = []
         for session_id in ids:
             session = await self.get(session_id)
             if session is None or not session.is_active:
@@ -312,10 +346,10 @@ class SessionStore:
         holder = await self._redis.get(_tenant_key(tenant_id))
         return _text(holder) if holder is not None else None
 
-    async def release_tenant(self, session: Session) -> None:
+    async def release_tenant(self, session: R) -> None:
         await self._release(keys=[_tenant_key(session.tenant_id)], args=[session.id])
 
-    async def discard(self, session: Session) -> None:
+    async def discard(self, session: R) -> None:
         """Forget a session that never got going (its root message could not be posted)."""
         await self._redis.delete(_session_key(session.id), _audit_key(session.id))
         await self._redis.srem(_ACTIVE_INDEX, session.id)

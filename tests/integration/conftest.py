@@ -36,6 +36,7 @@ from bot.sandbox.server import SandboxTLS, free_port, serve_asgi
 from bot.sandbox.slack import SandboxSlack
 from bot.sandbox.slack_driver import SlackDriver
 from bot.workflow import WORKING, Phase
+from handlers import wire
 from tests.conftest import (
     DIRSYNC_CLIENT_ID,
     DIRSYNC_SECRET,
@@ -108,6 +109,7 @@ class Harness:
         settings = load_settings(self.environment)
         runtime = build_runtime(
             settings,
+            wire=wire,
             clock=self.clock,
             sweep_interval_seconds=None,
             sleep=self.sleep,

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from bot.sandbox.microsoft import EXCHANGE_ADMINISTRATOR
-from bot.views import ACTION_CONSENT_OPEN
+from bot.steps.consent.views import ACTION_CONSENT_OPEN
 from bot.workflow import Event, EventKind, Phase
 from tests.conftest import MAILFLOW_CLIENT_ID
 from tests.integration.conftest import ADMIN, APPROVER, CONTOSO_ID, GLOBAL_ADMIN_UPN, Harness

@@ -10,7 +10,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from bot.views import ACTION_CANCEL, ACTION_CONSENT_OPEN, ACTION_CONSENT_RENEW
+from bot.session.views import ACTION_CANCEL
+from bot.steps.consent.views import ACTION_CONSENT_OPEN, ACTION_CONSENT_RENEW
 from tests.conftest import DIRSYNC_SECRET, MAILFLOW_SECRET, SIGNING_SECRET
 from tests.integration.conftest import ADMIN, CHANNEL, GLOBAL_ADMIN_UPN, Harness
 from tests.integration.test_consent import consent_buttons, latest_link

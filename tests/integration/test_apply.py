@@ -14,7 +14,8 @@ import pytest
 
 import bot.sandbox.microsoft as sandbox_microsoft
 from bot.config import load_settings
-from bot.mailflow.desired import (
+from bot.sandbox.microsoft import EXCHANGE_ADMINISTRATOR
+from bot.steps.mailflow.desired import (
     FULL,
     DesiredObject,
     Direction,
@@ -23,10 +24,14 @@ from bot.mailflow.desired import (
     desired_configuration,
     object_names,
 )
-from bot.mailflow.render import ACTION_ACKNOWLEDGE, ACTION_RETRY
-from bot.provisioning_views import ACTION_CHECK_AGAIN, ACTION_SUBMIT, ANNOUNCEMENT
-from bot.sandbox.microsoft import EXCHANGE_ADMINISTRATOR
-from bot.views import ACTION_VERIFY
+from bot.steps.mailflow.views import (
+    ACTION_ACKNOWLEDGE,
+    ACTION_CHECK_AGAIN,
+    ACTION_RETRY,
+    ACTION_SUBMIT,
+    ANNOUNCEMENT,
+)
+from bot.steps.verify.views import ACTION_VERIFY
 from bot.workflow import Phase
 from tests.conftest import DIRSYNC_CLIENT_ID, MAILFLOW_CLIENT_ID
 from tests.integration.conftest import (

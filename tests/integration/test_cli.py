@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator
 from bot.cli import check
 from bot.config import Mode, load_settings
 from bot.sandbox.server import free_port
+from handlers import wire
 from tests.integration.conftest import ADMIN, CHANNEL, Harness, ephemeral_for
 
-SCRIPT = [sys.executable, "-m", "bot.cli"]
+SCRIPT = [sys.executable, "-m", "handlers.main"]
 
 
 @contextlib.asynccontextmanager
@@ -99,12 +100,12 @@ async def test_serve_with_a_variable_missing_exits_naming_it(harness: Harness, t
 
 async def test_check_reports_each_dependency(harness: Harness, redis_server) -> None:  # type: ignore[no-untyped-def]
     settings = load_settings(harness.environment, Mode.CHECK)
-    results = {result.name: result for result in await check(settings)}
+    results = {result.name: result for result in await check(settings, wire)}
     assert all(result.ok for result in results.values()), results
     assert "provision-inline" in results["slack"].detail
     redis_server.stop()
     try:
-        results = {result.name: result for result in await check(settings)}
+        results = {result.name: result for result in await check(settings, wire)}
     finally:
         redis_server.start()
     assert not results["redis"].ok
@@ -114,7 +115,7 @@ async def test_check_reports_each_dependency(harness: Harness, redis_server) -> 
 async def test_check_reports_a_bad_slack_token(harness: Harness) -> None:
     environment = dict(harness.environment, SLACK_BOT_TOKEN="xoxb-revoked")
     settings = load_settings(environment, Mode.CHECK)
-    results = {result.name: result for result in await check(settings)}
+    results = {result.name: result for result in await check(settings, wire)}
     assert not results["slack"].ok
     assert "invalid_auth" in results["slack"].detail
 
@@ -123,10 +124,10 @@ async def test_check_tries_the_app_token_when_socket_mode_is_configured(harness:
     good = load_settings(
         dict(harness.environment, SLACK_APP_TOKEN=harness.slack.app_token or ""), Mode.SOCKET
     )
-    results = {result.name: result for result in await check(good)}
+    results = {result.name: result for result in await check(good, wire)}
     assert results["socket mode"].ok
     bad = load_settings(dict(harness.environment, SLACK_APP_TOKEN="xapp-1-revoked"), Mode.SOCKET)
-    results = {result.name: result for result in await check(bad)}
+    results = {result.name: result for result in await check(bad, wire)}
     assert not results["socket mode"].ok
     assert "invalid_auth" in results["socket mode"].detail
     assert "xapp-1-revoked" not in results["socket mode"].detail

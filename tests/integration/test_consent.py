@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from urllib.parse import parse_qs, urlsplit
 
-from bot.views import ACTION_CONSENT_OPEN, ACTION_CONSENT_RENEW
+from bot.steps.consent.views import ACTION_CONSENT_OPEN, ACTION_CONSENT_RENEW
 from bot.workflow import Event, EventKind, Phase
 from tests.browser import assert_renders, browser_page
 from tests.conftest import DIRSYNC_CLIENT_ID, MAILFLOW_CLIENT_ID

@@ -9,8 +9,8 @@ import time
 
 from redis.asyncio import Redis
 
-from bot.provisioning_views import ANNOUNCEMENT
 from bot.sandbox.redis_server import RedisServer
+from bot.steps.mailflow.views import ANNOUNCEMENT
 
 
 async def run_demo(redis_url: str) -> tuple[int, str, str, float]:
@@ -20,7 +20,7 @@ async def run_demo(redis_url: str) -> tuple[int, str, str, float]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bot.cli",
+        "handlers.main",
         "demo",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -27,12 +27,12 @@ def working_session(session_id: str = "job1") -> Session:
 
 
 @pytest.fixture
-def store(redis: Redis) -> SessionStore:
-    return SessionStore(redis, active_ttl=3600, retention_ttl=7200)
+def store(redis: Redis) -> SessionStore[Session]:
+    return SessionStore(redis, decode=Session.from_json, active_ttl=3600, retention_ttl=7200)
 
 
 async def test_one_process_runs_a_session_job_and_another_resumes_it_after_a_crash(
-    store: SessionStore,
+    store: SessionStore[Session],
 ) -> None:
     session = await store.create(working_session(), detail={})
     started: list[str] = []
@@ -65,7 +65,9 @@ async def test_one_process_runs_a_session_job_and_another_resumes_it_after_a_cra
     assert await store.lease_holder(session.id) is None
 
 
-async def test_sessions_in_phases_without_a_runner_are_left_alone(store: SessionStore) -> None:
+async def test_sessions_in_phases_without_a_runner_are_left_alone(
+    store: SessionStore[Session],
+) -> None:
     session = await store.create(
         Session(**{**working_session("job2").__dict__, "phase": Phase.STARTED}), detail={}
     )

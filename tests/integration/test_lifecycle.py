@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from bot.views import ACTION_CANCEL
+from bot.session.views import ACTION_CANCEL
 from bot.workflow import Phase
 from tests.integration.conftest import (
     ADMIN,

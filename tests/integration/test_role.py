@@ -11,7 +11,8 @@ from html import unescape
 import httpx
 import pytest
 
-from bot.role.views import (
+from bot.sandbox.microsoft import EXCHANGE_ADMINISTRATOR, PolicyRules
+from bot.steps.role.views import (
     ACTION_ACKNOWLEDGE,
     ACTION_ASSIGN_SIGN_IN,
     ACTION_CHECK,
@@ -23,7 +24,6 @@ from bot.role.views import (
     ACTION_REQUEST_OPEN_PIM,
     ACTION_WITHDRAW,
 )
-from bot.sandbox.microsoft import EXCHANGE_ADMINISTRATOR, PolicyRules
 from bot.workflow import Phase
 from tests.conftest import DIRSYNC_CLIENT_ID, MAILFLOW_CLIENT_ID
 from tests.integration.conftest import (

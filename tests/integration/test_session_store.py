@@ -29,11 +29,11 @@ def new_session(session_id: str = "s1", tenant_id: str = TENANT) -> Session:
 
 
 @pytest.fixture
-def store(redis: Redis) -> SessionStore:
-    return SessionStore(redis, active_ttl=3600, retention_ttl=7200)
+def store(redis: Redis) -> SessionStore[Session]:
+    return SessionStore(redis, decode=Session.from_json, active_ttl=3600, retention_ttl=7200)
 
 
-async def test_create_get_and_audit(store: SessionStore, redis: Redis) -> None:
+async def test_create_get_and_audit(store: SessionStore[Session], redis: Redis) -> None:
     await store.create(new_session(), detail={"tenant": "contoso.com"})
     assert await store.get("s1") == new_session()
     assert await store.holder_of(TENANT) == "s1"
@@ -48,7 +48,7 @@ async def test_create_get_and_audit(store: SessionStore, redis: Redis) -> None:
     assert 0 < await redis.ttl("pi:{s1}:session") <= 3600
 
 
-async def test_one_active_session_per_tenant(store: SessionStore) -> None:
+async def test_one_active_session_per_tenant(store: SessionStore[Session]) -> None:
     await store.create(new_session("s1"), detail={})
     with pytest.raises(TenantBusy) as busy:
         await store.create(new_session("s2"), detail={})
@@ -57,7 +57,9 @@ async def test_one_active_session_per_tenant(store: SessionStore) -> None:
     await store.create(new_session("s3", tenant_id="another-tenant"), detail={})
 
 
-async def test_concurrent_creates_for_one_tenant_make_one_session(store: SessionStore) -> None:
+async def test_concurrent_creates_for_one_tenant_make_one_session(
+    store: SessionStore[Session],
+) -> None:
     results = await asyncio.gather(
         *(store.create(new_session(f"s{n}"), detail={}) for n in range(10)),
         return_exceptions=True,
@@ -68,7 +70,7 @@ async def test_concurrent_creates_for_one_tenant_make_one_session(store: Session
     assert [session.id for session in await store.active()] == [created[0].id]
 
 
-async def test_compare_and_set_refuses_a_stale_version(store: SessionStore) -> None:
+async def test_compare_and_set_refuses_a_stale_version(store: SessionStore[Session]) -> None:
     session = await store.create(new_session(), detail={})
     first = advance(session, Event(EventKind.MAILFLOW_CONSENT, "U0GA", 2.0))
     await store.replace(session, first.after, actor="U0GA", action="mailflow_consent")
@@ -80,7 +82,7 @@ async def test_compare_and_set_refuses_a_stale_version(store: SessionStore) -> N
     assert [entry.action for entry in await store.audit("s1")] == ["start", "mailflow_consent"]
 
 
-async def test_two_racing_decisions_store_exactly_one(store: SessionStore) -> None:
+async def test_two_racing_decisions_store_exactly_one(store: SessionStore[Session]) -> None:
     session = await store.create(new_session(), detail={})
 
     async def decide(actor: str) -> str:
@@ -102,7 +104,7 @@ async def test_two_racing_decisions_store_exactly_one(store: SessionStore) -> No
 
 
 async def test_finished_sessions_leave_the_index_and_keep_their_audit(
-    store: SessionStore, redis: Redis
+    store: SessionStore[Session], redis: Redis
 ) -> None:
     session = await store.create(new_session(), detail={})
     cancelled = advance(session, Event(EventKind.CANCEL, "U0ADMIN", 2.0)).after
@@ -115,27 +117,27 @@ async def test_finished_sessions_leave_the_index_and_keep_their_audit(
 
 
 async def test_a_stale_tenant_lock_does_not_block_a_new_session(
-    store: SessionStore, redis: Redis
+    store: SessionStore[Session], redis: Redis
 ) -> None:
     await redis.set(f"pi:tenant:{{{TENANT}}}", "vanished-session")
     await store.create(new_session("s2"), detail={})
     assert await store.holder_of(TENANT) == "s2"
 
 
-async def test_replace_on_a_missing_session(store: SessionStore) -> None:
+async def test_replace_on_a_missing_session(store: SessionStore[Session]) -> None:
     session = new_session()
     with pytest.raises(SessionGone):
         await store.replace(session, replace(session, version=1), actor="U", action="x")
 
 
-async def test_claim_once(store: SessionStore) -> None:
+async def test_claim_once(store: SessionStore[Session]) -> None:
     assert await store.claim_once("trigger:1") is True
     assert await store.claim_once("trigger:1") is False
     assert await store.claim_once("trigger:2") is True
 
 
 async def test_sessions_survive_a_redis_restart(
-    store: SessionStore, redis_server: RedisServer
+    store: SessionStore[Session], redis_server: RedisServer
 ) -> None:
     session = await store.create(new_session(), detail={})
     moved = advance(session, Event(EventKind.MAILFLOW_CONSENT, "U0GA", 2.0)).after
@@ -143,7 +145,7 @@ async def test_sessions_survive_a_redis_restart(
     redis_server.restart()
     fresh = Redis.from_url(redis_server.url)
     try:
-        again = SessionStore(fresh, active_ttl=3600, retention_ttl=7200)
+        again = SessionStore(fresh, decode=Session.from_json, active_ttl=3600, retention_ttl=7200)
         assert await again.require("s1") == moved
         assert len(await again.audit("s1")) == 2
         assert await again.holder_of(TENANT) == "s1"
@@ -152,7 +154,7 @@ async def test_sessions_survive_a_redis_restart(
 
 
 async def test_the_tenant_lock_lives_as_long_as_its_session(
-    store: SessionStore, redis: Redis
+    store: SessionStore[Session], redis: Redis
 ) -> None:
     session = await store.create(new_session(), detail={})
     await redis.expire(f"pi:tenant:{{{TENANT}}}", 5)  # nearly lapsed...

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from bot.sandbox.microsoft import EXCHANGE_ADMINISTRATOR
-from bot.views import ACTION_VERIFY
+from bot.steps.verify.views import ACTION_VERIFY
 from bot.workflow import Phase
 from tests.conftest import MAILFLOW_CLIENT_ID
 from tests.integration.conftest import (

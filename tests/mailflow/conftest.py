@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from bot.config import InlineService
-from bot.mailflow.desired import DesiredConfiguration, Kind, Role
 from bot.microsoft.exchange import ExchangeClient
 from bot.microsoft.identity import AppCredentials, MicrosoftApp
 from bot.microsoft.retry import RetryPolicy
@@ -22,6 +21,7 @@ from bot.sandbox.microsoft import (
     SandboxTenant,
     mailflow_registration,
 )
+from bot.steps.mailflow.desired import DesiredConfiguration, Kind, Role
 from tests import microsoft_cloud
 from tests.microsoft_cloud import CONTOSO, contoso
 

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from bot.config import InlineService
-from bot.mailflow.apply import ApplyBlocked, ApplyFailed, apply, read_current
-from bot.mailflow.desired import (
+from bot.microsoft.exchange import ExchangeClient
+from bot.steps.mailflow.apply import ApplyBlocked, ApplyFailed, apply, read_current
+from bot.steps.mailflow.desired import (
     FULL,
     UPGRADE,
     Direction,
@@ -17,9 +18,8 @@ from bot.mailflow.desired import (
     desired_configuration,
     object_names,
 )
-from bot.mailflow.plan import Action, Change, plan
-from bot.mailflow.preflight import Severity
-from bot.microsoft.exchange import ExchangeClient
+from bot.steps.mailflow.plan import Action, Change, plan
+from bot.steps.mailflow.preflight import Severity
 
 from .conftest import PREFIX, Cloud
 

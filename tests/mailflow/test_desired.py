@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from bot.config import InlineService
-from bot.mailflow.desired import (
+from bot.steps.mailflow.desired import (
     FULL,
     UPGRADE,
     Direction,

@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from bot.config import InlineService
-from bot.mailflow.desired import (
+from bot.steps.mailflow.desired import (
     FULL,
     IP_ALLOW_LIST_LIMIT,
     Kind,
     desired_configuration,
     object_names,
 )
-from bot.mailflow.plan import Action, plan
-from bot.mailflow.snapshot import AcceptedDomain, ExchangeObject, Snapshot, SpoofItem
+from bot.steps.mailflow.plan import Action, plan
+from bot.steps.mailflow.snapshot import AcceptedDomain, ExchangeObject, Snapshot, SpoofItem
 
 from .conftest import PREFIX, echo_of
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bot.config import InlineService
-from bot.mailflow.desired import (
+from bot.steps.mailflow.desired import (
     FULL,
     IP_ALLOW_LIST_LIMIT,
     UPGRADE,
@@ -14,8 +14,8 @@ from bot.mailflow.desired import (
     desired_configuration,
     object_names,
 )
-from bot.mailflow.preflight import Finding, Severity, blocking, preflight, warnings
-from bot.mailflow.snapshot import AcceptedDomain, ExchangeObject, Snapshot, SpoofItem
+from bot.steps.mailflow.preflight import Finding, Severity, blocking, preflight, warnings
+from bot.steps.mailflow.snapshot import AcceptedDomain, ExchangeObject, Snapshot, SpoofItem
 
 from .conftest import PREFIX, echo_of
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from bot.blocks import Message
 from bot.config import InlineService
-from bot.mailflow.apply import ApplyFailed, ApplyResult
-from bot.mailflow.desired import FULL, Kind, desired_configuration, object_names
-from bot.mailflow.plan import Action, Plan, plan
-from bot.mailflow.preflight import preflight
-from bot.mailflow.render import (
+from bot.sandbox.slack import validate_blocks
+from bot.steps.mailflow.apply import ApplyFailed, ApplyResult
+from bot.steps.mailflow.desired import FULL, Kind, desired_configuration, object_names
+from bot.steps.mailflow.plan import Action, Plan, plan
+from bot.steps.mailflow.preflight import preflight
+from bot.steps.mailflow.snapshot import AcceptedDomain, ExchangeObject, Snapshot, SpoofItem
+from bot.steps.mailflow.views import (
     ACTION_ACKNOWLEDGE,
     ACTION_RETRY,
     failure_message,
@@ -19,9 +22,6 @@ from bot.mailflow.render import (
     progress_message,
     summary_message,
 )
-from bot.mailflow.snapshot import AcceptedDomain, ExchangeObject, Snapshot, SpoofItem
-from bot.sandbox.slack import validate_blocks
-from bot.views import Message
 
 from .conftest import PREFIX, echo_of
 

@@ -5,7 +5,7 @@ import pytest
 
 from bot.microsoft.errors import AlreadyExists, Forbidden, MicrosoftUnavailable, NotFound
 from bot.microsoft.exchange import ExchangeClient
-from bot.microsoft.graph import EXCHANGE_ADMINISTRATOR
+from bot.microsoft.model import EXCHANGE_ADMINISTRATOR
 from bot.microsoft.retry import RetryPolicy
 from bot.sandbox.microsoft import ManualClock
 

@@ -12,15 +12,15 @@ from bot.microsoft.errors import (
     PolicyValidationFailed,
     PremiumLicenseRequired,
 )
-from bot.microsoft.graph import (
+from bot.microsoft.graph import GraphClient
+from bot.microsoft.identity import delegated_provider
+from bot.microsoft.model import (
     EXCHANGE_ADMINISTRATOR,
     EXCHANGE_MANAGE_AS_APP,
     Expiration,
-    GraphClient,
     Ticket,
     parse_iso_duration,
 )
-from bot.microsoft.identity import delegated_provider
 from bot.microsoft.retry import RetryPolicy
 from bot.sandbox.microsoft import PolicyRules
 

@@ -4,7 +4,7 @@ import urllib.parse
 
 import httpx
 
-from bot.microsoft.graph import EXCHANGE_MANAGE_AS_APP
+from bot.microsoft.model import EXCHANGE_MANAGE_AS_APP
 from bot.sandbox.microsoft import EXCHANGE
 
 from .conftest import (

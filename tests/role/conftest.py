@@ -15,7 +15,6 @@ import pytest
 from bot.microsoft.graph import GraphClient
 from bot.microsoft.identity import AppCredentials, MicrosoftApp, SignInFlow
 from bot.microsoft.retry import RetryPolicy
-from bot.role.assign import RoleSignIn
 from bot.sandbox.microsoft import (
     PRIVILEGED_ROLE_ADMINISTRATOR,
     ManualClock,
@@ -23,6 +22,7 @@ from bot.sandbox.microsoft import (
     SandboxUser,
     vendor_apps,
 )
+from bot.steps.role.assign import RoleSignIn
 from tests.microsoft_cloud import REDIRECT, Cloud, contoso, contoso_staff, fabrikam, form_fields
 
 MAILFLOW_ID = "aaaaaaaa-0000-4000-8000-000000000001"

@@ -10,9 +10,11 @@ import httpx
 import pytest
 
 from bot.microsoft.errors import PremiumLicenseRequired
-from bot.microsoft.graph import EXCHANGE_ADMINISTRATOR
 from bot.microsoft.identity import MicrosoftApp
-from bot.role.assign import (
+from bot.microsoft.model import EXCHANGE_ADMINISTRATOR
+from bot.sandbox.microsoft import PolicyRules
+from bot.sandbox.slack import validate_blocks
+from bot.steps.role.assign import (
     ASSIGNER_ROLES,
     Assigned,
     AssignmentOutcome,
@@ -25,7 +27,7 @@ from bot.role.assign import (
     check_assignment,
     role_assignment_scopes,
 )
-from bot.role.request import (
+from bot.steps.role.model import (
     TICKET_NUMBER_ACTION,
     TICKET_NUMBER_BLOCK,
     TICKET_SYSTEM_ACTION,
@@ -33,10 +35,8 @@ from bot.role.request import (
     RoleRequest,
     validate,
 )
-from bot.role.requirements import RoleRequirements
-from bot.role.views import outcome_message
-from bot.sandbox.microsoft import PolicyRules
-from bot.sandbox.slack import validate_blocks
+from bot.steps.role.requirements import RoleRequirements
+from bot.steps.role.views import outcome_message
 from tests.microsoft_cloud import (
     ADMIN,
     CONTOSO,

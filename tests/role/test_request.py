@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from bot.microsoft.graph import Expiration, Ticket
-from bot.role.request import (
+from bot.microsoft.model import Expiration, Ticket
+from bot.steps.role.model import (
     DURATION_ACTION,
     DURATION_BLOCK,
     JUSTIFICATION_ACTION,
@@ -19,7 +19,7 @@ from bot.role.request import (
     duration_choices,
     validate,
 )
-from bot.role.requirements import RoleRequirements
+from bot.steps.role.requirements import RoleRequirements
 
 GOOD = "Inline mail protection must configure Exchange mail flow."
 

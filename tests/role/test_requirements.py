@@ -4,8 +4,8 @@ from datetime import timedelta
 
 import pytest
 
-from bot.microsoft.graph import EXCHANGE_ADMINISTRATOR, RolePolicy
-from bot.role.requirements import (
+from bot.microsoft.model import EXCHANGE_ADMINISTRATOR, RolePolicy
+from bot.steps.role.requirements import (
     JUSTIFICATION_MAX_LENGTH,
     JUSTIFICATION_MIN_LENGTH,
     LONGEST_ASSIGNMENT,

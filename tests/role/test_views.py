@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from bot.microsoft.graph import RoleAssignment, ServicePrincipal
-from bot.role.assign import (
+from bot.microsoft.model import RoleAssignment, ServicePrincipal
+from bot.sandbox.slack import validate_blocks, validate_view
+from bot.steps.role.assign import (
     Assigned,
     AssignmentCheck,
     AssignmentOutcome,
@@ -18,15 +19,15 @@ from bot.role.assign import (
     PendingRequest,
     SignInFailed,
 )
-from bot.role.request import (
+from bot.steps.role.model import (
     DURATION_BLOCK,
     JUSTIFICATION_BLOCK,
     TICKET_NUMBER_BLOCK,
     TICKET_SYSTEM_BLOCK,
     RoleRequest,
 )
-from bot.role.requirements import RoleRequirements
-from bot.role.views import (
+from bot.steps.role.requirements import RoleRequirements
+from bot.steps.role.views import (
     ACTION_ACKNOWLEDGE,
     ACTION_ASSIGN_SIGN_IN,
     ACTION_CHECK,
@@ -48,7 +49,6 @@ from bot.role.views import (
     request_modal,
     review_message,
 )
-from bot.sandbox.slack import validate_blocks, validate_view
 
 APP = "Inline Mail Flow"
 APP_ID = "aaaaaaaa-0000-4000-8000-000000000001"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.commands import Command, CommandKind, parse_command
+from bot.session.commands import Command, CommandKind, parse_command
 
 
 @pytest.mark.parametrize(

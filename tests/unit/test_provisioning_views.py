@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from bot.commands import CommandKind, parse_command
-from bot.mailflow.preflight import Finding, Severity
-from bot.provisioning_views import (
+from bot.session.commands import CommandKind, parse_command
+from bot.session.views import start_modal
+from bot.steps.mailflow.model import choose_domains
+from bot.steps.mailflow.preflight import Finding, Severity
+from bot.steps.mailflow.views import (
     ACTION_SUBMIT,
     ANNOUNCEMENT,
     announcement_message,
-    choose_domains,
     decision_message,
 )
-from bot.views import start_modal
 from bot.workflow import EventKind, HistoryEntry, Phase, Scope, Session
 
 

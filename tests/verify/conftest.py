@@ -14,6 +14,7 @@ from datetime import timedelta
 import httpx
 import pytest
 
+from bot.microsoft.access import VerifyContext
 from bot.microsoft.identity import AppCredentials, MicrosoftApp
 from bot.microsoft.retry import RetryPolicy
 from bot.sandbox.microsoft import (
@@ -25,7 +26,6 @@ from bot.sandbox.microsoft import (
     ServicePrincipalRecord,
     vendor_apps,
 )
-from bot.verify import VerifyContext
 from tests import microsoft_cloud
 from tests.microsoft_cloud import ADMIN, CONTOSO, FABRIKAM, contoso, fabrikam
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from bot.microsoft.graph import EXCHANGE_MANAGE_AS_APP
+from bot.microsoft.model import EXCHANGE_MANAGE_AS_APP
 from bot.sandbox.microsoft import GLOBAL_ADMINISTRATOR, GRAPH, ManualClock
 from bot.sandbox.slack import validate_blocks
-from bot.verify import CheckName, CheckStatus, Problem, Verification, verify
-from bot.verify.render import checklist_message
+from bot.steps.verify.checks import verify
+from bot.steps.verify.model import CheckName, CheckStatus, Problem, Verification
+from bot.steps.verify.views import checklist_message
 
 from .conftest import (
     CONTOSO,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from bot.config import load_settings
-from bot.verify import VerifyContext, microsoft_apps
+from bot.microsoft.access import VerifyContext, microsoft_apps
 from tests.conftest import DIRSYNC_CLIENT_ID, MAILFLOW_CLIENT_ID, base_environment
 
 

@@ -7,9 +7,10 @@ import re
 
 import pytest
 
-from bot.microsoft.graph import EXCHANGE_MANAGE_AS_APP
-from bot.verify import verify, verify_until_ready
-from bot.verify.render import checklist_message, summary_message
+from bot.microsoft.model import EXCHANGE_MANAGE_AS_APP
+from bot.steps.verify.checks import verify
+from bot.steps.verify.ready import verify_until_ready
+from bot.steps.verify.views import checklist_message, summary_message
 
 from .conftest import (
     CONTOSO,

@@ -6,15 +6,9 @@ from datetime import timedelta
 
 from bot.sandbox.microsoft import ManualClock
 from bot.sandbox.slack import validate_blocks
-from bot.verify import (
-    CheckName,
-    CheckStatus,
-    Outcome,
-    Problem,
-    Verification,
-    verify_until_ready,
-)
-from bot.verify.render import progress_message, summary_message
+from bot.steps.verify.model import CheckName, CheckStatus, Outcome, Problem, Verification
+from bot.steps.verify.ready import verify_until_ready
+from bot.steps.verify.views import progress_message, summary_message
 
 from .conftest import CONTOSO, DIRSYNC_ID, MAILFLOW_ID, Cloud, ContextFactory, FakeTime
 

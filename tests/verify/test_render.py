@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from bot.sandbox.slack import validate_blocks
-from bot.verify import (
+from bot.steps.verify.model import (
     CheckName,
     CheckResult,
     CheckStatus,
@@ -16,7 +16,7 @@ from bot.verify import (
     Verification,
     VerifyOutcome,
 )
-from bot.verify.render import (
+from bot.steps.verify.views import (
     checklist_message,
     format_duration,
     progress_message,

@@ -1,0 +1,1 @@
+"""Running the process: acked work in flight, and metrics."""

@@ -1,0 +1,333 @@
+"""Carrying out the workflow: the one place where sessions, Slack and the clock meet.
+
+Handlers call ``Provisioner``; it stores transitions (compare-and-set, with audit) and then
+performs their effects (``bot.workflow.Effect``) through the Slack Web API.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.blocks import Message
+from bot.jobs import Jobs
+from bot.microsoft.discovery import TenantIdentity
+from bot.session.views import (
+    home_view,
+    not_in_channel_message,
+    root_message,
+    status_message,
+    thread_note,
+    welcome_message,
+)
+from bot.steps.consent.model import CONSENT_FOR_PHASE, ConsentApp, ConsentTargets
+from bot.steps.consent.views import consent_prompt
+from bot.steps.mailflow.views import announcement_message
+from bot.steps.verify.views import verify_prompt
+from bot.workflow import (
+    TRANSITIONS,
+    Effect,
+    Event,
+    EventKind,
+    Phase,
+    Scope,
+    Session,
+    Transition,
+    advance,
+)
+from state.oauth import OAuthStates
+from state.sessions import SessionStore, TenantBusy, VersionConflict
+
+__all__ = ["Busy", "NotInChannel", "Provisioner", "StartOutcome", "Started"]
+
+logger = logging.getLogger(__name__)
+
+_CHANNEL_PROBLEMS = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
+ANNOUNCEMENT = "Exchange Online protected in inline mode."
+
+
+@dataclass(frozen=True)
+class Started:
+    session: Session
+
+
+@dataclass(frozen=True)
+class Busy:
+    """The tenant already has an active session; ``permalink`` leads to its thread."""
+
+    session: Session
+    permalink: str | None
+
+
+@dataclass(frozen=True)
+class NotInChannel:
+    channel_id: str
+    message: Message
+
+
+StartOutcome = Started | Busy | NotInChannel
+Prompter = Callable[[Session], Awaitable[None]]
+
+
+class Provisioner:
+    def __init__(
+        self,
+        *,
+        store: SessionStore[Session],
+        slack: AsyncWebClient,
+        clock: Callable[[], float],
+        idle_seconds: int,
+        oauth: OAuthStates,
+        consent: ConsentTargets,
+        jobs: Jobs,
+        notify_channel: str | None = None,
+    ) -> None:
+        self.store = store
+        self.jobs = jobs
+        self._prompters: dict[Phase, Prompter] = {}
+        for phase in CONSENT_FOR_PHASE:
+            self.on_phase(phase, self._consent_step)
+        self.on_phase(Phase.DIRECTORY_CONSENTED, self._verify_step)
+        self.oauth = oauth
+        self.consent = consent
+        self.slack = slack
+        self._clock = clock
+        self._idle_seconds = idle_seconds
+        self._notify_channel = notify_channel
+
+    def now(self) -> float:
+        return self._clock()
+
+    async def start(
+        self, *, user_id: str, channel_id: str, tenant: TenantIdentity, label: str, scope: Scope
+    ) -> StartOutcome:
+        """Create the session, take the tenant, post the root checklist and open the thread."""
+        now = self._clock()
+        session = Session(
+            id=secrets.token_hex(8),
+            tenant_id=tenant.tenant_id,
+            tenant_label=label,
+            scope=scope,
+            channel_id=channel_id,
+            started_by=user_id,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            await self.store.create(
+                session,
+                detail={"tenant_id": tenant.tenant_id, "tenant": label, "channel": channel_id},
+            )
+        except TenantBusy as busy:
+            existing = await self.store.get(busy.session_id)
+            if existing is None:
+                raise
+            return Busy(existing, await self.permalink(existing))
+        root = root_message(session)
+        try:
+            posted = await self.slack.chat_postMessage(
+                channel=channel_id, text=root.text, blocks=root.blocks
+            )
+        except SlackApiError as error:
+            await self.store.discard(session)
+            if error.response.get("error") in _CHANNEL_PROBLEMS:
+                return NotInChannel(channel_id, not_in_channel_message(channel_id))
+            raise
+        with_root = replace(session, root_ts=str(posted["ts"]), version=session.version + 1)
+        await self.store.replace(
+            session, with_root, actor=user_id, action="root_posted", detail={"ts": posted["ts"]}
+        )
+        await self.post_in_thread(with_root, welcome_message(with_root))
+        await self._prompt(with_root)
+        return Started(with_root)
+
+    async def handle(self, session_id: str, event: Event) -> Transition:
+        """Apply ``event``: store the transition (retrying lost races), then carry out effects.
+
+        Raises ``TransitionNotAllowed`` when the session is not in a phase that accepts the event
+        (for instance because another approver was quicker) and ``SessionGone`` if it is gone.
+        """
+        for _ in range(5):
+            session = await self.store.require(session_id)
+            transition = advance(session, event)
+            try:
+                await self.store.replace(
+                    session,
+                    transition.after,
+                    actor=event.actor,
+                    action=event.kind.value,
+                    detail=event.detail,
+                )
+            except VersionConflict:
+                continue  # somebody changed it meanwhile: decide again on the fresh copy
+            await self._carry_out(transition)
+            return transition
+        raise VersionConflict(session_id, -1, -1)
+
+    async def _carry_out(self, transition: Transition) -> None:
+        """Every effect is attempted, even when an earlier one fails (a Slack message that could
+        not be posted must not keep the tenant locked or a job from starting); the first failure
+        is raised afterwards, so the user who acted hears about it."""
+        session = transition.after
+        failures: list[Exception] = []
+        for effect in transition.effects:
+            try:
+                await self._effect(effect, transition, session)
+            except Exception as error:
+                logger.exception("effect %s of session %s failed", effect.value, session.id)
+                failures.append(error)
+        if failures:
+            raise failures[0]
+
+    async def _effect(self, effect: Effect, transition: Transition, session: Session) -> None:
+        if effect is Effect.REFRESH_ROOT:
+            await self.refresh_root(session)
+        elif effect is Effect.NOTE_IN_THREAD:
+            await self.post_in_thread(session, thread_note(transition))
+        elif effect is Effect.RELEASE_TENANT:
+            await self.store.release_tenant(session)
+        elif effect is Effect.ANNOUNCE:
+            await self._announce(session)
+        elif effect is Effect.PROMPT:
+            await self._prompt(session)
+        elif effect is Effect.RUN_JOB:
+            self.jobs.launch(session)
+
+    def on_phase(self, phase: Phase, prompter: Prompter) -> None:
+        """Register what to post in the thread when a session enters ``phase``."""
+        self._prompters[phase] = prompter
+
+    def prompter(self, phase: Phase) -> Prompter | None:
+        """What ``on_phase`` registered for ``phase`` (so another step can wrap it)."""
+        return self._prompters.get(phase)
+
+    async def _prompt(self, session: Session) -> None:
+        prompter = self._prompters.get(session.phase)
+        if prompter is not None:
+            await prompter(session)
+
+    async def _consent_step(self, session: Session) -> None:
+        app = CONSENT_FOR_PHASE[session.phase]
+        await self.post_in_thread(session, await self.consent_prompt(session, app))
+
+    async def _verify_step(self, session: Session) -> None:
+        latest = session.history[-1] if session.history else None
+        if latest is None or latest.kind is not EventKind.VERIFICATION_FAILED:
+            # (After a failed verification, its summary carries the Verify again button.)
+            await self.post_in_thread(session, verify_prompt(session))
+
+    async def consent_prompt(self, session: Session, app: ConsentApp) -> Message:
+        """A consent step message with a fresh single-use link."""
+        now = self._clock()
+        state = await self.oauth.issue(
+            session_id=session.id, tenant_id=session.tenant_id, purpose=app.value, now=now
+        )
+        url = self.consent.url(app, tenant_id=session.tenant_id, state=state)
+        await self.store.record(
+            session.id, actor="system", action=f"{app.value}_link_issued", result="ok"
+        )
+        return consent_prompt(session, app.value, url, state, now + self.oauth.lifetime)
+
+    async def refresh_root(self, session: Session) -> None:
+        if session.root_ts is None:
+            return
+        root = root_message(session)
+        await self.slack.chat_update(
+            channel=session.channel_id, ts=session.root_ts, text=root.text, blocks=root.blocks
+        )
+
+    async def post_in_thread(self, session: Session, message: Message) -> None:
+        await self.slack.chat_postMessage(
+            channel=session.channel_id,
+            thread_ts=session.root_ts,
+            text=message.text,
+            blocks=message.blocks,
+        )
+
+    async def _announce(self, session: Session) -> None:
+        channels = [session.channel_id]
+        if self._notify_channel and self._notify_channel != session.channel_id:
+            channels.append(self._notify_channel)
+        message = announcement_message(session, await self.permalink(session))
+        for channel in channels:
+            try:
+                await self.slack.chat_postMessage(
+                    channel=channel, text=message.text, blocks=message.blocks
+                )
+            except SlackApiError:
+                # The thread already says it is done; one unreachable channel must not undo it.
+                logger.warning("could not announce session %s in %s", session.id, channel)
+
+    async def permalink(self, session: Session) -> str | None:
+        if session.root_ts is None:
+            return None
+        try:
+            answer = await self.slack.chat_getPermalink(
+                channel=session.channel_id, message_ts=session.root_ts
+            )
+        except SlackApiError:
+            logger.warning("no permalink for session %s", session.id, exc_info=True)
+            return None
+        link = answer.get("permalink")
+        return str(link) if link else None
+
+    async def record_refusal(self, session_id: str, user_id: str, action: str) -> None:
+        """Somebody not allowed tried ``action``: nothing changes, but the audit says so."""
+        await self.store.record(
+            session_id, actor=user_id, action=f"refused: {action}", result="not_allowed"
+        )
+
+    async def status(self, channel_id: str) -> Message:
+        """The channel's active sessions with their checklists and latest audit entries."""
+        sessions = await self.sessions_in_channel(channel_id)
+        history = {session.id: await self.store.audit(session.id) for session in sessions}
+        return status_message(sessions, history, await self._links(sessions))
+
+    async def home(self, *, is_admin: bool, is_approver: bool) -> dict[str, Any]:
+        """The App Home view: admins see every active session, approvers the requests waiting
+        for them, each with a link to its thread."""
+        sessions = [
+            session
+            for session in await self.store.active()
+            if is_admin or (is_approver and session.phase is Phase.ROLE_REQUESTED)
+        ]
+        return home_view(sessions, await self._links(sessions))
+
+    async def _links(self, sessions: list[Session]) -> dict[str, str]:
+        links: dict[str, str] = {}
+        for session in sessions:
+            link = await self.permalink(session)
+            if link:
+                links[session.id] = link
+        return links
+
+    async def sessions_in_channel(self, channel_id: str) -> list[Session]:
+        return [s for s in await self.store.active() if s.channel_id == channel_id]
+
+    async def expire_idle(self) -> list[Transition]:
+        """Expire every active session nobody touched for ``idle_seconds``; safe on replicas."""
+        now = self._clock()
+        expired: list[Transition] = []
+        for session in await self.store.active():
+            if now - session.updated_at < self._idle_seconds:
+                continue
+            if (session.phase, EventKind.EXPIRE) not in TRANSITIONS:
+                continue  # busy changing Exchange: its job finishes or fails first
+            event = Event(
+                EventKind.EXPIRE,
+                actor="system",
+                at=now,
+                detail={"idle_seconds": str(int(now - session.updated_at))},
+            )
+            try:
+                expired.append(await self.handle(session.id, event))
+            except Exception:
+                # One broken session must not stop the others from expiring.
+                logger.exception("could not expire session %s", session.id)
+        return expired

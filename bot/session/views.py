@@ -1,0 +1,508 @@
+"""Block Kit, built by pure functions from sessions and events (no I/O, no clock reads).
+
+Every message comes as ``Message(text, blocks)``: ``text`` is the notification and screen-reader
+fallback Slack shows where blocks cannot be, so it always says the whole thing in words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from bot.blocks import Block, Message, mention, when
+from bot.blocks import context as _context
+from bot.blocks import header as _header
+from bot.blocks import mrkdwn as _mrkdwn
+from bot.blocks import plain as _plain
+from bot.blocks import section as _section
+from bot.workflow import (
+    EventKind,
+    Phase,
+    Scope,
+    Session,
+    StepStatus,
+    Transition,
+    TransitionNotAllowed,
+    checklist,
+)
+
+__all__ = [
+    "ACTION_CANCEL",
+    "START_CALLBACK",
+    "busy_message",
+    "checking_modal",
+    "error_message",
+    "help_message",
+    "home_view",
+    "not_in_channel_message",
+    "notice",
+    "notice_modal",
+    "phase_summary",
+    "refusal_message",
+    "refused_transition_message",
+    "root_message",
+    "start_modal",
+    "started_modal",
+    "status_message",
+    "thread_note",
+    "welcome_message",
+]
+
+
+class AuditLine(Protocol):
+    """One audit entry as ``status`` shows it (the store's entries have this shape)."""
+
+    @property
+    def at(self) -> float: ...
+
+    @property
+    def actor(self) -> str: ...
+
+    @property
+    def action(self) -> str: ...
+
+    @property
+    def result(self) -> str: ...
+
+    @property
+    def detail(self) -> Mapping[str, str]: ...
+
+
+START_CALLBACK = "start_provisioning"
+TENANT_BLOCK = "tenant"
+TENANT_ACTION = "tenant_input"
+SCOPE_BLOCK = "scope"
+SCOPE_ACTION = "scope_choice"
+ACTION_CANCEL = "session_cancel"
+
+
+_SCOPE_CHOICES: Mapping[Scope, tuple[str, str, str, str]] = {
+    # scope: (title, option, option description, hint)
+    Scope.FULL: (
+        "Provision Inline Mode",
+        "Inbound and outbound mail",
+        "Mail to and from the protected domains passes the service.",
+        "Already protected inbound only? Use /provision-inline upgrade instead.",
+    ),
+    Scope.UPGRADE: (
+        "Upgrade to outbound",
+        "Add outbound protection (upgrade)",
+        "The tenant is protected inbound; add the outbound objects only.",
+        "Steps already done for this tenant are checked, not asked again.",
+    ),
+}
+
+
+def start_modal(
+    *,
+    private_metadata: str,
+    scope: Scope = Scope.FULL,
+    tenant_value: str | None = None,
+    problem: str | None = None,
+) -> dict[str, Any]:
+    """The modal that starts a session: which tenant, and the scope (full or upgrade)."""
+    title, option_text, option_description, hint = _SCOPE_CHOICES[scope]
+    tenant_element: dict[str, Any] = {
+        "type": "plain_text_input",
+        "action_id": TENANT_ACTION,
+        "max_length": 253,
+        "placeholder": _plain("contoso.com or 00000000-0000-0000-0000-000000000000"),
+    }
+    if tenant_value:
+        tenant_element["initial_value"] = tenant_value
+    option = {
+        "text": _plain(option_text),
+        "description": _plain(option_description),
+        "value": scope.value,
+    }
+    blocks: list[Block] = [
+        _section(
+            "This starts the four steps that connect Exchange Online to the inline mail-"
+            "protection service. You will need a *Global Administrator* for the two consents "
+            "and a *Privileged Role Administrator* for the role assignment."
+        ),
+    ]
+    if problem:
+        blocks.append(_section(f":warning: {problem}"))
+    blocks += [
+        {
+            "type": "input",
+            "block_id": TENANT_BLOCK,
+            "label": _plain("Microsoft 365 tenant"),
+            "hint": _plain("A verified domain of the tenant, or its tenant id."),
+            "element": tenant_element,
+        },
+        {
+            "type": "input",
+            "block_id": SCOPE_BLOCK,
+            "label": _plain("Protection scope"),
+            "hint": _plain(hint),
+            "element": {
+                "type": "radio_buttons",
+                "action_id": SCOPE_ACTION,
+                "options": [option],
+                "initial_option": option,
+            },
+        },
+    ]
+    return {
+        "type": "modal",
+        "callback_id": START_CALLBACK,
+        "private_metadata": private_metadata,
+        "title": _plain(title),
+        "submit": _plain("Start"),
+        "close": _plain("Cancel"),
+        "blocks": blocks,
+    }
+
+
+def checking_modal(tenant: str) -> dict[str, Any]:
+    """Shown while Microsoft takes longer than Slack lets a modal wait."""
+    return {
+        "type": "modal",
+        "title": _plain("Provision Inline Mode"),
+        "close": _plain("Close"),
+        "blocks": [
+            _section(
+                f":hourglass_flowing_sand: Looking up *{tenant}* with Microsoft. Microsoft is "
+                "answering slowly; this window updates by itself when it has an answer."
+            )
+        ],
+    }
+
+
+def started_modal(session: Session) -> dict[str, Any]:
+    return {
+        "type": "modal",
+        "title": _plain("Provision Inline Mode"),
+        "close": _plain("Close"),
+        "blocks": [
+            _section(
+                f":white_check_mark: Provisioning of *{session.tenant_label}* has started in "
+                f"<#{session.channel_id}>. Follow the thread there."
+            )
+        ],
+    }
+
+
+_STATUS_ICON: Mapping[StepStatus, str] = {
+    StepStatus.DONE: ":white_check_mark:",
+    StepStatus.CURRENT: ":arrow_forward:",
+    StepStatus.WAITING: ":white_circle:",
+    StepStatus.STOPPED: ":heavy_minus_sign:",
+}
+
+_PHASE_SUMMARY: Mapping[Phase, str] = {
+    Phase.STARTED: "Next: a Global Administrator consents to the mail-flow app (step 1).",
+    Phase.MAILFLOW_CONSENTED: "Next: request the Exchange Administrator role for the mail-flow "
+    "app (step 2).",
+    Phase.ROLE_REQUESTED: "Next: an approver acknowledges the role request (step 2).",
+    Phase.ROLE_ACKNOWLEDGED: "Next: a Privileged Role Administrator assigns the role (step 2).",
+    Phase.ROLE_ASSIGNED: "Next: a Global Administrator consents to the directory-sync app "
+    "(step 3).",
+    Phase.DIRECTORY_CONSENTED: "Next: verify the grants and review the change plan (step 4).",
+    Phase.VERIFYING: "Verifying the grants with Microsoft…",
+    Phase.PLAN_SHOWN: "Next: review the change plan in the thread and submit it (step 4).",
+    Phase.APPLYING: "Configuring Exchange Online mail flow…",
+    Phase.PROTECTED: "Exchange Online protected in inline mode.",
+    Phase.FAILED: "Configuring Exchange Online stopped on an error; see the thread to retry.",
+    Phase.CANCELLED: "Cancelled. Nothing more will happen in this session.",
+    Phase.EXPIRED: "Expired after a long pause. Start again with /provision-inline.",
+}
+
+
+def phase_summary(phase: Phase) -> str:
+    """The one-line status the root message shows for ``phase``."""
+    return _PHASE_SUMMARY[phase]
+
+
+def _step_line(index: int, title: str, status: StepStatus, by: str | None, at: float | None) -> str:
+    line = f"{_STATUS_ICON[status]} *{index}. {title}*"
+    if status is StepStatus.DONE and by and at is not None:
+        line += f" — done by {mention(by)}, {when(at)}"
+    elif status is StepStatus.CURRENT:
+        line += " — in progress"
+    return line
+
+
+def root_message(session: Session) -> Message:
+    """The channel message that stays current for the whole session: the live checklist."""
+    steps = checklist(session)
+    lines = [
+        _step_line(number, row.title, row.status, row.done_by, row.done_at)
+        for number, row in enumerate(steps, start=1)
+    ]
+    summary = _PHASE_SUMMARY[session.phase]
+    blocks: list[Block] = [
+        _header(f"Inline Mode provisioning: {session.tenant_label}"),
+        _context(
+            f"Tenant `{session.tenant_id}` · started by {mention(session.started_by)}, "
+            f"{when(session.created_at)}"
+        ),
+        _section("\n".join(lines)),
+        _section(f"*Status:* {summary}"),
+    ]
+    if session.is_active:
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": "session_controls",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": ACTION_CANCEL,
+                        "text": _plain("Cancel provisioning"),
+                        "style": "danger",
+                        "value": session.id,
+                        "confirm": {
+                            "title": _plain("Cancel provisioning?"),
+                            "text": _mrkdwn(
+                                f"The session for *{session.tenant_label}* stops here. What was "
+                                "already granted in Microsoft stays as it is."
+                            ),
+                            "confirm": _plain("Cancel it"),
+                            "deny": _plain("Keep going"),
+                        },
+                    }
+                ],
+            }
+        )
+    text = f"Inline Mode provisioning for {session.tenant_label}: {summary}"
+    return Message(text=text, blocks=blocks)
+
+
+_EVENT_SENTENCE: Mapping[EventKind, str] = {
+    EventKind.MAILFLOW_CONSENT: "consented to the mail-flow app (step 1 done)",
+    EventKind.ROLE_REQUEST: "requested the Exchange Administrator role for the mail-flow app",
+    EventKind.ROLE_ACKNOWLEDGE: "acknowledged the role request",
+    EventKind.ROLE_DECLINE: "declined the role request",
+    EventKind.ROLE_WITHDRAW: "withdrew the role request",
+    EventKind.ROLE_REQUEST_EXPIRED: "closed the role request: nobody acknowledged it in time",
+    EventKind.ROLE_FOUND: "found the Exchange Administrator role already assigned (step 2 done)",
+    EventKind.ROLE_ASSIGNED: "assigned the Exchange Administrator role (step 2 done)",
+    EventKind.DIRECTORY_CONSENT: "consented to the directory-sync app (step 3 done)",
+    EventKind.VERIFY: "started verification",
+    EventKind.VERIFICATION_PASSED: "verified every grant",
+    EventKind.VERIFICATION_FAILED: "found grants missing during verification",
+    EventKind.SUBMIT: "submitted the change plan",
+    EventKind.APPLY_SUCCEEDED: "finished configuring Exchange Online",
+    EventKind.APPLY_FAILED: "stopped configuring Exchange Online on an error",
+    EventKind.RETRY: "retried configuring Exchange Online",
+    EventKind.CANCEL: "cancelled provisioning",
+    EventKind.EXPIRE: "expired this session",
+}
+
+
+def thread_note(transition: Transition) -> Message:
+    """One line in the thread for each change of state: who, what, when, what comes next."""
+    event = transition.event
+    session = transition.after
+    who = mention(event.actor)
+    sentence = f"{who} {_EVENT_SENTENCE[event.kind]} {when(event.at)}."
+    sentence = sentence[0].upper() + sentence[1:]
+    if event.kind is EventKind.EXPIRE:
+        sentence = (
+            f"This session expired {when(event.at)} after a long pause. Nothing more will "
+            "happen here; start again with `/provision-inline` when you are ready."
+        )
+    elif event.kind is EventKind.CANCEL:
+        sentence += (
+            " Nothing more will happen in this session; what was already granted in Microsoft "
+            "stays. Start again with `/provision-inline` when you are ready."
+        )
+    signed_in_as = event.detail.get("signed_in_as")
+    if signed_in_as:
+        sentence = sentence[:-1] + f", signed in at Microsoft as {signed_in_as}."
+    reason = event.detail.get("reason")
+    lines = [sentence]
+    if reason:
+        lines.append(f"Reason: {reason}")
+    if session.is_active:
+        lines.append(_PHASE_SUMMARY[session.phase])
+    text = "\n".join(lines)
+    return Message(text=text, blocks=[_section(text)])
+
+
+def help_message(admins: Sequence[str]) -> Message:
+    text = (
+        "*/provision-inline* connects Exchange Online to the inline mail-protection service "
+        "in four steps, in a thread of this channel.\n"
+        "• `/provision-inline` — start: choose the tenant in a form\n"
+        "• `/provision-inline upgrade` — add outbound protection to a tenant protected "
+        "inbound only\n"
+        "• `/provision-inline status` — the sessions of this channel, with their recent history\n"
+        "• `/provision-inline cancel [tenant]` — stop the session of this channel "
+        "(name the tenant if there are several)\n"
+        "• `/provision-inline help` — this message\n"
+        f"Who may start or cancel: {', '.join(mention(a) for a in admins)}."
+    )
+    return Message(text=text, blocks=[_section(text)])
+
+
+def refusal_message(action: str, allowed: Sequence[str]) -> Message:
+    who = ", ".join(mention(principal) for principal in allowed)
+    text = (
+        f":no_entry: You can't {action}: only {who} may. Nothing was changed. "
+        "Ask one of them, or ask your Slack admin to add you to PROVISION_ADMINS."
+    )
+    return Message(text=text, blocks=[_section(text)])
+
+
+def not_in_channel_message(channel_id: str) -> Message:
+    text = (
+        f":wave: I'm not a member of <#{channel_id}>, so I can't run the provisioning thread "
+        "there. Invite me with `/invite @provision-inline` in that channel, then run "
+        "`/provision-inline` again. Nothing was started."
+    )
+    return Message(text=text, blocks=[_section(text)])
+
+
+def _audit_line(entry: AuditLine) -> str:
+    line = f"{when(entry.at)} {mention(entry.actor)} {entry.action}: {entry.result}"
+    shown = {
+        "signed_in_as": "signed in as",
+        "via": "via",
+        "graph_request_ids": "Graph request ids",
+        "reason": "reason",
+    }
+    extras = [
+        f"{label} {entry.detail[key]}" for key, label in shown.items() if entry.detail.get(key)
+    ]
+    return line + (f" ({'; '.join(extras)})" if extras else "")
+
+
+def status_message(
+    sessions: Sequence[Session],
+    history: Mapping[str, Sequence[AuditLine]],
+    permalinks: Mapping[str, str],
+) -> Message:
+    """Ephemeral answer to ``status``: each session, its step list and its latest audit entries."""
+    if not sessions:
+        text = (
+            "No provisioning session is active in this channel. Start one with `/provision-inline`."
+        )
+        return Message(text=text, blocks=[_section(text)])
+    blocks: list[Block] = []
+    texts: list[str] = []
+    for session in sessions:
+        link = permalinks.get(session.id)
+        title = f"*{session.tenant_label}* (`{session.tenant_id}`)"
+        if link:
+            title += f" — <{link}|open the thread>"
+        steps = "\n".join(
+            _step_line(number, row.title, row.status, row.done_by, row.done_at)
+            for number, row in enumerate(checklist(session), start=1)
+        )
+        blocks.append(_section(f"{title}\n{steps}\n*Status:* {_PHASE_SUMMARY[session.phase]}"))
+        recent = history.get(session.id, ())
+        if recent:
+            blocks.append(_context(*[_audit_line(entry)[:2900] for entry in list(recent)[-8:]]))
+        texts.append(f"{session.tenant_label}: {_PHASE_SUMMARY[session.phase]}")
+    return Message(text="\n".join(texts), blocks=blocks[:50])
+
+
+def home_view(sessions: Sequence[Session], permalinks: Mapping[str, str]) -> dict[str, Any]:
+    """The App Home tab: the sessions this viewer can act on, each with a link to its thread."""
+    blocks: list[Block] = [
+        _header("Inline Mode provisioning"),
+    ]
+    if not sessions:
+        blocks.append(
+            _section(
+                "Nothing waits for you. Start a session with `/provision-inline` in a channel "
+                "where I am a member."
+            )
+        )
+    for session in sessions[:40]:
+        link = permalinks.get(session.id)
+        where = f"<{link}|open the thread>" if link else f"in <#{session.channel_id}>"
+        blocks.append(
+            _section(
+                f"*{session.tenant_label}* — {_PHASE_SUMMARY[session.phase]}\n"
+                f"Started by {mention(session.started_by)}, {when(session.created_at)} · {where}"
+            )
+        )
+    return {"type": "home", "blocks": blocks}
+
+
+def welcome_message(session: Session) -> Message:
+    """The first message of the thread: what the four steps are and who must do them."""
+    text = (
+        f"Provisioning of *{session.tenant_label}* (tenant `{session.tenant_id}`) starts here; "
+        "every step will be posted in this thread.\n"
+        "*Step 1 — consent for mail flow.* A *Global Administrator* of the tenant signs in and "
+        "accepts that the service may configure Exchange Online mail flow.\n"
+        "*Step 2 — Exchange Administrator role* for the mail-flow app, with a justification "
+        "an approver acknowledges here.\n"
+        "*Step 3 — consent for directory sync* (Global Administrator again).\n"
+        "*Step 4 — verify and submit:* the bot checks every grant, shows the change plan, "
+        "and configures Exchange Online."
+    )
+    return Message(text=text, blocks=[_section(text)])
+
+
+def error_message(reference: str) -> Message:
+    text = (
+        ":warning: Something went wrong on our side, and the last action may not have completed. "
+        "Check the thread or `/provision-inline status`, then try again. If it happens again, "
+        f"give your Slack admin this reference: `{reference}`."
+    )
+    return Message(text=text, blocks=[_section(text)])
+
+
+def notice(text: str) -> Message:
+    """A one-paragraph ephemeral reply."""
+    return Message(text=text, blocks=[_section(text)])
+
+
+_PHASE_WORDS: Mapping[Phase, str] = {
+    Phase.CANCELLED: "cancelled",
+    Phase.EXPIRED: "expired",
+    Phase.PROTECTED: "finished: Exchange Online is protected",
+}
+
+
+def refused_transition_message(refused: TransitionNotAllowed) -> Message:
+    """Why a click or command did nothing: the session moved on, and who moved it."""
+    session = refused.session
+    latest = session.history[-1] if session.history else None
+    if latest is not None and latest.kind is refused.event.kind:
+        text = (
+            f"Already done: {mention(latest.actor)} {_EVENT_SENTENCE[latest.kind]} "
+            f"{when(latest.at)}. Nothing was changed."
+        )
+    elif session.phase is Phase.APPLYING and refused.event.kind is EventKind.CANCEL:
+        text = (
+            "Exchange Online is being configured right now, and stopping halfway would leave the "
+            "tenant half-configured. Nothing was cancelled: wait for the result in the thread "
+            "(a few minutes at most); if it fails, you can cancel then."
+        )
+    elif session.phase in _PHASE_WORDS:
+        by = f" by {mention(latest.actor)} {when(latest.at)}" if latest else ""
+        text = (
+            f"This provisioning session for *{session.tenant_label}* is already "
+            f"{_PHASE_WORDS[session.phase]}{by}. Nothing was changed."
+        )
+    else:
+        text = f"That does not apply any more: {_PHASE_SUMMARY[session.phase]} Nothing was changed."
+    return Message(text=text, blocks=[_section(text)])
+
+
+def busy_message(session: Session, permalink: str | None) -> Message:
+    where = f"<{permalink}|its thread>" if permalink else f"<#{session.channel_id}>"
+    text = (
+        f"Provisioning of *{session.tenant_label}* is already under way (started by "
+        f"{mention(session.started_by)} {when(session.created_at)}): continue in {where}. "
+        "Nothing new was started."
+    )
+    return Message(text=text, blocks=[_section(text)])
+
+
+def notice_modal(message: Message) -> dict[str, Any]:
+    """A modal that only tells something (after a slow start could not go ahead)."""
+    return {
+        "type": "modal",
+        "title": _plain("Provision Inline Mode"),
+        "close": _plain("Close"),
+        "blocks": message.blocks,
+    }

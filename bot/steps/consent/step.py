@@ -1,0 +1,164 @@
+"""Steps 1 and 3 end to end: the link's click, its renewal, and Microsoft's redirect back.
+
+``ConsentDesk.returned`` reads Microsoft's answer to a consent (``error`` before
+``admin_consent``), checks the tenant against the one bound to the state, records the step (or
+explains why not, in the thread) and returns the page the browser shows. The state itself was
+taken by ``bot.web.callback.MicrosoftReturns``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from bot.blocks import Message
+from bot.session.service import Provisioner
+from bot.session.views import notice
+from bot.steps.consent.model import (
+    CONSENT_EVENT,
+    CONSENT_FOR_PHASE,
+    ConsentApp,
+    ConsentGranted,
+    ConsentRefused,
+    read_consent_redirect,
+)
+from bot.steps.consent.views import consent_app_title, consent_problem
+from bot.web import pages
+from bot.workflow import Event, Session, TransitionNotAllowed
+from state.oauth import OAuthState
+
+__all__ = ["ConsentDesk"]
+
+logger = logging.getLogger(__name__)
+
+
+class ConsentDesk:
+    def __init__(self, provisioner: Provisioner) -> None:
+        self._provisioner = provisioner
+        self._oauth = provisioner.oauth
+        self._store = provisioner.store
+
+    async def opened(self, state: str, user_id: str) -> None:
+        """The consent button was clicked: remember by whom (Microsoft will not tell us)."""
+        await self._oauth.note_opened(state, user_id)
+
+    async def renew(
+        self, session_id: str, app: ConsentApp, *, channel_id: str, message_ts: str
+    ) -> Message | None:
+        """Replace the link in the step message; a notice for the user when it can't be."""
+        session = await self._store.get(session_id)
+        if session is None or not session.is_active:
+            return notice("This provisioning session has ended; no new link was made.")
+        if CONSENT_FOR_PHASE.get(session.phase) is not app:
+            done = session.last(CONSENT_EVENT[app])
+            return notice(
+                "This consent is already recorded; no new link is needed."
+                if done
+                else "This consent step is not open right now; no new link was made."
+            )
+        prompt = await self._provisioner.consent_prompt(session, app)
+        await self._provisioner.slack.chat_update(
+            channel=channel_id, ts=message_ts, text=prompt.text, blocks=prompt.blocks
+        )
+        return None
+
+    async def returned(
+        self,
+        session: Session,
+        binding: OAuthState,
+        params: Mapping[str, str],
+        thread: str | None,
+    ) -> pages.Page:
+        """Microsoft's redirect after an admin consent, for a valid state of an active session."""
+        app = ConsentApp(binding.purpose)
+        outcome = read_consent_redirect(params, expected_tenant=binding.tenant_id)
+        title = consent_app_title(app.value)
+        if isinstance(outcome, ConsentGranted):
+            return await self._granted(session, binding, app, outcome, thread)
+        if isinstance(outcome, ConsentRefused):
+            await self._audit(
+                session,
+                binding,
+                "cancelled" if outcome.cancelled else "refused",
+                {"error": outcome.error, "description": outcome.description[:300]},
+            )
+            await self._explain_and_offer_again(
+                session,
+                app,
+                consent_problem(
+                    session,
+                    app.value,
+                    opened_by=binding.opened_by,
+                    cancelled=outcome.cancelled,
+                    error=outcome.error,
+                    description=outcome.description,
+                ),
+            )
+            return pages.consent_refused(
+                title, session.tenant_label, outcome.cancelled, outcome.description, thread
+            )
+        await self._audit(
+            session, binding, "wrong_tenant", {"signed_in_tenant": outcome.signed_in_tenant}
+        )
+        await self._explain_and_offer_again(
+            session,
+            app,
+            consent_problem(
+                session,
+                app.value,
+                opened_by=binding.opened_by,
+                cancelled=False,
+                error="wrong_tenant",
+                description="",
+                wrong_tenant=outcome.signed_in_tenant,
+            ),
+        )
+        return pages.consent_wrong_tenant(
+            outcome.signed_in_tenant, session.tenant_label, session.tenant_id, thread
+        )
+
+    async def _granted(
+        self,
+        session: Session,
+        binding: OAuthState,
+        app: ConsentApp,
+        outcome: ConsentGranted,
+        thread: str | None,
+    ) -> pages.Page:
+        title = consent_app_title(app.value)
+        kind = CONSENT_EVENT[app]
+        event = Event(
+            kind,
+            actor=binding.opened_by or "microsoft",
+            at=self._provisioner.now(),
+            detail={"tenant_id": binding.tenant_id, "scope": outcome.scope[:500]},
+        )
+        try:
+            await self._provisioner.handle(session.id, event)
+        except TransitionNotAllowed as refused:
+            earlier = refused.session.last(kind)
+            await self._audit(session, binding, "consent_again", {"scope": outcome.scope[:500]})
+            return pages.consent_already_recorded(
+                title, session.tenant_label, earlier.at if earlier else None, thread
+            )
+        return pages.consent_recorded(title, session.tenant_label, event.at, thread)
+
+    async def _explain_and_offer_again(
+        self, session: Session, app: ConsentApp, problem: Message
+    ) -> None:
+        await self._provisioner.post_in_thread(session, problem)
+        if CONSENT_FOR_PHASE.get(session.phase) is app:
+            await self._provisioner.post_in_thread(
+                session, await self._provisioner.consent_prompt(session, app)
+            )
+
+    async def _audit(
+        self, session: Session, binding: OAuthState, result: str, detail: Mapping[str, str]
+    ) -> None:
+        await self._store.record(
+            session.id,
+            actor=binding.opened_by or "microsoft",
+            action=f"{binding.purpose}_consent_redirect",
+            result=result,
+            detail=detail,
+        )

@@ -1,0 +1,112 @@
+"""Block Kit for the consent steps (1 and 3): the link prompt and what went wrong (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from bot.blocks import Message, mention, when
+from bot.blocks import plain as _plain
+from bot.blocks import section as _section
+from bot.workflow import Session
+
+__all__ = [
+    "ACTION_CONSENT_OPEN",
+    "ACTION_CONSENT_RENEW",
+    "consent_app_title",
+    "consent_problem",
+    "consent_prompt",
+]
+
+ACTION_CONSENT_OPEN = "consent_open"
+ACTION_CONSENT_RENEW = "consent_renew"
+
+_CONSENT_WORDS: Mapping[str, tuple[str, str, str]] = {
+    # app: (step heading, what it is called, what the admin accepts)
+    "mailflow": (
+        "Step 1 — consent for mail flow",
+        "mail-flow app",
+        "that the service may configure Exchange Online mail flow in this tenant "
+        "(application permission *Exchange.ManageAsApp* on Office 365 Exchange Online)",
+    ),
+    "dirsync": (
+        "Step 3 — consent for directory sync",
+        "directory-sync app",
+        "that the service may read the tenant's users, groups and domains (directory sync)",
+    ),
+}
+
+
+def consent_app_title(app: str) -> str:
+    return _CONSENT_WORDS[app][1]
+
+
+def consent_prompt(session: Session, app: str, url: str, state: str, expires_at: float) -> Message:
+    """The step message with the consent link (a button) and a way to get a fresh link."""
+    heading, name, accepts = _CONSENT_WORDS[app]
+    text = (
+        f"*{heading}.* A *Global Administrator* of *{session.tenant_label}* opens the link, "
+        f"signs in and accepts {accepts}. Microsoft then sends them back here and this thread "
+        f"records it.\nThe link works once and expires {when(expires_at)}; "
+        "*New link* makes a fresh one."
+    )
+    return Message(
+        text=f"{heading} for {session.tenant_label}: a Global Administrator opens the "
+        f"consent link for the {name}.",
+        blocks=[
+            _section(text),
+            {
+                "type": "actions",
+                "block_id": f"consent_{app}",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": ACTION_CONSENT_OPEN,
+                        "text": _plain("Open Microsoft consent page"),
+                        "url": url,
+                        "value": state,
+                        "style": "primary",
+                    },
+                    {
+                        "type": "button",
+                        "action_id": ACTION_CONSENT_RENEW,
+                        "text": _plain("New link"),
+                        "value": f"{session.id}:{app}",
+                    },
+                ],
+            },
+        ],
+    )
+
+
+def consent_problem(
+    session: Session,
+    app: str,
+    *,
+    opened_by: str | None,
+    cancelled: bool,
+    error: str,
+    description: str,
+    wrong_tenant: str | None = None,
+) -> Message:
+    """Posted in the thread when a consent came back refused, cancelled or for another tenant."""
+    name = _CONSENT_WORDS[app][1]
+    who = mention(opened_by) if opened_by else "The administrator"
+    if wrong_tenant:
+        text = (
+            f":warning: {who} gave consent for the {name} in tenant `{wrong_tenant}`, not in "
+            f"*{session.tenant_label}* (`{session.tenant_id}`). Nothing was recorded. Sign in "
+            f"with a Global Administrator account of {session.tenant_label} using the new link "
+            "below."
+        )
+    elif cancelled:
+        text = (
+            f":leftwards_arrow_with_hook: {who} cancelled the consent for the {name} at "
+            "Microsoft. Nothing was recorded; use the new link below when ready."
+        )
+    else:
+        text = (
+            f":x: Microsoft refused the consent for the {name} (`{error}`): {description} "
+            "Nothing was recorded. Sign in as a *Global Administrator* of "
+            f"{session.tenant_label} and try the new link below."
+        )
+    return Message(text=text, blocks=[_section(text)])

@@ -1,0 +1,143 @@
+"""The verification job (first half of step 4), run in the background when an admin clicks Verify.
+
+It checks every grant with Microsoft (``bot.verify``), keeps one thread message up to date while
+it waits for the role to replicate (up to 30 minutes), posts the outcome, and moves the session
+on: to the change plan when everything passed, back to "verify" with the reasons otherwise.
+Started again after a restart, it simply verifies again from the top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from datetime import timedelta
+
+from bot.blocks import Message
+from bot.microsoft.access import MicrosoftAccess
+from bot.session.service import Provisioner
+from bot.steps.verify.model import Verification, VerifyOutcome
+from bot.steps.verify.ready import verify_until_ready
+from bot.steps.verify.views import (
+    ACTION_VERIFY,
+    checklist_message,
+    progress_message,
+    summary_message,
+    verify_prompt,
+)
+from bot.workflow import Event, EventKind, Session, TransitionNotAllowed
+
+__all__ = ["VerificationJob"]
+
+logger = logging.getLogger(__name__)
+
+
+class VerificationJob:
+    def __init__(
+        self,
+        *,
+        provisioner: Provisioner,
+        microsoft: MicrosoftAccess,
+        limit: timedelta = timedelta(minutes=30),
+    ) -> None:
+        self._provisioner = provisioner
+        self._microsoft = microsoft
+        self._sleep = microsoft.sleep
+        self._monotonic = microsoft.monotonic
+        self._limit = limit
+
+    async def run(self, session: Session) -> None:
+        """Verify, show the outcome and move the session on; never leaves it stuck verifying."""
+        try:
+            await self._verify(session)
+        except asyncio.CancelledError:
+            raise  # shutting down: the lease is handed back and the job resumes elsewhere
+        except Exception as error:
+            reference = secrets.token_hex(4)
+            logger.exception(
+                "verification of session %s failed (reference %s)", session.id, reference
+            )
+            event = Event(
+                EventKind.VERIFICATION_FAILED,
+                "system",
+                self._provisioner.now(),
+                {
+                    "outcome": "error",
+                    "reason": "verification stopped on an unexpected error "
+                    f"({type(error).__name__}, reference {reference}); press Verify to try again",
+                },
+            )
+            with contextlib.suppress(TransitionNotAllowed):  # it moved on meanwhile
+                moved = await self._provisioner.handle(session.id, event)
+                # No summary (with its Verify again button) was posted: offer Verify anew.
+                await self._provisioner.post_in_thread(moved.after, verify_prompt(moved.after))
+
+    async def _verify(self, session: Session) -> None:
+        provisioner = self._provisioner
+        # Retries (429/503 with Retry-After) wait on the same pacing as the polling.
+        context = self._microsoft.context(session.tenant_id)
+        progress_ts = await self._start_progress(session)
+
+        async def on_progress(
+            attempt: int, elapsed: timedelta, next_in: timedelta, verification: Verification
+        ) -> None:
+            message = progress_message(attempt, elapsed, next_in, verification, limit=self._limit)
+            await self._show(session, progress_ts, message)
+
+        outcome = await verify_until_ready(
+            context,
+            limit=self._limit,
+            sleep=self._sleep,
+            clock=self._monotonic,
+            on_progress=on_progress,
+        )
+        await self._show(session, progress_ts, checklist_message(outcome.verification))
+        await provisioner.post_in_thread(
+            session,
+            summary_message(
+                outcome, verify_again_action_id=ACTION_VERIFY, verify_again_value=session.id
+            ),
+        )
+        await self._conclude(session, outcome)
+
+    async def _start_progress(self, session: Session) -> str:
+        """The one thread message this run keeps editing (reused if the job restarts)."""
+        existing = await self._provisioner.store.get_ref(session.id, f"verify:{session.version}")
+        if existing:
+            return existing
+        text = ":hourglass_flowing_sand: Checking every grant with Microsoft…"
+        posted = await self._provisioner.slack.chat_postMessage(
+            channel=session.channel_id,
+            thread_ts=session.root_ts,
+            text=text,
+            blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+        )
+        ts = str(posted["ts"])
+        await self._provisioner.store.set_ref(session.id, f"verify:{session.version}", ts)
+        return ts
+
+    async def _show(self, session: Session, ts: str, message: Message) -> None:
+        await self._provisioner.slack.chat_update(
+            channel=session.channel_id, ts=ts, text=message.text, blocks=message.blocks
+        )
+
+    async def _conclude(self, session: Session, outcome: VerifyOutcome) -> None:
+        provisioner = self._provisioner
+        verification = outcome.verification
+        if outcome.ready:
+            detail = {"initial_domain": verification.initial_domain or ""}
+            event = Event(EventKind.VERIFICATION_PASSED, "system", provisioner.now(), detail)
+        else:
+            reasons = "; ".join(check.reason for check in verification.failures)[:500]
+            event = Event(
+                EventKind.VERIFICATION_FAILED,
+                "system",
+                provisioner.now(),
+                {"outcome": outcome.outcome.value, "reason": reasons},
+            )
+        try:
+            await provisioner.handle(session.id, event)
+        except TransitionNotAllowed:
+            # Cancelled (or expired) while we were checking: nothing more to do.
+            logger.info("verification of session %s finished after it moved on", session.id)

@@ -1,0 +1,1 @@
+"""Where Microsoft sends admins back: routing a return to its step, and the HTML pages."""
