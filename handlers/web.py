@@ -18,16 +18,34 @@ from urllib.parse import parse_qs
 from redis.exceptions import RedisError
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from bot.web import pages
+from handlers.limits import LimitRequestBodies
 
 if TYPE_CHECKING:
     from bot.app import Runtime
 
 logger = logging.getLogger(__name__)
+
+SLACK_EVENTS = "/slack/events"
+MICROSOFT_CALLBACK = "/microsoft/callback"
+# Bodies above these are refused (413) before they are read.
+BODY_LIMITS = {SLACK_EVENTS: 256 * 1024, MICROSOFT_CALLBACK: 8 * 1024}
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "X-Frame-Options": "DENY",
+}
+
+
+def page_response(page: pages.Page) -> HTMLResponse:
+    """An HTML page for the admin's browser, never cached, framed or leaking the referrer."""
+    return HTMLResponse(pages.render(page), status_code=page.status, headers=_PAGE_HEADERS)
 
 
 def _payload_kind(request: Request, body: bytes) -> str:
@@ -61,17 +79,7 @@ def build_web(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Star
             params = {key: value for key, value in form.items() if isinstance(value, str)}
         else:
             params = dict(request.query_params)
-        page = await runtime.callbacks.returned(params)
-        return HTMLResponse(
-            pages.render(page),
-            status_code=page.status,
-            headers={
-                "Cache-Control": "no-store",
-                "Referrer-Policy": "no-referrer",
-                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
-                "X-Frame-Options": "DENY",
-            },
-        )
+        return page_response(await runtime.callbacks.returned(params))
 
     async def healthz(request: Request) -> Response:
         try:
@@ -119,12 +127,25 @@ def build_web(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Star
                 with contextlib.suppress(asyncio.CancelledError):
                     await timer
 
+    routes = [
+        Route(MICROSOFT_CALLBACK, microsoft_callback, methods=["GET", "POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    if runtime.settings.slack_signing_secret is not None:
+        # Without a signing secret (Socket Mode) Slack's requests come over the websocket;
+        # an HTTP route that could not verify them is not served at all.
+        routes.insert(0, Route(SLACK_EVENTS, slack_events, methods=["POST"]))
     return Starlette(
-        routes=[
-            Route("/slack/events", slack_events, methods=["POST"]),
-            Route("/microsoft/callback", microsoft_callback, methods=["GET", "POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-        ],
+        routes=routes,
         lifespan=lifespan,
+        middleware=[
+            Middleware(
+                LimitRequestBodies,
+                limits=BODY_LIMITS,
+                refusals={
+                    MICROSOFT_CALLBACK: lambda limit: page_response(pages.request_too_large(limit))
+                },
+            )
+        ],
     )

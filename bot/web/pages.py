@@ -152,6 +152,20 @@ def link_missing() -> Page:
     )
 
 
+def request_too_large(limit: int) -> Page:
+    return Page(
+        title="This request is too large",
+        tone=Tone.PROBLEM,
+        paragraphs=(
+            f"Microsoft's return to this page carries a few short values; this one was over "
+            f"{limit // 1024} KiB, so it was refused without being read. Nothing was changed.",
+            "Go back to the provisioning thread in Slack and use the latest link there "
+            "(the New link button makes a fresh one).",
+        ),
+        status=413,
+    )
+
+
 def link_unknown() -> Page:
     return Page(
         title="This link is not valid",
