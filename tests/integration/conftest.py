@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 from stamina.instrumentation import RetryDetails
 
@@ -297,6 +298,15 @@ async def harness(
             yield harness
         finally:
             await harness._stack.aclose()
+
+
+def metric(exposition: str, name: str, **labels: str) -> float | None:
+    """The value of sample ``name`` with exactly ``labels`` in a ``/metrics`` answer, if any."""
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return None
 
 
 async def ephemeral_for(harness: Harness, user_id: str, containing: str) -> Any:
