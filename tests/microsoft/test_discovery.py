@@ -6,6 +6,8 @@ import pytest
 from bot.microsoft.discovery import TenantIdentity, normalise_tenant_input, resolve_tenant
 from bot.microsoft.errors import MicrosoftUnavailable, UnknownTenant
 from bot.microsoft.retry import RetryPolicy
+from bot.microsoft.tenants import TenantDirectory
+from bot.sandbox.microsoft import ManualClock
 from bot.sandbox.server import free_port
 
 from .conftest import CONTOSO, Cloud
@@ -83,3 +85,23 @@ async def test_outage_is_retried(
     cloud.sandbox.fail("login", status=500, times=10)
     with pytest.raises(MicrosoftUnavailable):
         await resolve_tenant(http, cloud.login_url, "contoso.com")
+
+
+async def test_resolved_tenants_are_remembered_for_ten_minutes(
+    cloud: Cloud, http: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    directory = TenantDirectory(http, cloud.login_url, clock=clock)
+    with pytest.raises(UnknownTenant):
+        await directory.resolve("nosuchtenant.example")
+    asked = len(cloud.sandbox.requests_to("login"))
+    assert (await directory.resolve("contoso.com")).tenant_id == CONTOSO
+    assert len(cloud.sandbox.requests_to("login")) == asked + 1
+    clock.advance(599)
+    assert (await directory.resolve("contoso.com")).tenant_id == CONTOSO
+    assert len(cloud.sandbox.requests_to("login")) == asked + 1
+    clock.advance(1)
+    assert (await directory.resolve("contoso.com")).tenant_id == CONTOSO
+    assert len(cloud.sandbox.requests_to("login")) == asked + 2
+    with pytest.raises(UnknownTenant):  # a failure is never remembered: Microsoft is asked again
+        await directory.resolve("nosuchtenant.example")
+    assert len(cloud.sandbox.requests_to("login")) == asked + 3
