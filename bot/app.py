@@ -105,8 +105,9 @@ def build_runtime(
     monotonic: Callable[[], float] = time.monotonic,
 ) -> Runtime:
     """Wire the product together. ``sweep_interval_seconds=None`` turns the sweep timer off
-    (tests drive ``provisioner.expire_idle`` themselves); ``sleep`` and ``monotonic`` pace the
-    background jobs' waiting (tests pass a sleep that moves the sandbox's clock instead)."""
+    (tests drive ``provisioner.expire_idle`` themselves); ``sleep`` and ``monotonic`` pace
+    verification's wait for the role to replicate (tests pass a sleep that moves the sandbox's
+    clock instead). Retries of Microsoft's HTTP calls are stamina's (its testing mode in tests)."""
     slack = AsyncWebClient(
         token=settings.slack_bot_token.reveal(),
         base_url=settings.slack_api_url,
@@ -202,10 +203,10 @@ def build_runtime(
         mailflow=mailflow_app,
         dirsync=dirsync_app,
         http=http,
-        sleep=sleep,
-        monotonic=monotonic,
     )
-    verification = VerificationJob(provisioner=provisioner, microsoft=microsoft)
+    verification = VerificationJob(
+        provisioner=provisioner, microsoft=microsoft, sleep=sleep, monotonic=monotonic
+    )
     jobs.add_runner(Phase.VERIFYING, verification.run)
     runtime.mailflow = MailFlowDesk(provisioner=provisioner, microsoft=microsoft)
     provisioner.on_phase(Phase.PLAN_SHOWN, runtime.mailflow.show_plan)

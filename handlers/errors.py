@@ -27,7 +27,7 @@ def register(runtime: Runtime) -> None:
     @runtime.bolt.error
     async def on_unexpected_error(error: Exception, body: dict[str, Any]) -> None:
         reference = secrets.token_hex(4)
-        runtime.metrics.errors[type(error).__name__] += 1
+        runtime.metrics.count_error(type(error).__name__)
         logger.error(
             "unexpected error (reference %s) handling a %s request",
             reference,

@@ -40,7 +40,7 @@ def register(runtime: Runtime) -> None:
     ) -> BoltResponse | None:
         key = delivery_key(req.body)
         if key is not None and not await store.claim_once(key, ttl=3600):
-            metrics.duplicates += 1
+            metrics.count_duplicate()
             logger.info("dropped a duplicate Slack delivery (%s)", key.split(":", 1)[0])
             return BoltResponse(status=200, body="")
         await next()

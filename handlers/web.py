@@ -20,7 +20,7 @@ from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from bot.web import pages
@@ -97,9 +97,8 @@ def build_web(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Star
             phases = Counter(session.phase.value for session in await runtime.store.active())
         except (RedisError, OSError):
             phases = Counter()
-        return PlainTextResponse(
-            runtime.metrics.render(phases), media_type="text/plain; version=0.0.4"
-        )
+        body, content_type = runtime.metrics.render(phases, request.headers.get("accept", ""))
+        return Response(body, headers={"Content-Type": content_type})
 
     async def sweep_periodically(interval: float) -> None:
         """Expire idle sessions and resume background jobs whose process went away."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import stamina
 from redis.asyncio import Redis
 
 from bot.sandbox.redis_server import RedisServer
@@ -45,6 +46,15 @@ def base_environment(**overrides: str) -> dict[str, str]:
     }
     environment.update(overrides)
     return environment
+
+
+@pytest.fixture(autouse=True)
+def instant_retries() -> Iterator[None]:
+    """stamina's testing mode: retries of Microsoft calls happen at once, never really waiting,
+    as often as the policy allows (``cap``). Tests see them through ``tests.microsoft_cloud``'s
+    ``recording_retries``."""
+    with stamina.set_testing(True, attempts=1000, cap=True):
+        yield
 
 
 @pytest.fixture(scope="session")

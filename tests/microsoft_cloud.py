@@ -8,15 +8,18 @@ Contoso has PIM and Entra ID P2; Fabrikam has neither (unless ``licensed``).
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+import stamina
+from stamina.instrumentation import RetryDetails
 
-from bot.microsoft.retry import RetryPolicy
+from bot.microsoft.errors import MicrosoftUnavailable
 from bot.sandbox.microsoft import (
     EXCHANGE_ADMINISTRATOR,
     GLOBAL_ADMINISTRATOR,
@@ -136,17 +139,29 @@ async def http(tls: SandboxTLS) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@pytest.fixture
-def delays() -> list[float]:
-    """Every wait the retry policy asked for (it never really sleeps)."""
-    return []
+def requested_wait(details: RetryDetails) -> float:
+    """The wait a scheduled retry stands for: the ``Retry-After`` Microsoft sent (which the policy
+    hands stamina as the wait), else stamina's backoff (0 in its testing mode)."""
+    cause = details.caused_by
+    if isinstance(cause, MicrosoftUnavailable) and cause.retry_after is not None:
+        return cause.retry_after
+    return details.wait_for
+
+
+@contextlib.contextmanager
+def recording_retries(record: Callable[[RetryDetails], None]) -> Iterator[None]:
+    """Call ``record`` for every retry stamina schedules, in this process, while inside."""
+    before = stamina.instrumentation.get_on_retry_hooks()
+    stamina.instrumentation.set_on_retry_hooks([*before, record])
+    try:
+        yield
+    finally:
+        stamina.instrumentation.set_on_retry_hooks(before)
 
 
 @pytest.fixture
-def no_wait(delays: list[float]) -> RetryPolicy:
-    """The default retry policy, recording its waits instead of sleeping."""
-
-    async def record(seconds: float) -> None:
-        delays.append(seconds)
-
-    return RetryPolicy(sleep=record)
+def delays() -> Iterator[list[float]]:
+    """Every wait the retry policy asked for (stamina's testing mode never really sleeps)."""
+    waits: list[float] = []
+    with recording_retries(lambda details: waits.append(requested_wait(details))):
+        yield waits

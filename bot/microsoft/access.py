@@ -9,13 +9,13 @@ Two app registrations take part (DESIGN §1):
 
 The Slack side builds one ``VerifyContext`` per tenant with ``VerifyContext.from_settings`` (or
 ``VerifyContext.create`` when it holds the URLs itself); tests build it the same way against the
-sandbox, with a ``RetryPolicy`` whose ``sleep`` does not wait.
+sandbox (stamina's testing mode makes the retries' waits instant there).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol
@@ -34,16 +34,12 @@ __all__ = [
     "AppTokens",
     "ExchangeFactory",
     "MicrosoftAccess",
-    "Sleep",
     "VerifyContext",
     "microsoft_apps",
 ]
 
 #: An Exchange 401/403 longer than this after the role became active is not replication delay.
 DEFAULT_REPLICATION_WINDOW = timedelta(hours=1)
-
-#: Waits the given number of seconds (``asyncio.sleep``; tests advance a clock instead).
-Sleep = Callable[[float], Awaitable[None]]
 
 #: Builds the Exchange client once the tenant's initial domain (for ``X-AnchorMailbox``) is known.
 ExchangeFactory = Callable[[str], ExchangeClient]
@@ -166,23 +162,21 @@ def microsoft_apps(settings: Settings) -> tuple[MicrosoftApp, MicrosoftApp]:
 @dataclass(frozen=True)
 class MicrosoftAccess:
     """What the bot's Microsoft work shares: the configuration, the two apps (built once per
-    process), the HTTP client, and how it waits (``sleep``) and tells time (``monotonic``)."""
+    process), the HTTP client and the retry policy (carried out by stamina)."""
 
     settings: Settings
     mailflow: MicrosoftApp
     dirsync: MicrosoftApp
     http: httpx.AsyncClient
-    sleep: Sleep
-    monotonic: Callable[[], float]
+    retry: RetryPolicy = DEFAULT_RETRY
 
     def context(self, tenant_id: str) -> VerifyContext:
-        """The tenant's ``VerifyContext``; retries (429/503 with Retry-After) wait on the same
-        ``sleep`` and ``monotonic`` as everything else."""
+        """The tenant's ``VerifyContext``; its clients retry 429/503 after ``Retry-After``."""
         return VerifyContext.from_settings(
             self.settings,
             tenant_id,
             mailflow=self.mailflow,
             dirsync=self.dirsync,
             http=self.http,
-            retry=RetryPolicy(sleep=self.sleep, clock=self.monotonic),
+            retry=self.retry,
         )

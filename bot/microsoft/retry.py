@@ -1,36 +1,35 @@
-"""One retry policy for every call to Microsoft.
+"""One retry policy for every call to Microsoft, carried out by ``stamina``.
 
 Microsoft asks callers to back off: 429 and 503 answers carry ``Retry-After`` (seconds, or an HTTP
 date) and a well-behaved client waits that long. Other transient failures (network errors,
-timeouts, 500/502/504) are retried with exponential backoff plus random jitter. Both the number of
-attempts and the total time are capped; when either runs out ``MicrosoftUnavailable`` is raised with
-the last ``Retry-After`` Microsoft sent, so the caller can tell the user when to try again.
-
-The sleep, the clock and the random source are injectable so tests neither wait nor guess::
-
-    delays: list[float] = []
-
-    async def record(seconds: float) -> None:
-        delays.append(seconds)
-
-    policy = RetryPolicy(sleep=record)
+timeouts, 500/502/504) are retried with stamina's exponential backoff plus random jitter. Both the
+number of attempts and the total time are capped (a ``Retry-After`` that would outlast the time
+left ends the retries at once); when either runs out ``MicrosoftUnavailable`` is raised with the
+last ``Retry-After`` Microsoft sent, so the caller can tell the user when to try again.
 
 A request that must not run twice (``idempotent=False``) is retried only when Microsoft certainly
 did not act on it: the connection could not be opened, or the answer was 429/503.
+
+Tests neither wait nor guess: ``stamina.set_testing(True, ...)`` makes every backoff instant, and a
+hook given to ``stamina.instrumentation.set_on_retry_hooks`` sees each scheduled retry. While it
+is scheduled, ``caused_by`` is the ``MicrosoftUnavailable`` of the failed attempt, whose
+``retry_after`` is the wait Microsoft asked for (and the policy honours)::
+
+    def record(details: stamina.instrumentation.RetryDetails) -> None:
+        waits.append(details.caused_by.retry_after)
 """
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import httpx
+import stamina
 
 from bot.microsoft.errors import MicrosoftUnavailable
 
@@ -62,32 +61,31 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+def _certainly_unsent(error: httpx.TransportError) -> bool:
+    """The request never reached Microsoft (so even a POST may be sent again)."""
+    return isinstance(error, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often and how long to retry (stamina-style: attempts and total time both capped)."""
+    """How often and how long to retry: attempts and total time both capped.
+
+    ``base_delay``, ``max_delay`` and ``jitter`` shape stamina's exponential backoff (the wait
+    after failed attempt *n* is ``min(max_delay, base_delay * 2 ** (n - 1) + random(0, jitter))``)
+    for failures that carry no ``Retry-After``.
+    """
 
     max_attempts: int = 5
     max_total_seconds: float = 60.0
     base_delay: float = 0.5
     max_delay: float = 30.0
     jitter: float = 0.5
-    sleep: Callable[[float], Awaitable[None]] = field(
-        default=asyncio.sleep, compare=False, repr=False
-    )
-    clock: Callable[[], float] = field(default=time.monotonic, compare=False, repr=False)
-    random: Callable[[], float] = field(default=random.random, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        if self.max_total_seconds < 0 or self.base_delay < 0 or self.jitter < 0:
-            raise ValueError("durations must not be negative")
-
-    def backoff(self, attempt: int) -> float:
-        """The wait after failed attempt number ``attempt`` (1-based) without a ``Retry-After``."""
-        exponential: float = self.base_delay * (2.0 ** (attempt - 1))
-        jitter: float = self.random() * self.jitter
-        return min(self.max_delay, exponential + jitter)
+        if self.max_total_seconds <= 0 or self.base_delay < 0 or self.jitter < 0:
+            raise ValueError("durations must not be negative (and the total time not zero)")
 
     async def send(
         self,
@@ -102,46 +100,70 @@ class RetryPolicy:
         ``MicrosoftUnavailable`` once attempts or total time are used up, or at once when a
         ``Retry-After`` would outlast the remaining time budget.
         """
-        started = self.clock()
-        attempt = 0
-        while True:
-            attempt += 1
-            retry_after: float | None = None
+        retryable = TRANSIENT_STATUSES if idempotent else NOT_PROCESSED_STATUSES
+        started = time.monotonic()
+
+        def retry_on(error: Exception) -> bool | float:
+            """stamina's predicate: retry or not, and Microsoft's own wait where it sent one."""
+            if isinstance(error, MicrosoftUnavailable):  # a 429/5xx answer, raised below
+                if error.retry_after is None:
+                    return True  # stamina's backoff
+                remaining = self.max_total_seconds - (time.monotonic() - started)
+                return error.retry_after if error.retry_after <= remaining else False
+            if isinstance(error, httpx.TransportError):
+                return idempotent or _certainly_unsent(error)
+            return False
+
+        attempts = 0
+        reason = ""
+
+        async def one_attempt() -> httpx.Response:
+            """The response, or ``MicrosoftUnavailable`` (retried) for a transient answer."""
+            nonlocal reason
             try:
                 response = await call()
             except httpx.TransportError as error:
-                certainly_unsent = isinstance(
-                    error, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
-                )
-                if not idempotent and not certainly_unsent:
-                    raise MicrosoftUnavailable(
-                        f"{what} did not answer ({type(error).__name__}); not retried because"
-                        " the request may have been processed"
-                    ) from error
-                reason = f"{type(error).__name__}"
-                failure: BaseException | None = error
-            else:
-                retryable = TRANSIENT_STATUSES if idempotent else NOT_PROCESSED_STATUSES
-                if response.status_code not in retryable:
-                    return response
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                await response.aclose()
-                reason = f"HTTP {response.status_code}"
-                failure = None
-            wait = retry_after if retry_after is not None else self.backoff(attempt)
-            elapsed = self.clock() - started
-            if attempt >= self.max_attempts or elapsed + wait > self.max_total_seconds:
-                message = f"{what} unavailable after {attempt} attempt(s): {reason}"
-                raise MicrosoftUnavailable(message, retry_after=retry_after) from failure
-            log.warning(
-                "%s answered %s (attempt %d of %d); retrying in %.2fs",
-                what,
-                reason,
-                attempt,
-                self.max_attempts,
-                wait,
-            )
-            await self.sleep(wait)
+                reason = type(error).__name__
+                raise
+            if response.status_code not in retryable:
+                return response
+            reason = f"HTTP {response.status_code}"
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            await response.aclose()
+            raise MicrosoftUnavailable(f"{what} answered {reason}", retry_after=retry_after)
+
+        try:
+            async for attempt in stamina.retry_context(
+                on=retry_on,
+                attempts=self.max_attempts,
+                timeout=self.max_total_seconds,
+                wait_initial=self.base_delay,
+                wait_max=self.max_delay,
+                wait_jitter=self.jitter,
+            ):
+                with attempt:
+                    attempts = attempt.num
+                    if attempts > 1:
+                        log.warning(
+                            "%s answered %s; attempt %d of %d",
+                            what,
+                            reason,
+                            attempts,
+                            self.max_attempts,
+                        )
+                    return await one_attempt()
+        except MicrosoftUnavailable as error:
+            message = f"{what} unavailable after {attempts} attempt(s): {reason}"
+            raise MicrosoftUnavailable(message, retry_after=error.retry_after) from error
+        except httpx.TransportError as error:
+            if not idempotent and not _certainly_unsent(error):
+                raise MicrosoftUnavailable(
+                    f"{what} did not answer ({reason}); not retried because"
+                    " the request may have been processed"
+                ) from error
+            message = f"{what} unavailable after {attempts} attempt(s): {reason}"
+            raise MicrosoftUnavailable(message) from error
+        raise AssertionError("unreachable: stamina either returned or raised")
 
 
 #: The policy the clients use unless given another.

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 import httpx
+from cachetools import TTLCache
 
 from bot.microsoft.discovery import TenantIdentity, resolve_tenant
 
@@ -13,8 +14,9 @@ __all__ = ["TenantDirectory"]
 
 
 class TenantDirectory:
-    """Caches successful look-ups for ``remember_seconds``: a tenant id never changes, and a
-    retried modal submission should not wait for Microsoft twice."""
+    """Caches successful look-ups for ``remember_seconds`` (on ``clock``): a tenant id never
+    changes, and a retried modal submission should not wait for Microsoft twice. Failures are not
+    remembered."""
 
     def __init__(
         self,
@@ -23,17 +25,18 @@ class TenantDirectory:
         *,
         remember_seconds: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
+        remember_at_most: int = 1024,
     ) -> None:
         self._http = http
         self._login_url = login_url
-        self._remember_seconds = remember_seconds
-        self._clock = clock
-        self._known: dict[str, tuple[TenantIdentity, float]] = {}
+        self._known: TTLCache[str, TenantIdentity] = TTLCache(
+            maxsize=remember_at_most, ttl=remember_seconds, timer=clock
+        )
 
     async def resolve(self, tenant: str) -> TenantIdentity:
         known = self._known.get(tenant)
-        if known is not None and known[1] > self._clock():
-            return known[0]
+        if known is not None:
+            return known
         identity = await resolve_tenant(self._http, self._login_url, tenant)
-        self._known[tenant] = (identity, self._clock() + self._remember_seconds)
+        self._known[tenant] = identity  # no await between: the event loop keeps this atomic
         return identity

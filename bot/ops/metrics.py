@@ -1,76 +1,84 @@
-"""Prometheus text exposition for ``/metrics``: requests, acks, errors, sessions by state."""
+"""``/metrics`` through ``prometheus_client``: requests, acks (with latency), errors, duplicates,
+sessions by state.
+
+Each ``Metrics`` has its own ``CollectorRegistry`` (a process may build several runtimes: tests
+do), so nothing lands in the library's global registry.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
-__all__ = ["Metrics"]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
 
-_ACK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0)
+__all__ = ["ACK_BUCKETS", "Metrics"]
+
+#: Slack wants an ack within 3 seconds.
+ACK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0)
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-@dataclass
 class Metrics:
-    requests: Counter[str] = field(default_factory=Counter)  # by payload kind
-    acks: Counter[str] = field(default_factory=Counter)  # by HTTP status of the ack
-    errors: Counter[str] = field(default_factory=Counter)  # by error class
-    duplicates: int = 0
-    ack_bucket_counts: list[int] = field(default_factory=lambda: [0] * len(_ACK_BUCKETS))
-    ack_seconds_sum: float = 0.0
-    ack_count: int = 0
+    """The process's counters; ``render`` gives the exposition for one scrape."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._requests = Counter(
+            "provision_inline_requests",
+            "Slack requests received, by payload kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self._acks = Counter(
+            "provision_inline_acks",
+            "Acknowledgements sent to Slack, by HTTP status.",
+            ["status"],
+            registry=self.registry,
+        )
+        self._ack_seconds = Histogram(
+            "provision_inline_ack_seconds",
+            "Time from request to acknowledgement.",
+            buckets=ACK_BUCKETS,
+            registry=self.registry,
+        )
+        self._errors = Counter(
+            "provision_inline_errors",
+            "Unexpected errors reaching the error handler.",
+            ["type"],
+            registry=self.registry,
+        )
+        self._duplicates = Counter(
+            "provision_inline_duplicates",
+            "Slack deliveries dropped as duplicates.",
+            registry=self.registry,
+        )
+        self._sessions = Gauge(
+            "provision_inline_sessions",
+            "Active sessions by state.",
+            ["state"],
+            registry=self.registry,
+        )
 
     def observe_ack(self, kind: str, status: int, seconds: float) -> None:
-        self.requests[kind] += 1
-        self.acks[str(status)] += 1
-        self.ack_seconds_sum += seconds
-        self.ack_count += 1
-        for index, bound in enumerate(_ACK_BUCKETS):
-            if seconds <= bound:
-                self.ack_bucket_counts[index] += 1
+        """One Slack request of ``kind`` acknowledged with ``status`` after ``seconds``."""
+        self._requests.labels(kind=kind).inc()
+        self._acks.labels(status=str(status)).inc()
+        self._ack_seconds.observe(seconds)
 
-    def render(self, sessions_by_phase: Mapping[str, int]) -> str:
-        lines = [
-            "# HELP provision_inline_requests_total Slack requests received, by payload kind.",
-            "# TYPE provision_inline_requests_total counter",
-            *(
-                f'provision_inline_requests_total{{kind="{_escape(kind)}"}} {count}'
-                for kind, count in sorted(self.requests.items())
-            ),
-            "# HELP provision_inline_acks_total Acknowledgements sent to Slack, by HTTP status.",
-            "# TYPE provision_inline_acks_total counter",
-            *(
-                f'provision_inline_acks_total{{status="{status}"}} {count}'
-                for status, count in sorted(self.acks.items())
-            ),
-            "# HELP provision_inline_ack_seconds Time from request to acknowledgement.",
-            "# TYPE provision_inline_ack_seconds histogram",
-            *(
-                f'provision_inline_ack_seconds_bucket{{le="{bound}"}} {count}'
-                for bound, count in zip(_ACK_BUCKETS, self.ack_bucket_counts, strict=True)
-            ),
-            f'provision_inline_ack_seconds_bucket{{le="+Inf"}} {self.ack_count}',
-            f"provision_inline_ack_seconds_sum {self.ack_seconds_sum:.6f}",
-            f"provision_inline_ack_seconds_count {self.ack_count}",
-            "# HELP provision_inline_errors_total Unexpected errors reaching the error handler.",
-            "# TYPE provision_inline_errors_total counter",
-            *(
-                f'provision_inline_errors_total{{type="{_escape(kind)}"}} {count}'
-                for kind, count in sorted(self.errors.items())
-            ),
-            "# HELP provision_inline_duplicates_total Slack deliveries dropped as duplicates.",
-            "# TYPE provision_inline_duplicates_total counter",
-            f"provision_inline_duplicates_total {self.duplicates}",
-            "# HELP provision_inline_sessions Active sessions by state.",
-            "# TYPE provision_inline_sessions gauge",
-            *(
-                f'provision_inline_sessions{{state="{phase}"}} {count}'
-                for phase, count in sorted(sessions_by_phase.items())
-            ),
-        ]
-        return "\n".join(lines) + "\n"
+    def count_error(self, error_type: str) -> None:
+        """An unexpected error (by class name) reached the error handler."""
+        self._errors.labels(type=error_type).inc()
+
+    def count_duplicate(self) -> None:
+        """A Slack delivery was dropped as a duplicate of one already handled."""
+        self._duplicates.inc()
+
+    def render(self, sessions_by_phase: Mapping[str, int], accept: str = "") -> tuple[bytes, str]:
+        """The exposition (body, content type) in the format ``accept`` asks for (Prometheus
+        text by default), with the active sessions counted just now."""
+        # No await in between: a concurrent scrape never sees the gauge half set.
+        self._sessions.clear()
+        for phase, count in sessions_by_phase.items():
+            self._sessions.labels(state=phase).set(count)
+        encode, content_type = choose_encoder(accept)
+        return encode(self.registry), content_type

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
+from cachetools import TTLCache
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -25,13 +25,9 @@ class AccessCheckFailed(Exception):
         super().__init__(f"could not list the members of user group {group_id}: {slack_error}")
 
 
-@dataclass(frozen=True)
-class _Cached:
-    members: frozenset[str]
-    until: float
-
-
 class AccessPolicy:
+    """Who may act. Group members are remembered for ``cache_seconds`` on ``clock``."""
+
     def __init__(
         self,
         client: AsyncWebClient,
@@ -40,13 +36,14 @@ class AccessPolicy:
         approvers: Sequence[str],
         cache_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        cache_at_most: int = 256,
     ) -> None:
         self._client = client
         self.admins = tuple(admins)
         self.approvers = tuple(approvers)
-        self._cache_seconds = cache_seconds
-        self._clock = clock
-        self._groups: dict[str, _Cached] = {}
+        self._groups: TTLCache[str, frozenset[str]] = TTLCache(
+            maxsize=cache_at_most, ttl=cache_seconds, timer=clock
+        )
 
     async def is_admin(self, user_id: str) -> bool:
         return await self._is_listed(user_id, self.admins)
@@ -63,14 +60,13 @@ class AccessPolicy:
         return False
 
     async def _members(self, group_id: str) -> frozenset[str]:
-        now = self._clock()
         cached = self._groups.get(group_id)
-        if cached is not None and cached.until > now:
-            return cached.members
+        if cached is not None:
+            return cached
         try:
             response = await self._client.usergroups_users_list(usergroup=group_id)
         except SlackApiError as error:
             raise AccessCheckFailed(group_id, str(error.response.get("error"))) from error
         members = frozenset(str(user) for user in response.get("users") or [])
-        self._groups[group_id] = _Cached(members, now + self._cache_seconds)
+        self._groups[group_id] = members  # no await between: the event loop keeps this atomic
         return members

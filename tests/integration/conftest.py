@@ -17,7 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
+from stamina.instrumentation import RetryDetails
 
 from bot.app import Runtime, build_runtime
 from bot.config import load_settings
@@ -45,7 +47,7 @@ from tests.conftest import (
     SIGNING_SECRET,
     base_environment,
 )
-from tests.microsoft_cloud import CONTOSO, FABRIKAM
+from tests.microsoft_cloud import CONTOSO, FABRIKAM, recording_retries, requested_wait
 from tests.microsoft_cloud import contoso as standard_contoso
 from tests.microsoft_cloud import fabrikam as standard_fabrikam
 
@@ -168,9 +170,18 @@ class Harness:
 
     async def sleep(self, seconds: float) -> None:
         """The bot's waiting, in tests: Microsoft's time moves on at once, nobody really waits."""
+        self.waited(seconds)
+        await asyncio.sleep(0)  # still a point where other tasks may run, as a real wait is
+
+    def waited(self, seconds: float) -> None:
+        """Record a wait of the bot's and move Microsoft's time on by it."""
         self.slept.append(seconds)
         self.microsoft_clock.advance(seconds)
-        await asyncio.sleep(0)  # still a point where other tasks may run, as a real wait is
+
+    def retried(self, details: RetryDetails) -> None:
+        """A retry stamina scheduled (instantly, in its testing mode): the wait it stands for
+        (Microsoft's ``Retry-After``) counts as waited, as the verification's polling does."""
+        self.waited(requested_wait(details))
 
     async def restart(self) -> None:
         """Stop this bot completely and start a new one (same Redis, same sandboxes)."""
@@ -281,11 +292,21 @@ async def harness(
         )
         # settled() waits on keyspace notifications instead of polling.
         await redis.config_set("notify-keyspace-events", "KA")
+        stack.enter_context(recording_retries(harness.retried))
         await harness.start_bot()
         try:
             yield harness
         finally:
             await harness._stack.aclose()
+
+
+def metric(exposition: str, name: str, **labels: str) -> float | None:
+    """The value of sample ``name`` with exactly ``labels`` in a ``/metrics`` answer, if any."""
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return None
 
 
 async def ephemeral_for(harness: Harness, user_id: str, containing: str) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.integration.conftest import ADMIN, CHANNEL, Harness
+from tests.integration.conftest import ADMIN, CHANNEL, Harness, metric
 
 
 async def test_a_bad_signature_is_refused_with_401_and_no_effect(harness: Harness) -> None:
@@ -48,7 +48,7 @@ async def test_a_retried_submission_makes_one_session(harness: Harness) -> None:
     assert len(await harness.runtime.store.active()) == 1
     assert "already" not in " ".join(e.text for e in harness.slack.ephemerals)
     metrics = (await harness.http.get(f"{harness.base_url}/metrics")).text
-    assert "provision_inline_duplicates_total 1" in metrics
+    assert metric(metrics, "provision_inline_duplicates_total") == 1
 
 
 async def test_slow_microsoft_does_not_hold_up_the_ack(harness: Harness) -> None:
@@ -90,9 +90,9 @@ async def test_healthz_and_metrics(harness: Harness, redis_server) -> None:  # t
     assert (health.status_code, health.json()["redis"]) == (200, "ok")
     await harness.start_session("contoso.com")
     metrics = (await harness.http.get(f"{harness.base_url}/metrics")).text
-    assert 'provision_inline_sessions{state="started"} 1' in metrics
-    assert 'provision_inline_requests_total{kind="slash_command"} 1' in metrics
-    assert 'provision_inline_acks_total{status="200"}' in metrics
+    assert metric(metrics, "provision_inline_sessions", state="started") == 1
+    assert metric(metrics, "provision_inline_requests_total", kind="slash_command") == 1
+    assert (metric(metrics, "provision_inline_acks_total", status="200") or 0) >= 1
     redis_server.stop()
     try:
         down = await harness.http.get(f"{harness.base_url}/healthz")

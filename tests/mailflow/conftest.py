@@ -13,7 +13,6 @@ import pytest
 from bot.config import InlineService
 from bot.microsoft.exchange import ExchangeClient
 from bot.microsoft.identity import AppCredentials, MicrosoftApp
-from bot.microsoft.retry import RetryPolicy
 from bot.sandbox.microsoft import (
     EXCHANGE_ADMINISTRATOR,
     ManualClock,
@@ -119,14 +118,12 @@ def mailflow_app(cloud: Cloud) -> Iterator[MicrosoftApp]:
 
 
 @pytest.fixture
-def exchange(
-    cloud: Cloud, mailflow_app: MicrosoftApp, http: httpx.AsyncClient, no_wait: RetryPolicy
-) -> ExchangeClient:
+def exchange(cloud: Cloud, mailflow_app: MicrosoftApp, http: httpx.AsyncClient) -> ExchangeClient:
     """The mail-flow app, consented and holding an effective Exchange Administrator role."""
     sp = cloud.sandbox.consent(TENANT, MAILFLOW_ID)
     cloud.sandbox.assign_role(TENANT, sp.id, EXCHANGE_ADMINISTRATOR)
     provider = mailflow_app.token_provider(TENANT, cloud.exchange_url)
-    return ExchangeClient(http, cloud.exchange_url, TENANT, INITIAL_DOMAIN, provider, retry=no_wait)
+    return ExchangeClient(http, cloud.exchange_url, TENANT, INITIAL_DOMAIN, provider)
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Fixtures for the Microsoft clients: a sandbox Microsoft cloud served over real TLS.
 
-The cloud, TLS, ``http``, ``clock``, ``delays`` and ``no_wait`` fixtures come from
+The cloud, TLS, ``http``, ``clock`` and ``delays`` fixtures come from
 ``tests.microsoft_cloud``.
 """
 

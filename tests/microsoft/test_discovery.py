@@ -6,6 +6,8 @@ import pytest
 from bot.microsoft.discovery import TenantIdentity, normalise_tenant_input, resolve_tenant
 from bot.microsoft.errors import MicrosoftUnavailable, UnknownTenant
 from bot.microsoft.retry import RetryPolicy
+from bot.microsoft.tenants import TenantDirectory
+from bot.sandbox.microsoft import ManualClock
 from bot.sandbox.server import free_port
 
 from .conftest import CONTOSO, Cloud
@@ -66,10 +68,7 @@ async def test_unknown_tenant(cloud: Cloud, http: httpx.AsyncClient) -> None:
 
 
 async def test_network_error_is_unavailable(http: httpx.AsyncClient, delays: list[float]) -> None:
-    async def record(seconds: float) -> None:
-        delays.append(seconds)
-
-    policy = RetryPolicy(max_attempts=3, sleep=record)
+    policy = RetryPolicy(max_attempts=3)
     nowhere = f"https://127.0.0.1:{free_port()}/login"
     with pytest.raises(MicrosoftUnavailable):
         await resolve_tenant(http, nowhere, "contoso.com", retry=policy)
@@ -77,12 +76,32 @@ async def test_network_error_is_unavailable(http: httpx.AsyncClient, delays: lis
 
 
 async def test_outage_is_retried(
-    cloud: Cloud, http: httpx.AsyncClient, no_wait: RetryPolicy, delays: list[float]
+    cloud: Cloud, http: httpx.AsyncClient, delays: list[float]
 ) -> None:
     cloud.sandbox.fail("login", status=503, retry_after=4)
-    identity = await resolve_tenant(http, cloud.login_url, "contoso.com", retry=no_wait)
+    identity = await resolve_tenant(http, cloud.login_url, "contoso.com")
     assert identity.tenant_id == CONTOSO
     assert delays == [4.0]
     cloud.sandbox.fail("login", status=500, times=10)
     with pytest.raises(MicrosoftUnavailable):
-        await resolve_tenant(http, cloud.login_url, "contoso.com", retry=no_wait)
+        await resolve_tenant(http, cloud.login_url, "contoso.com")
+
+
+async def test_resolved_tenants_are_remembered_for_ten_minutes(
+    cloud: Cloud, http: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    directory = TenantDirectory(http, cloud.login_url, clock=clock)
+    with pytest.raises(UnknownTenant):
+        await directory.resolve("nosuchtenant.example")
+    asked = len(cloud.sandbox.requests_to("login"))
+    assert (await directory.resolve("contoso.com")).tenant_id == CONTOSO
+    assert len(cloud.sandbox.requests_to("login")) == asked + 1
+    clock.advance(599)
+    assert (await directory.resolve("contoso.com")).tenant_id == CONTOSO
+    assert len(cloud.sandbox.requests_to("login")) == asked + 1
+    clock.advance(1)
+    assert (await directory.resolve("contoso.com")).tenant_id == CONTOSO
+    assert len(cloud.sandbox.requests_to("login")) == asked + 2
+    with pytest.raises(UnknownTenant):  # a failure is never remembered: Microsoft is asked again
+        await directory.resolve("nosuchtenant.example")
+    assert len(cloud.sandbox.requests_to("login")) == asked + 3

@@ -6,7 +6,6 @@ import pytest
 from bot.microsoft.errors import AlreadyExists, Forbidden, MicrosoftUnavailable, NotFound
 from bot.microsoft.exchange import ExchangeClient
 from bot.microsoft.model import EXCHANGE_ADMINISTRATOR
-from bot.microsoft.retry import RetryPolicy
 from bot.sandbox.microsoft import ManualClock
 
 from .conftest import CONTOSO, DIRSYNC_ID, MAILFLOW_ID, AppFactory, Cloud
@@ -16,35 +15,29 @@ def client(
     cloud: Cloud,
     make_app: AppFactory,
     http: httpx.AsyncClient,
-    retry: RetryPolicy,
     client_id: str = MAILFLOW_ID,
 ) -> ExchangeClient:
     provider = make_app(client_id).token_provider(CONTOSO, cloud.exchange_url)
-    return ExchangeClient(
-        http, cloud.exchange_url, CONTOSO, "contoso.onmicrosoft.com", provider, retry=retry
-    )
+    return ExchangeClient(http, cloud.exchange_url, CONTOSO, "contoso.onmicrosoft.com", provider)
 
 
 @pytest.fixture
-def exchange(
-    cloud: Cloud, make_app: AppFactory, http: httpx.AsyncClient, no_wait: RetryPolicy
-) -> ExchangeClient:
+def exchange(cloud: Cloud, make_app: AppFactory, http: httpx.AsyncClient) -> ExchangeClient:
     """The mail-flow app, consented and holding an effective Exchange Administrator role."""
     sp = cloud.sandbox.consent(CONTOSO, MAILFLOW_ID)
     cloud.sandbox.assign_role(CONTOSO, sp.id, EXCHANGE_ADMINISTRATOR)
-    return client(cloud, make_app, http, no_wait)
+    return client(cloud, make_app, http)
 
 
 async def test_role_replication_delay(
     cloud: Cloud,
     make_app: AppFactory,
     http: httpx.AsyncClient,
-    no_wait: RetryPolicy,
     clock: ManualClock,
 ) -> None:
     cloud.sandbox.replication_delay = 1800
     sp = cloud.sandbox.consent(CONTOSO, MAILFLOW_ID)
-    exchange = client(cloud, make_app, http, no_wait)
+    exchange = client(cloud, make_app, http)
     with pytest.raises(Forbidden) as caught:
         await exchange.invoke("Get-AcceptedDomain")
     assert caught.value.status == 403
@@ -65,11 +58,11 @@ async def test_role_replication_delay(
 
 
 async def test_without_manage_as_app_is_unauthorized(
-    cloud: Cloud, make_app: AppFactory, http: httpx.AsyncClient, no_wait: RetryPolicy
+    cloud: Cloud, make_app: AppFactory, http: httpx.AsyncClient
 ) -> None:
     sp = cloud.sandbox.consent(CONTOSO, DIRSYNC_ID)
     cloud.sandbox.assign_role(CONTOSO, sp.id, EXCHANGE_ADMINISTRATOR)
-    exchange = client(cloud, make_app, http, no_wait, DIRSYNC_ID)
+    exchange = client(cloud, make_app, http, DIRSYNC_ID)
     with pytest.raises(Forbidden) as caught:
         await exchange.invoke("Get-AcceptedDomain")
     assert caught.value.status == 401

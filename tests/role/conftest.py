@@ -14,7 +14,6 @@ import pytest
 
 from bot.microsoft.graph import GraphClient
 from bot.microsoft.identity import AppCredentials, MicrosoftApp, SignInFlow
-from bot.microsoft.retry import RetryPolicy
 from bot.sandbox.microsoft import (
     PRIVILEGED_ROLE_ADMINISTRATOR,
     ManualClock,
@@ -60,12 +59,10 @@ def dirsync_msal_app(cloud: Cloud, apps_made: list[MicrosoftApp]) -> MicrosoftAp
 
 
 @pytest.fixture
-def role_sign_in(cloud: Cloud, no_wait: RetryPolicy, apps_made: list[MicrosoftApp]) -> RoleSignIn:
+def role_sign_in(cloud: Cloud, apps_made: list[MicrosoftApp]) -> RoleSignIn:
     """The "Assign for me" sign-in with the directory-sync app (a fresh MSAL app each use)."""
 
-    return RoleSignIn(
-        lambda: dirsync_msal_app(cloud, apps_made), cloud.graph_url, REDIRECT, retry=no_wait
-    )
+    return RoleSignIn(lambda: dirsync_msal_app(cloud, apps_made), cloud.graph_url, REDIRECT)
 
 
 def reader_for(

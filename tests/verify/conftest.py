@@ -1,8 +1,9 @@
 """Fixtures for verification: the sandbox Microsoft cloud over real TLS, two tenants, two apps.
 
 Contoso has PIM and Entra ID P2; Fabrikam has neither (its PIM APIs answer
-``AadPremiumLicenseRequired``). The retry policy records its waits instead of sleeping, and the
-sandbox runs on a manual clock that tests (and the injected ``sleep``) advance.
+``AadPremiumLicenseRequired``). Retries are instant (stamina's testing mode; ``delays`` records
+the waits they stand for), and the sandbox runs on a manual clock that tests (and the ``sleep``
+injected into ``verify_until_ready``) advance.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import pytest
 
 from bot.microsoft.access import VerifyContext
 from bot.microsoft.identity import AppCredentials, MicrosoftApp
-from bot.microsoft.retry import RetryPolicy
 from bot.sandbox.microsoft import (
     EXCHANGE_ADMINISTRATOR,
     GLOBAL_ADMINISTRATOR,
@@ -78,7 +78,7 @@ ContextFactory = Callable[..., VerifyContext]
 
 @pytest.fixture
 def make_context(
-    cloud: Cloud, http: httpx.AsyncClient, no_wait: RetryPolicy, clock: ManualClock
+    cloud: Cloud, http: httpx.AsyncClient, clock: ManualClock
 ) -> Iterator[ContextFactory]:
     """A ``VerifyContext`` with fresh MSAL apps (MSAL caches error answers: never share one)."""
     made: list[MicrosoftApp] = []
@@ -106,7 +106,6 @@ def make_context(
             http=http,
             graph_url=cloud.graph_url,
             exchange_url=cloud.exchange_url,
-            retry=no_wait,
             initial_domain=initial_domain,
             clock=clock,
             replication_window=replication_window,

@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from bot.blocks import Message
@@ -40,11 +42,15 @@ class VerificationJob:
         provisioner: Provisioner,
         microsoft: MicrosoftAccess,
         limit: timedelta = timedelta(minutes=30),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``sleep`` and ``monotonic`` pace the wait for the role to replicate (tests move the
+        sandbox's clock instead); HTTP retries are stamina's, not paced by them."""
         self._provisioner = provisioner
         self._microsoft = microsoft
-        self._sleep = microsoft.sleep
-        self._monotonic = microsoft.monotonic
+        self._sleep = sleep
+        self._monotonic = monotonic
         self._limit = limit
 
     async def run(self, session: Session) -> None:
@@ -75,7 +81,6 @@ class VerificationJob:
 
     async def _verify(self, session: Session) -> None:
         provisioner = self._provisioner
-        # Retries (429/503 with Retry-After) wait on the same pacing as the polling.
         context = self._microsoft.context(session.tenant_id)
         progress_ts = await self._start_progress(session)
 
