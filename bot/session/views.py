@@ -503,7 +503,12 @@ def refused_transition_message(refused: TransitionNotAllowed) -> Message:
         return Message(text=text, blocks=[_section(text)])
     latest = session.history[-1] if session.history else None
     same = session.last(refused.event.kind)
-    if same is not None and same.phase is session.phase:
+    # The same move was made first: the session is still where it led, or only the bot
+    # carried it on since.
+    if same is not None and (
+        same.phase is session.phase
+        or all(e.actor == "system" for e in session.history[session.history.index(same) + 1 :])
+    ):
         text = (
             f"Already done: {mention(same.actor)} {_EVENT_SENTENCE[same.kind]} "
             f"{when(same.at)}. Nothing was changed."

@@ -451,14 +451,9 @@ class RoleStep:
     ) -> pages.Page:
         """Microsoft posted the sign-in back: claim the acknowledged request (compare-and-set),
         assign exactly that request with the sign-in, then forget the sign-in."""
-        not_waiting = pages.role_not_assigned(
-            "The role request is not waiting to be assigned any more (it was already "
-            "assigned, or changed).",
-            thread,
-        )
         request = session.role.acknowledged_request
         if session.phase is not Phase.ROLE_ACKNOWLEDGED or request is None or not binding.sealed:
-            return not_waiting
+            return _not_waiting(session, thread)
         try:
             flow = SignInFlow.from_json(self._sealer.unseal(binding.sealed, max_age_seconds=3600))
         except UnsealError:
@@ -473,14 +468,7 @@ class RoleStep:
                 payload=SeenRequest(request.digest()),
             )
         except TransitionNotAllowed as refused:
-            changed = refused.session.last(EventKind.ROLE_REQUEST)
-            if refused.session.phase is Phase.ROLE_REQUESTED and changed is not None:
-                return pages.role_not_assigned(
-                    "The role request was changed after it was acknowledged, so nothing was "
-                    "assigned: the new request needs an approver's acknowledgement first.",
-                    thread,
-                )
-            return not_waiting
+            return _not_waiting(refused.session, thread)
         session = claimed.after
         request = session.role.request
         assert request is not None  # the guard of ROLE_ASSIGNING saw it
@@ -540,3 +528,19 @@ class RoleStep:
             )
         except TransitionNotAllowed:
             logger.info("role claim of session %s was already released", session.id)
+
+
+def _not_waiting(session: Session, thread: str | None) -> pages.Page:
+    """The page for a sign-in that came back when there was nothing (or something else) to
+    assign; nothing was sent to Microsoft."""
+    if session.phase is Phase.ROLE_REQUESTED and session.role.request is not None:
+        return pages.role_not_assigned(
+            "The role request was changed after it was acknowledged, so nothing was assigned: "
+            "the new request needs an approver's acknowledgement first.",
+            thread,
+        )
+    return pages.role_not_assigned(
+        "The role request is not waiting to be assigned any more (it was already assigned, or "
+        "changed).",
+        thread,
+    )
