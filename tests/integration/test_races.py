@@ -15,13 +15,15 @@ import httpx
 
 from bot.sandbox.microsoft import EXCHANGE_ADMINISTRATOR, PolicyRules
 from bot.steps.mailflow.views import ACTION_SUBMIT
+from bot.steps.role.model import SeenRequest
 from bot.steps.role.views import (
     ACTION_ACKNOWLEDGE,
     ACTION_ASSIGN_SIGN_IN,
+    ACTION_NEW_SIGN_IN,
     ACTION_REQUEST_AMEND,
     ACTION_REQUEST_OPEN_PIM,
 )
-from bot.workflow import Phase, Session
+from bot.workflow import Event, EventKind, Phase, Session
 from tests.integration.conftest import (
     ADMIN,
     APPROVER,
@@ -316,3 +318,40 @@ async def test_two_submits_at_once_apply_the_plan_once(harness: Harness) -> None
     assert max(created.values()) == 1  # nothing created twice
     assert {name for _, name in expected_named(harness)} <= set(created)
     assert len(announcements(harness, CHANNEL)) == 1
+
+
+async def test_a_sign_in_interrupted_before_microsoft_answered_is_released(
+    harness: Harness,
+) -> None:
+    """A process that stopped between claiming the request and Microsoft's answer leaves the
+    session assigning; the sweep gives the step back after a while, with the same request and
+    acknowledgement (nothing to approve again)."""
+    root_ts, session_id = await at_step_two(harness)
+    await request_role(
+        harness, root_ts, {"justification_input": JUSTIFICATION}, opener=ACTION_REQUEST_OPEN_PIM
+    )
+    await click(harness, root_ts, ACTION_ACKNOWLEDGE, APPROVER)
+    await wait_button(harness, root_ts, ACTION_ASSIGN_SIGN_IN)
+    acknowledged = (await session_of(harness, session_id)).role.request
+    assert acknowledged is not None
+    provisioner = harness.runtime.provisioner
+    claim = Event(
+        EventKind.ROLE_ASSIGNING,
+        GROUP_ADMIN,
+        provisioner.now(),
+        payload=SeenRequest(acknowledged.digest()),
+    )
+    await provisioner.handle(session_id, claim)  # ...and the process stops here
+    role_step = harness.runtime.role_step
+    await role_step.remind_and_expire()
+    assert (await session_of(harness, session_id)).phase is Phase.ROLE_ASSIGNING  # still early
+    harness.clock.advance(16 * 60)
+    await role_step.remind_and_expire()
+    session = await session_of(harness, session_id)
+    assert session.phase is Phase.ROLE_ACKNOWLEDGED
+    assert session.role.acknowledged_request == acknowledged
+    assert any("was interrupted" in m.text for m in harness.thread(root_ts))
+    await click(harness, root_ts, ACTION_NEW_SIGN_IN, ADMIN)  # the first link has expired
+    page = await sign_in_and_assign(harness, root_ts, ROLE_ADMIN_UPN, nth=2)
+    assert "role assigned" in page.text
+    assert schedule_justifications(harness) == [JUSTIFICATION]
