@@ -4,6 +4,13 @@
 The allowed moves are one explicit table, ``TRANSITIONS``: a move that is not in it raises
 ``TransitionNotAllowed``, which tells the caller what state the session is in and who put it
 there (so a second approver's click can be answered "already done by …").
+
+``Session`` is the whole state of a provisioning, one typed record: the phase, its history, and
+each step's state (``RoleState``, ``PlanState``, ``UpgradeFindings``). Step state changes only
+here, through an event (with its typed payload): updates that do not change the phase ("the plan
+was shown with these findings", "the warnings were acknowledged") are self-transitions in the
+table. Some moves have a guard, checked on the same record the compare-and-set stores; a failed
+guard raises ``TransitionRefused`` with the reason.
 """
 
 from __future__ import annotations
@@ -12,23 +19,40 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
+
+from bot.session.record import decode, encode
+from bot.steps.mailflow.model import PlanState, UpgradeFindings, WarningsAcknowledged
+from bot.steps.role.model import (
+    Acknowledgement,
+    AssignmentClaim,
+    AssignmentFailed,
+    RoleRequest,
+    RoleState,
+    SeenRequest,
+)
+from bot.steps.role.requirements import RoleRequirements
 
 __all__ = [
     "TERMINAL",
     "TRANSITIONS",
+    "UPDATES",
     "WORKING",
     "Effect",
     "Event",
     "EventKind",
     "HistoryEntry",
+    "Payload",
     "Phase",
     "Scope",
     "Session",
     "Step",
     "StepProgress",
+    "Thread",
     "Transition",
     "TransitionNotAllowed",
+    "TransitionRefused",
+    "Why",
     "advance",
     "checklist",
 ]
@@ -41,6 +65,7 @@ class Phase(StrEnum):
     MAILFLOW_CONSENTED = "mailflow_consented"  # step 1 done; the role request is next
     ROLE_REQUESTED = "role_requested"  # justification submitted; an approver must acknowledge
     ROLE_ACKNOWLEDGED = "role_acknowledged"  # approved; the role must be assigned
+    ROLE_ASSIGNING = "role_assigning"  # a sign-in came back; the bot is asking Microsoft
     ROLE_ASSIGNED = "role_assigned"  # step 2 done; the directory-sync consent is next
     DIRECTORY_CONSENTED = "directory_consented"  # step 3 done; verification is next
     VERIFYING = "verifying"
@@ -71,6 +96,8 @@ class EventKind(StrEnum):
     ROLE_WITHDRAW = "role_withdraw"
     ROLE_REQUEST_EXPIRED = "role_request_expired"
     ROLE_FOUND = "role_found"  # the role was already in place (an upgrade; checked in Graph)
+    ROLE_ASSIGNING = "role_assigning"  # payload SeenRequest: the request about to be sent
+    ROLE_ASSIGN_FAILED = "role_assign_failed"  # payload AssignmentFailed
     ROLE_ASSIGNED = "role_assigned"
     DIRECTORY_CONSENT = "directory_consent"
     VERIFY = "verify"
@@ -82,6 +109,31 @@ class EventKind(StrEnum):
     RETRY = "retry"
     CANCEL = "cancel"
     EXPIRE = "expire"
+    # Updates: they change step state, never the phase (self-transitions below).
+    ROOT_POSTED = "root_posted"  # payload Thread
+    ROLE_REQUIREMENTS = "role_requirements"  # payload RoleRequirements
+    ROLE_REMINDED = "role_reminded"
+    ROLE_SIGN_IN_OPENED = "role_sign_in_opened"
+    UPGRADE_CHECKED = "upgrade_checked"  # payload UpgradeFindings
+    PLAN_READ = "plan_read"  # payload PlanState
+    WARNINGS_ACKNOWLEDGE = "warnings_acknowledge"
+
+
+#: Event kinds that never change the phase: no history entry, no effects.
+UPDATES = frozenset(
+    {
+        EventKind.ROOT_POSTED,
+        EventKind.ROLE_REQUIREMENTS,
+        EventKind.ROLE_REMINDED,
+        EventKind.ROLE_SIGN_IN_OPENED,
+        EventKind.UPGRADE_CHECKED,
+        EventKind.PLAN_READ,
+        EventKind.WARNINGS_ACKNOWLEDGE,
+    }
+)
+
+# Phase changes the step itself reports in the thread (the outcome of the assignment).
+_QUIET = frozenset({EventKind.ROLE_ASSIGNING, EventKind.ROLE_ASSIGN_FAILED})
 
 
 _ACTIVE = [phase for phase in Phase if phase not in TERMINAL]
@@ -97,7 +149,13 @@ TRANSITIONS: Mapping[tuple[Phase, EventKind], Phase] = {
     # A request changed after acknowledgement (Microsoft asked for more) is reviewed again.
     (Phase.ROLE_ACKNOWLEDGED, EventKind.ROLE_REQUEST): Phase.ROLE_REQUESTED,
     (Phase.MAILFLOW_CONSENTED, EventKind.ROLE_FOUND): Phase.ROLE_ASSIGNED,
+    # "I've assigned it" (portal), checked in Graph.
     (Phase.ROLE_ACKNOWLEDGED, EventKind.ROLE_ASSIGNED): Phase.ROLE_ASSIGNED,
+    # "Assign for me": the acknowledged request is claimed before it goes to Microsoft, so it
+    # cannot be amended while on its way.
+    (Phase.ROLE_ACKNOWLEDGED, EventKind.ROLE_ASSIGNING): Phase.ROLE_ASSIGNING,
+    (Phase.ROLE_ASSIGNING, EventKind.ROLE_ASSIGNED): Phase.ROLE_ASSIGNED,
+    (Phase.ROLE_ASSIGNING, EventKind.ROLE_ASSIGN_FAILED): Phase.ROLE_ACKNOWLEDGED,
     (Phase.ROLE_ASSIGNED, EventKind.DIRECTORY_CONSENT): Phase.DIRECTORY_CONSENTED,
     (Phase.DIRECTORY_CONSENTED, EventKind.VERIFY): Phase.VERIFYING,
     (Phase.PLAN_SHOWN, EventKind.VERIFY): Phase.VERIFYING,
@@ -107,6 +165,17 @@ TRANSITIONS: Mapping[tuple[Phase, EventKind], Phase] = {
     (Phase.APPLYING, EventKind.APPLY_SUCCEEDED): Phase.PROTECTED,
     (Phase.APPLYING, EventKind.APPLY_FAILED): Phase.FAILED,
     (Phase.FAILED, EventKind.RETRY): Phase.APPLYING,
+    # Self-transitions: step state changes in place.
+    (Phase.STARTED, EventKind.ROOT_POSTED): Phase.STARTED,
+    (Phase.MAILFLOW_CONSENTED, EventKind.ROLE_REQUIREMENTS): Phase.MAILFLOW_CONSENTED,
+    (Phase.ROLE_REQUESTED, EventKind.ROLE_REMINDED): Phase.ROLE_REQUESTED,
+    (Phase.ROLE_ACKNOWLEDGED, EventKind.ROLE_SIGN_IN_OPENED): Phase.ROLE_ACKNOWLEDGED,
+    **{
+        (phase, EventKind.UPGRADE_CHECKED): phase
+        for phase in (Phase.STARTED, Phase.MAILFLOW_CONSENTED, Phase.ROLE_ASSIGNED)
+    },
+    (Phase.PLAN_SHOWN, EventKind.PLAN_READ): Phase.PLAN_SHOWN,
+    (Phase.PLAN_SHOWN, EventKind.WARNINGS_ACKNOWLEDGE): Phase.PLAN_SHOWN,
     # Not while Exchange is being changed: a half-applied plan must finish or fail (then Retry
     # or cancel), never be abandoned silently while the job goes on.
     **{
@@ -144,7 +213,12 @@ _STEP_DONE_BY: Mapping[Step, frozenset[EventKind]] = {
 _STEP_CURRENT_IN: Mapping[Step, frozenset[Phase]] = {
     Step.MAILFLOW_CONSENT: frozenset({Phase.STARTED}),
     Step.EXCHANGE_ROLE: frozenset(
-        {Phase.MAILFLOW_CONSENTED, Phase.ROLE_REQUESTED, Phase.ROLE_ACKNOWLEDGED}
+        {
+            Phase.MAILFLOW_CONSENTED,
+            Phase.ROLE_REQUESTED,
+            Phase.ROLE_ACKNOWLEDGED,
+            Phase.ROLE_ASSIGNING,
+        }
     ),
     Step.DIRECTORY_CONSENT: frozenset({Phase.ROLE_ASSIGNED}),
     Step.VERIFY_AND_SUBMIT: frozenset(
@@ -154,11 +228,30 @@ _STEP_CURRENT_IN: Mapping[Step, frozenset[Phase]] = {
 
 
 @dataclass(frozen=True)
+class Thread:
+    """An event's payload: the root message the session's thread hangs from."""
+
+    ts: str
+
+
+Payload = (
+    RoleRequest
+    | RoleRequirements
+    | SeenRequest
+    | AssignmentFailed
+    | PlanState
+    | UpgradeFindings
+    | Thread
+)
+
+
+@dataclass(frozen=True)
 class Event:
     kind: EventKind
     actor: str  # a Slack user id, or "system" for timers and background work
     at: float
-    detail: Mapping[str, str] = field(default_factory=dict)
+    detail: Mapping[str, str] = field(default_factory=dict)  # for the audit entry
+    payload: Payload | None = None  # what the event brings into the session's state
 
 
 @dataclass(frozen=True)
@@ -183,6 +276,9 @@ class Session:
     updated_at: float = 0.0
     root_ts: str | None = None
     history: tuple[HistoryEntry, ...] = ()
+    role: RoleState = field(default_factory=RoleState)
+    plan: PlanState | None = None
+    upgrade: UpgradeFindings | None = None
 
     @property
     def is_active(self) -> bool:
@@ -196,47 +292,19 @@ class Session:
         return None
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "id": self.id,
-                "tenant_id": self.tenant_id,
-                "tenant_label": self.tenant_label,
-                "scope": self.scope.value,
-                "channel_id": self.channel_id,
-                "started_by": self.started_by,
-                "created_at": self.created_at,
-                "phase": self.phase.value,
-                "version": self.version,
-                "updated_at": self.updated_at,
-                "root_ts": self.root_ts,
-                "history": [
-                    [entry.kind.value, entry.actor, entry.at, entry.phase.value]
-                    for entry in self.history
-                ],
-            },
-            separators=(",", ":"),
-        )
+        return json.dumps(encode(self), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Session:
         data: dict[str, Any] = json.loads(text)
-        return cls(
-            id=data["id"],
-            tenant_id=data["tenant_id"],
-            tenant_label=data["tenant_label"],
-            scope=Scope(data["scope"]),
-            channel_id=data["channel_id"],
-            started_by=data["started_by"],
-            created_at=float(data["created_at"]),
-            phase=Phase(data["phase"]),
-            version=int(data["version"]),
-            updated_at=float(data["updated_at"]),
-            root_ts=data["root_ts"],
-            history=tuple(
-                HistoryEntry(EventKind(kind), actor, float(at), Phase(phase))
-                for kind, actor, at, phase in data["history"]
-            ),
-        )
+        # Records stored before history entries were objects held them as lists.
+        data["history"] = [
+            dict(zip(("kind", "actor", "at", "phase"), entry, strict=True))
+            if isinstance(entry, list)
+            else entry
+            for entry in data.get("history", [])
+        ]
+        return decode(cls, data)
 
 
 class Effect(StrEnum):
@@ -269,19 +337,146 @@ class TransitionNotAllowed(Exception):
         super().__init__(f"{event.kind.value} is not allowed while the session is {session.phase}")
 
 
+class Why(StrEnum):
+    """Why a guard refused a move the table allows in this phase."""
+
+    NO_REQUEST = "no_request"
+    REQUEST_CHANGED = "request_changed"  # not the request the person saw
+    OWN_REQUEST = "own_request"  # a requester cannot acknowledge their own request
+    NOT_REQUESTER = "not_requester"  # only the requester may withdraw
+    NOT_ACKNOWLEDGED = "not_acknowledged"  # the request to assign is not the acknowledged one
+    PLAN_NOT_READ = "plan_not_read"
+    BLOCKED = "blocked"
+    WARNINGS_PENDING = "warnings_pending"
+    NO_WARNINGS = "no_warnings"
+    ALREADY_ACKNOWLEDGED = "already_acknowledged"
+
+
+P = TypeVar("P")
+
+
+class TransitionRefused(TransitionNotAllowed):
+    """The move is in the table, but the session's state does not allow it (``why``)."""
+
+    def __init__(self, session: Session, event: Event, why: Why, by: str | None = None) -> None:
+        super().__init__(session, event)
+        self.why = why
+        if by is not None:
+            self.decided_by = by
+
+
+def _payload(event: Event, kind: type[P]) -> P:
+    if not isinstance(event.payload, kind):
+        raise TypeError(f"{event.kind.value} needs a {kind.__name__} payload")
+    return event.payload
+
+
+def _check(session: Session, event: Event) -> None:
+    """Raise ``TransitionRefused`` when the move's guard does not hold."""
+    role = session.role
+    kind = event.kind
+
+    def refuse(why: Why, by: str | None = None) -> None:
+        raise TransitionRefused(session, event, why, by)
+
+    if kind in (EventKind.ROLE_ACKNOWLEDGE, EventKind.ROLE_DECLINE, EventKind.ROLE_WITHDRAW):
+        if role.request is None:
+            refuse(Why.NO_REQUEST)
+            return
+        seen = event.payload
+        if isinstance(seen, SeenRequest) and seen.digest != role.request.digest():
+            refuse(Why.REQUEST_CHANGED, role.request.requested_by)
+        if kind is EventKind.ROLE_ACKNOWLEDGE and event.actor == role.request.requested_by:
+            refuse(Why.OWN_REQUEST)
+        if kind is EventKind.ROLE_WITHDRAW and event.actor != role.request.requested_by:
+            refuse(Why.NOT_REQUESTER, role.request.requested_by)
+    elif kind is EventKind.ROLE_ASSIGNING:
+        sending = _payload(event, SeenRequest)
+        acknowledged = role.acknowledged_request
+        if acknowledged is None or acknowledged.digest() != sending.digest:
+            refuse(Why.NOT_ACKNOWLEDGED)
+    elif kind is EventKind.WARNINGS_ACKNOWLEDGE:
+        plan = session.plan
+        if plan is None or not plan.warnings_fingerprint:
+            refuse(Why.NO_WARNINGS)
+        elif plan.acknowledged_by is not None:
+            refuse(Why.ALREADY_ACKNOWLEDGED, plan.acknowledged_by)
+    elif kind is EventKind.SUBMIT and session.phase is Phase.PLAN_SHOWN:
+        plan = session.plan
+        if plan is None:
+            refuse(Why.PLAN_NOT_READ)
+        elif plan.blockers:
+            refuse(Why.BLOCKED)
+        elif plan.warnings_fingerprint and plan.acknowledged_by is None:
+            refuse(Why.WARNINGS_PENDING)
+
+
+def _record(session: Session, event: Event, version: int) -> Session:
+    """The step state after ``event`` (which the table and its guard allowed)."""
+    role = session.role
+    kind = event.kind
+    if kind is EventKind.ROOT_POSTED:
+        return replace(session, root_ts=_payload(event, Thread).ts)
+    if kind is EventKind.ROLE_REQUIREMENTS:
+        role = replace(role, requirements=_payload(event, RoleRequirements))
+    elif kind is EventKind.ROLE_REQUEST:
+        # A new or amended request: whatever was acknowledged before no longer counts.
+        role = replace(
+            role,
+            request=_payload(event, RoleRequest),
+            requested_at=event.at,
+            request_version=version,
+            reminded_at=None,
+            acknowledgement=None,
+            sign_in_opened_by=None,
+            assigning=None,
+        )
+    elif kind is EventKind.ROLE_ACKNOWLEDGE and role.request is not None:
+        role = replace(
+            role, acknowledgement=Acknowledgement(event.actor, event.at, role.request.digest())
+        )
+    elif kind is EventKind.ROLE_REMINDED:
+        role = replace(role, reminded_at=event.at)
+    elif kind is EventKind.ROLE_SIGN_IN_OPENED:
+        role = replace(role, sign_in_opened_by=event.actor)
+    elif kind is EventKind.ROLE_ASSIGNING:
+        claim = AssignmentClaim(event.actor, event.at, _payload(event, SeenRequest).digest)
+        role = replace(role, assigning=claim)
+    elif kind is EventKind.ROLE_ASSIGN_FAILED:
+        failed = event.payload if isinstance(event.payload, AssignmentFailed) else None
+        tightened = failed.requirements if failed is not None else None
+        role = replace(role, assigning=None, requirements=tightened or role.requirements)
+    elif kind is EventKind.UPGRADE_CHECKED:
+        return replace(session, upgrade=_payload(event, UpgradeFindings))
+    elif kind is EventKind.PLAN_READ:
+        shown = _payload(event, PlanState).replacing(session.plan, version)
+        return replace(session, plan=shown)
+    elif kind is EventKind.WARNINGS_ACKNOWLEDGE and session.plan is not None:
+        ack = WarningsAcknowledged(session.plan.warnings_fingerprint, event.actor, event.at)
+        return replace(session, plan=replace(session.plan, acknowledged=ack))
+    return replace(session, role=role)
+
+
 def advance(session: Session, event: Event) -> Transition:
-    """Apply ``event`` to ``session``; raise ``TransitionNotAllowed`` if the table has no move."""
+    """Apply ``event`` to ``session``; raise ``TransitionNotAllowed`` if the table has no move
+    (``TransitionRefused`` if its guard does not hold)."""
     target = TRANSITIONS.get((session.phase, event.kind))
     if target is None:
         raise TransitionNotAllowed(session, event)
+    _check(session, event)
+    version = session.version + 1
+    after = replace(_record(session, event, version), version=version, updated_at=event.at)
+    if event.kind in UPDATES:
+        return Transition(before=session, after=after, event=event, effects=())
     after = replace(
-        session,
+        after,
         phase=target,
-        version=session.version + 1,
-        updated_at=event.at,
         history=(*session.history, HistoryEntry(event.kind, event.actor, event.at, target)),
     )
-    effects = [Effect.REFRESH_ROOT, Effect.NOTE_IN_THREAD]
+    effects = [Effect.REFRESH_ROOT]
+    if event.kind in _QUIET:
+        return Transition(before=session, after=after, event=event, effects=tuple(effects))
+    effects.append(Effect.NOTE_IN_THREAD)
     if target in TERMINAL:
         effects.append(Effect.RELEASE_TENANT)
     if target is Phase.PROTECTED:

@@ -9,7 +9,8 @@ below run on Redis Cluster too):
 - ``pi:sessions``       set of the ids of active sessions (for status, App Home, metrics, expiry)
 - ``pi:once:{key}``     idempotency markers for Slack retries and double clicks
 - ``pi:{sid}:lease``    which process runs the session's background job (verify, apply)
-- ``pi:{sid}:refs``     hash of Slack message timestamps the bot edits later (progress lines)
+- ``pi:{sid}:messages`` hash of the ids (Slack ``ts``) of messages the bot edits later, each under
+  a name and the session version whose transition posted it; never state a decision depends on
 
 Every change of a session is a compare-and-set on its version, done in one Lua script together
 with its audit entry: either both are stored or neither is.
@@ -117,8 +118,8 @@ def _lease_key(session_id: str) -> str:
     return f"pi:{{{session_id}}}:lease"
 
 
-def _refs_key(session_id: str) -> str:
-    return f"pi:{{{session_id}}}:refs"
+def _messages_key(session_id: str) -> str:
+    return f"pi:{{{session_id}}}:messages"
 
 
 def _tenant_key(tenant_id: str) -> str:
@@ -351,7 +352,9 @@ class SessionStore(Generic[R]):
 
     async def discard(self, session: R) -> None:
         """Forget a session that never got going (its root message could not be posted)."""
-        await self._redis.delete(_session_key(session.id), _audit_key(session.id))
+        await self._redis.delete(
+            _session_key(session.id), _audit_key(session.id), _messages_key(session.id)
+        )
         await self._redis.srem(_ACTIVE_INDEX, session.id)
         await self.release_tenant(session)
 
@@ -369,14 +372,18 @@ class SessionStore(Generic[R]):
         holder = await self._redis.get(_lease_key(session_id))
         return _text(holder) if holder is not None else None
 
-    async def set_ref(self, session_id: str, name: str, value: str) -> None:
-        """Remember a Slack message the bot will edit again (survives restarts)."""
-        key = _refs_key(session_id)
-        await self._redis.hset(key, name, value)
+    async def keep_message(self, session_id: str, name: str, version: int, ts: str) -> None:
+        """Remember a message the bot will edit again (survives restarts).
+
+        Keyed by the version of the transition whose effect posted it, so a job resumed for the
+        same transition finds its message, and a later transition never edits an older one.
+        """
+        key = _messages_key(session_id)
+        await self._redis.hset(key, f"{name}@{version}", ts)
         await self._redis.expire(key, self._retention_ttl)
 
-    async def get_ref(self, session_id: str, name: str) -> str | None:
-        value = await self._redis.hget(_refs_key(session_id), name)
+    async def kept_message(self, session_id: str, name: str, version: int) -> str | None:
+        value = await self._redis.hget(_messages_key(session_id), f"{name}@{version}")
         return _text(value) if value is not None else None
 
     async def claim_once(self, key: str, *, ttl: int = 3600) -> bool:

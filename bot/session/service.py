@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -38,6 +38,7 @@ from bot.workflow import (
     Phase,
     Scope,
     Session,
+    Thread,
     Transition,
     advance,
 )
@@ -139,10 +140,12 @@ class Provisioner:
             if error.response.get("error") in _CHANNEL_PROBLEMS:
                 return NotInChannel(channel_id, not_in_channel_message(channel_id))
             raise
-        with_root = replace(session, root_ts=str(posted["ts"]), version=session.version + 1)
-        await self.store.replace(
-            session, with_root, actor=user_id, action="root_posted", detail={"ts": posted["ts"]}
+        ts = str(posted["ts"])
+        rooted = await self.handle(
+            session.id,
+            Event(EventKind.ROOT_POSTED, user_id, self._clock(), {"ts": ts}, payload=Thread(ts)),
         )
+        with_root = rooted.after
         await self.post_in_thread(with_root, welcome_message(with_root))
         await self._prompt(with_root)
         return Started(with_root)
@@ -248,6 +251,34 @@ class Provisioner:
             thread_ts=session.root_ts,
             text=message.text,
             blocks=message.blocks,
+        )
+
+    async def post_kept(
+        self, session: Session, name: str, message: Message, *, version: int | None = None
+    ) -> str:
+        """Post in the thread a message the bot will edit later, and keep its ts under ``name``
+        and ``version`` (default ``session.version``: the transition this message belongs to).
+        Only message ids are kept this way, never state: the seam where an outbox will record
+        the post instead."""
+        posted = await self.slack.chat_postMessage(
+            channel=session.channel_id,
+            thread_ts=session.root_ts,
+            text=message.text,
+            blocks=message.blocks,
+        )
+        ts = str(posted["ts"])
+        at = session.version if version is None else version
+        await self.store.keep_message(session.id, name, at, ts)
+        return ts
+
+    async def kept(self, session: Session, name: str, version: int | None = None) -> str | None:
+        """The ts ``post_kept`` kept for ``name`` at ``version`` (default: the session's)."""
+        at = session.version if version is None else version
+        return await self.store.kept_message(session.id, name, at)
+
+    async def edit(self, session: Session, ts: str, message: Message) -> None:
+        await self.slack.chat_update(
+            channel=session.channel_id, ts=ts, text=message.text, blocks=message.blocks
         )
 
     async def _announce(self, session: Session) -> None:

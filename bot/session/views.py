@@ -23,6 +23,8 @@ from bot.workflow import (
     StepStatus,
     Transition,
     TransitionNotAllowed,
+    TransitionRefused,
+    Why,
     checklist,
 )
 
@@ -198,6 +200,8 @@ _PHASE_SUMMARY: Mapping[Phase, str] = {
     "app (step 2).",
     Phase.ROLE_REQUESTED: "Next: an approver acknowledges the role request (step 2).",
     Phase.ROLE_ACKNOWLEDGED: "Next: a Privileged Role Administrator assigns the role (step 2).",
+    Phase.ROLE_ASSIGNING: "Assigning the role at Microsoft with the sign-in that just came back "
+    "(step 2)…",
     Phase.ROLE_ASSIGNED: "Next: a Global Administrator consents to the directory-sync app "
     "(step 3).",
     Phase.DIRECTORY_CONSENTED: "Next: verify the grants and review the change plan (step 4).",
@@ -280,6 +284,8 @@ _EVENT_SENTENCE: Mapping[EventKind, str] = {
     EventKind.ROLE_REQUEST_EXPIRED: "closed the role request: nobody acknowledged it in time",
     EventKind.ROLE_FOUND: "found the Exchange Administrator role already assigned (step 2 done)",
     EventKind.ROLE_ASSIGNED: "assigned the Exchange Administrator role (step 2 done)",
+    EventKind.ROLE_ASSIGNING: "signed in to assign the acknowledged role request",
+    EventKind.ROLE_ASSIGN_FAILED: "did not get the role assigned",
     EventKind.DIRECTORY_CONSENT: "consented to the directory-sync app (step 3 done)",
     EventKind.VERIFY: "started verification",
     EventKind.VERIFICATION_PASSED: "verified every grant",
@@ -290,6 +296,13 @@ _EVENT_SENTENCE: Mapping[EventKind, str] = {
     EventKind.RETRY: "retried configuring Exchange Online",
     EventKind.CANCEL: "cancelled provisioning",
     EventKind.EXPIRE: "expired this session",
+    EventKind.ROOT_POSTED: "opened this thread",
+    EventKind.ROLE_REQUIREMENTS: "recorded what the tenant's PIM policy demands",
+    EventKind.ROLE_REMINDED: "reminded the approvers",
+    EventKind.ROLE_SIGN_IN_OPENED: "opened the sign-in to assign the role",
+    EventKind.UPGRADE_CHECKED: "checked what is already in place",
+    EventKind.PLAN_READ: "read the tenant and showed the change plan",
+    EventKind.WARNINGS_ACKNOWLEDGE: "acknowledged the warnings",
 }
 
 
@@ -462,14 +475,43 @@ _PHASE_WORDS: Mapping[Phase, str] = {
 }
 
 
+_REFUSED: Mapping[Why, str] = {
+    Why.NO_REQUEST: "There is no role request to decide on in this session.",
+    Why.OWN_REQUEST: "You made this request, so you can't acknowledge it yourself: a privileged "
+    "role needs a second person.",
+    Why.NOT_REQUESTER: "Only {who}, who made the request, can withdraw it.",
+    Why.REQUEST_CHANGED: "The role request changed after you saw it: {who} sent the one now "
+    "waiting in the thread. Review that one.",
+    Why.NOT_ACKNOWLEDGED: "The role request was changed after it was acknowledged: the new "
+    "request needs an approver's acknowledgement first.",
+    Why.PLAN_NOT_READ: "The change plan is still being read from the tenant; wait for it in the "
+    "thread.",
+    Why.BLOCKED: "The pre-flight checks found blocking problems; fix them, then press *Check "
+    "again*.",
+    Why.WARNINGS_PENDING: "The warnings from the pre-flight checks must be acknowledged first.",
+    Why.NO_WARNINGS: "There are no warnings to acknowledge.",
+    Why.ALREADY_ACKNOWLEDGED: "Already done: {who} acknowledged the warnings.",
+}
+
+
 def refused_transition_message(refused: TransitionNotAllowed) -> Message:
     """Why a click or command did nothing: the session moved on, and who moved it."""
     session = refused.session
+    if isinstance(refused, TransitionRefused):
+        text = _REFUSED[refused.why].format(who=mention(refused.decided_by))
+        text += " Nothing was changed."
+        return Message(text=text, blocks=[_section(text)])
     latest = session.history[-1] if session.history else None
-    if latest is not None and latest.kind is refused.event.kind:
+    same = session.last(refused.event.kind)
+    # The same move was made first: the session is still where it led, or only the bot
+    # carried it on since.
+    if same is not None and (
+        same.phase is session.phase
+        or all(e.actor == "system" for e in session.history[session.history.index(same) + 1 :])
+    ):
         text = (
-            f"Already done: {mention(latest.actor)} {_EVENT_SENTENCE[latest.kind]} "
-            f"{when(latest.at)}. Nothing was changed."
+            f"Already done: {mention(same.actor)} {_EVENT_SENTENCE[same.kind]} "
+            f"{when(same.at)}. Nothing was changed."
         )
     elif session.phase is Phase.APPLYING and refused.event.kind is EventKind.CANCEL:
         text = (
@@ -482,6 +524,11 @@ def refused_transition_message(refused: TransitionNotAllowed) -> Message:
         text = (
             f"This provisioning session for *{session.tenant_label}* is already "
             f"{_PHASE_WORDS[session.phase]}{by}. Nothing was changed."
+        )
+    elif latest is not None:
+        text = (
+            f"Already done differently: {mention(latest.actor)} {_EVENT_SENTENCE[latest.kind]} "
+            f"{when(latest.at)}, first. {_PHASE_SUMMARY[session.phase]} Nothing was changed."
         )
     else:
         text = f"That does not apply any more: {_PHASE_SUMMARY[session.phase]} Nothing was changed."

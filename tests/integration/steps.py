@@ -8,6 +8,7 @@ import httpx
 
 from bot.sandbox.microsoft import EXCHANGE_ADMINISTRATOR
 from bot.steps.consent.views import ACTION_CONSENT_OPEN
+from bot.steps.role.model import RoleRequest
 from bot.workflow import Event, EventKind, Phase
 from tests.conftest import MAILFLOW_CLIENT_ID
 from tests.integration.conftest import ADMIN, APPROVER, CONTOSO_ID, GLOBAL_ADMIN_UPN, Harness
@@ -49,6 +50,19 @@ async def consent_now(
     assert "Consent recorded" in page.text, page.text
 
 
+async def role_through_workflow(harness: Harness, session_id: str) -> None:
+    """Step 2 walked through the workflow (its own conversation is tested on its own)."""
+    provisioner = harness.runtime.provisioner
+    request = RoleRequest("Inline mail protection configures mail flow", requested_by=ADMIN)
+    for kind, actor, payload in (
+        (EventKind.ROLE_REQUEST, ADMIN, request),
+        (EventKind.ROLE_ACKNOWLEDGE, APPROVER, None),
+        (EventKind.ROLE_ASSIGNED, ADMIN, None),
+    ):
+        event = Event(kind, actor, provisioner.now(), payload=payload)
+        await provisioner.handle(session_id, event)
+
+
 async def ready_to_verify(harness: Harness, *, assign_role: bool = True) -> tuple[str, str]:
     """A session with both consents given (and, by default, the role assigned long ago).
 
@@ -62,13 +76,7 @@ async def ready_to_verify(harness: Harness, *, assign_role: bool = True) -> tupl
         principal = harness.microsoft.tenant(CONTOSO_ID).service_principal(MAILFLOW_CLIENT_ID)
         assert principal is not None
         harness.microsoft.assign_role(CONTOSO_ID, principal.id, EXCHANGE_ADMINISTRATOR)
-    provisioner = harness.runtime.provisioner
-    for kind, actor in (
-        (EventKind.ROLE_REQUEST, ADMIN),
-        (EventKind.ROLE_ACKNOWLEDGE, APPROVER),
-        (EventKind.ROLE_ASSIGNED, ADMIN),
-    ):
-        await provisioner.handle(session.id, Event(kind, actor, provisioner.now()))
+    await role_through_workflow(harness, session.id)
     await consent_now(harness, root_ts, nth=2)
     current = await harness.runtime.store.require(session.id)
     assert current.phase is Phase.DIRECTORY_CONSENTED

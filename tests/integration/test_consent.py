@@ -6,7 +6,7 @@ import json
 from urllib.parse import parse_qs, urlsplit
 
 from bot.steps.consent.views import ACTION_CONSENT_OPEN, ACTION_CONSENT_RENEW
-from bot.workflow import Event, EventKind, Phase
+from bot.workflow import Phase
 from tests.browser import assert_renders, browser_page
 from tests.conftest import DIRSYNC_CLIENT_ID, MAILFLOW_CLIENT_ID
 from tests.integration.conftest import (
@@ -22,7 +22,7 @@ from tests.integration.conftest import (
     Harness,
     ephemeral_for,
 )
-from tests.integration.steps import consent_buttons, follow, latest_link
+from tests.integration.steps import consent_buttons, follow, latest_link, role_through_workflow
 
 
 async def test_mailflow_consent_in_a_real_browser(harness: Harness) -> None:
@@ -195,14 +195,7 @@ async def test_directory_sync_consent_is_step_three(harness: Harness) -> None:
     _, url = await latest_link(harness, root_ts)
     await follow(harness, url, GLOBAL_ADMIN_UPN, "accept")
     [session] = await harness.runtime.store.active()
-    # Step 2 belongs to the role issue; walk it through the workflow as its handlers will.
-    provisioner = harness.runtime.provisioner
-    for kind, actor in (
-        (EventKind.ROLE_REQUEST, ADMIN),
-        (EventKind.ROLE_ACKNOWLEDGE, "U0APPROVER"),
-        (EventKind.ROLE_ASSIGNED, ADMIN),
-    ):
-        await provisioner.handle(session.id, Event(kind, actor, provisioner.now()))
+    await role_through_workflow(harness, session.id)
     await harness.slack.wait_for(lambda s: len(consent_buttons(harness, root_ts)) == 2)
     _, url = await latest_link(harness, root_ts)
     assert parse_qs(urlsplit(url).query)["client_id"] == [DIRSYNC_CLIENT_ID]

@@ -11,14 +11,14 @@
   (whose effects refresh the root checklist and post the notification) or ``FAILED`` (with a
   Retry button).
 
-What the admin saw is remembered in the session's refs (Redis), so Submit on any replica checks
-the same findings, and the apply job protects exactly the domains the plan showed.
+What the admin saw is ``Session.plan`` (recorded by the ``PLAN_READ`` self-transition), so
+Submit on any replica checks the same findings under the compare-and-set, two acknowledgements
+give one, and the apply job protects exactly the domains the plan showed.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 
@@ -30,7 +30,7 @@ from bot.session.service import Provisioner
 from bot.session.views import notice
 from bot.steps.mailflow.apply import ApplyBlocked, ApplyFailed, apply, read_current
 from bot.steps.mailflow.desired import FULL, UPGRADE, DesiredConfiguration, desired_configuration
-from bot.steps.mailflow.model import DomainChoice, choose_domains
+from bot.steps.mailflow.model import Blocker, DomainChoice, PlanState, choose_domains
 from bot.steps.mailflow.plan import Change, Plan, plan
 from bot.steps.mailflow.preflight import Finding, blocking, preflight, warnings
 from bot.steps.mailflow.views import (
@@ -47,20 +47,22 @@ from bot.steps.mailflow.views import (
     survey_failed_message,
     with_button_value,
 )
-from bot.workflow import Event, EventKind, Phase, Scope, Session, TransitionNotAllowed
+from bot.workflow import (
+    Event,
+    EventKind,
+    Phase,
+    Scope,
+    Session,
+    TransitionNotAllowed,
+    TransitionRefused,
+    Why,
+)
 
 __all__ = ["MailFlowDesk", "Survey"]
 
 logger = logging.getLogger(__name__)
 
-REF_DOMAINS = "mailflow:domains"
-REF_INITIAL_DOMAIN = "mailflow:initial_domain"
-REF_BLOCKERS = "mailflow:blockers"  # JSON [[title, fix], …] of the plan last shown
-REF_WARNINGS = "mailflow:warnings"  # fingerprint of the warnings last shown ("" when none)
-REF_WARNING_COUNT = "mailflow:warning_count"
-REF_CHANGES = "mailflow:changes"
-REF_ACKNOWLEDGED = "mailflow:acknowledged"  # "<fingerprint> <user id>"
-REF_DECISION = "mailflow:decision"  # ts of the Submit / Check again message
+DECISION = "mailflow_decision"  # the Submit / Check again message, kept under the plan's version
 
 
 @dataclass(frozen=True)
@@ -123,64 +125,64 @@ class MailFlowDesk:
     async def show_plan(self, session: Session) -> None:
         """Post the domains, the pre-flight checklist, the plan and the Submit message."""
         provisioner = self._provisioner
-        store = provisioner.store
         try:
             survey, _ = await self.survey(session)
         except MicrosoftError as error:
             logger.warning("could not read tenant %s for the plan: %s", session.tenant_id, error)
-            await store.set_ref(
-                session.id,
-                REF_BLOCKERS,
-                json.dumps([["Exchange Online could not be read", "Press Check again."]]),
+            unread = PlanState(
+                blockers=(Blocker("Exchange Online could not be read", "Press Check again."),)
             )
-            await provisioner.post_in_thread(
-                session, survey_failed_message(session, f"{type(error).__name__}.")
-            )
+            if await self._record_plan(session, unread, {"reason": type(error).__name__}):
+                await provisioner.post_in_thread(
+                    session, survey_failed_message(session, f"{type(error).__name__}.")
+                )
             return
         blockers = blocking(survey.findings)
         warned = warnings(survey.findings)
-        fingerprint = _fingerprint(warned)
-        await store.set_ref(session.id, REF_DOMAINS, ",".join(survey.domains.chosen))
-        await store.set_ref(session.id, REF_INITIAL_DOMAIN, survey.initial_domain)
-        await store.set_ref(
-            session.id, REF_BLOCKERS, json.dumps([[f.title, f.fix] for f in blockers])
+        shown = PlanState(
+            domains=survey.domains.chosen,
+            initial_domain=survey.initial_domain,
+            blockers=tuple(Blocker(f.title, f.fix) for f in blockers),
+            warnings_fingerprint=_fingerprint(warned),
+            warning_count=len(warned),
+            changes=len(survey.plan.actionable),
         )
-        await store.set_ref(session.id, REF_WARNINGS, fingerprint)
-        await store.set_ref(session.id, REF_WARNING_COUNT, str(len(warned)))
-        await store.set_ref(session.id, REF_CHANGES, str(len(survey.plan.actionable)))
-        await store.record(
-            session.id,
-            actor="system",
-            action="plan_shown",
-            result="blocked" if blockers else "ok",
-            detail={
-                "domains": ",".join(survey.domains.chosen),
-                "changes": str(len(survey.plan.actionable)),
-                "warnings": str(len(warned)),
-                "blocking": str(len(blockers)),
-            },
-        )
-        acknowledged = await self._acknowledged_by(session.id, fingerprint)
-        await provisioner.post_in_thread(session, domains_message(session, survey.domains))
+        detail = {
+            "domains": ",".join(survey.domains.chosen),
+            "changes": str(len(survey.plan.actionable)),
+            "warnings": str(len(warned)),
+            "blocking": str(len(blockers)),
+        }
+        recorded = await self._record_plan(session, shown, detail)
+        if recorded is None:
+            return
+        await provisioner.post_in_thread(recorded, domains_message(recorded, survey.domains))
         checklist = preflight_message(survey.findings)
         await provisioner.post_in_thread(
-            session, with_button_value(checklist, ACTION_ACKNOWLEDGE, session.id)
+            recorded, with_button_value(checklist, ACTION_ACKNOWLEDGE, recorded.id)
         )
-        await provisioner.post_in_thread(session, plan_message(survey.plan))
+        await provisioner.post_in_thread(recorded, plan_message(survey.plan))
+        plan_state = recorded.plan
         decision = decision_message(
-            session,
+            recorded,
             changes=len(survey.plan.actionable),
             blockers=blockers,
             warnings=len(warned),
-            acknowledged_by=acknowledged,
+            acknowledged_by=plan_state.acknowledged_by if plan_state else None,
         )
-        posted = await provisioner.slack.chat_postMessage(
-            channel=session.channel_id,
-            thread_ts=session.root_ts,
-            text=decision.text,
-            blocks=decision.blocks,
-        )
-        await store.set_ref(session.id, REF_DECISION, str(posted["ts"]))
+        await provisioner.post_kept(recorded, DECISION, decision)
+
+    async def _record_plan(
+        self, session: Session, shown: PlanState, detail: dict[str, str]
+    ) -> Session | None:
+        """Store what is about to be shown (``None`` if the session moved on meanwhile)."""
+        provisioner = self._provisioner
+        event = Event(EventKind.PLAN_READ, "system", provisioner.now(), detail, shown)
+        try:
+            return (await provisioner.handle(session.id, event)).after
+        except TransitionNotAllowed:
+            logger.info("plan of session %s read after it moved on", session.id)
+            return None
 
     async def check_again(self, session_id: str, user_id: str) -> Message | None:
         """Re-read the tenant and show the checks and the plan again (``None``: done)."""
@@ -193,38 +195,23 @@ class MailFlowDesk:
         await self.show_plan(session)
         return None
 
-    async def _acknowledged_by(self, session_id: str, fingerprint: str) -> str | None:
-        if not fingerprint:
-            return None
-        stored = await self._provisioner.store.get_ref(session_id, REF_ACKNOWLEDGED)
-        if not stored:
-            return None
-        print_, _, user = stored.partition(" ")
-        return user if print_ == fingerprint and user else None
-
     async def acknowledge(self, session_id: str, user_id: str) -> Message | None:
-        """Record an admin's acknowledgement of the warnings last shown."""
+        """Record an admin's acknowledgement of the warnings last shown (one, however many
+        admins click at once: the guard runs under the compare-and-set)."""
         provisioner = self._provisioner
-        store = provisioner.store
-        session = await store.require(session_id)
+        session = await provisioner.store.require(session_id)
         if session.phase is not Phase.PLAN_SHOWN:
             return notice("The plan is no longer waiting for Submit: nothing to acknowledge.")
-        fingerprint = await store.get_ref(session_id, REF_WARNINGS) or ""
-        if not fingerprint:
-            return notice("There are no warnings to acknowledge.")
-        already = await self._acknowledged_by(session_id, fingerprint)
-        if already:
-            return notice(f"Already acknowledged by <@{already}>. Nothing was changed.")
-        await store.set_ref(session_id, REF_ACKNOWLEDGED, f"{fingerprint} {user_id}")
-        count = int(await store.get_ref(session_id, REF_WARNING_COUNT) or "0")
-        await store.record(
+        plan_state = session.plan
+        detail = {
+            "warnings": str(plan_state.warning_count if plan_state else 0),
+            "fingerprint": plan_state.warnings_fingerprint if plan_state else "",
+        }
+        transition = await provisioner.handle(
             session_id,
-            actor=user_id,
-            action="warnings_acknowledged",
-            result="ok",
-            detail={"warnings": str(count), "fingerprint": fingerprint},
+            Event(EventKind.WARNINGS_ACKNOWLEDGE, user_id, provisioner.now(), detail),
         )
-        await self._update_decision(session, acknowledged_by=user_id)
+        await self._update_decision(transition.after, acknowledged_by=user_id)
         return None
 
     async def _update_decision(
@@ -234,56 +221,60 @@ class MailFlowDesk:
         acknowledged_by: str | None = None,
         submitted_by: str | None = None,
     ) -> None:
-        store = self._provisioner.store
-        ts = await store.get_ref(session.id, REF_DECISION)
+        plan_state = session.plan
+        if plan_state is None:
+            return
+        ts = await self._provisioner.kept(session, DECISION, plan_state.shown_in)
         if not ts:
             return
         decision = decision_message(
             session,
-            changes=int(await store.get_ref(session.id, REF_CHANGES) or "0"),
+            changes=plan_state.changes,
             blockers=(),
-            warnings=int(await store.get_ref(session.id, REF_WARNING_COUNT) or "0"),
+            warnings=plan_state.warning_count,
             acknowledged_by=acknowledged_by,
             submitted_by=submitted_by,
             submitted_at=self._provisioner.now() if submitted_by else None,
         )
-        await self._provisioner.slack.chat_update(
-            channel=session.channel_id, ts=ts, text=decision.text, blocks=decision.blocks
-        )
+        await self._provisioner.edit(session, ts, decision)
 
     async def submit(self, session_id: str, user_id: str) -> Message | None:
-        """Move to APPLYING if nothing blocks and the warnings are acknowledged.
+        """Move to APPLYING if nothing blocks and the warnings are acknowledged (checked by the
+        transition's guard, on the record the compare-and-set stores).
 
         Returns what to tell the admin when Submit is refused (``None`` when it went ahead).
         Raises ``TransitionNotAllowed`` when the session is not waiting for Submit.
         """
         provisioner = self._provisioner
-        store = provisioner.store
-        session = await store.require(session_id)
+        session = await provisioner.store.require(session_id)
+        plan_state = session.plan
         detail: dict[str, str] = {}
-        if session.phase is Phase.PLAN_SHOWN:
-            blockers = json.loads(await store.get_ref(session_id, REF_BLOCKERS) or "[]")
-            fingerprint = await store.get_ref(session_id, REF_WARNINGS) or ""
-            count = int(await store.get_ref(session_id, REF_WARNING_COUNT) or "0")
-            acknowledged = await self._acknowledged_by(session_id, fingerprint)
-            refusal: Message | None = None
-            if blockers:
-                refusal = submit_refused_message(blockers=[(t, f) for t, f in blockers])
-            elif fingerprint and not acknowledged:
-                refusal = submit_refused_message(warnings_pending=count)
-            if refusal is not None:
-                await store.record(
-                    session_id,
-                    actor=user_id,
-                    action="submit_refused",
-                    result="blocked" if blockers else "warnings_not_acknowledged",
+        if plan_state is not None and plan_state.acknowledged_by:
+            detail = {
+                "warnings": str(plan_state.warning_count),
+                "warnings_acknowledged_by": plan_state.acknowledged_by,
+            }
+        try:
+            transition = await provisioner.handle(
+                session_id, Event(EventKind.SUBMIT, user_id, provisioner.now(), detail)
+            )
+        except TransitionRefused as refused:
+            shown = refused.session.plan
+            if refused.why is Why.BLOCKED and shown is not None:
+                refusal = submit_refused_message(
+                    blockers=[(b.title, b.fix) for b in shown.blockers]
                 )
-                return refusal
-            if acknowledged:
-                detail = {"warnings": str(count), "warnings_acknowledged_by": acknowledged}
-        transition = await provisioner.handle(
-            session_id, Event(EventKind.SUBMIT, user_id, provisioner.now(), detail)
-        )
+            elif refused.why is Why.WARNINGS_PENDING and shown is not None:
+                refusal = submit_refused_message(warnings_pending=shown.warning_count)
+            else:
+                raise
+            await provisioner.store.record(
+                session_id,
+                actor=user_id,
+                action="submit_refused",
+                result="blocked" if refused.why is Why.BLOCKED else "warnings_not_acknowledged",
+            )
+            return refusal
         await self._update_decision(transition.after, submitted_by=user_id)
         return None
 
@@ -292,7 +283,6 @@ class MailFlowDesk:
     async def run(self, session: Session) -> None:
         """Apply the plan; conclude with APPLY_SUCCEEDED or APPLY_FAILED. Safe to run again."""
         provisioner = self._provisioner
-        store = provisioner.store
         progress_ts = await self._start_progress(session)
 
         async def show(message: Message) -> None:
@@ -304,15 +294,13 @@ class MailFlowDesk:
             await show(progress_message(done, total, change))
 
         try:
-            stored = await store.get_ref(session.id, REF_DOMAINS)
-            initial = await store.get_ref(session.id, REF_INITIAL_DOMAIN)
-            if stored is None or not initial:
+            shown = session.plan
+            if shown is None or not shown.initial_domain:
                 survey, exchange = await self.survey(session)
                 desired = survey.desired
             else:
-                domains = tuple(d for d in stored.split(",") if d)
-                exchange = self._context(session).exchange(initial)
-                desired = self._desired(session, domains)
+                exchange = self._context(session).exchange(shown.initial_domain)
+                desired = self._desired(session, shown.domains)
             result = await apply(exchange, desired, on_progress=on_progress)
         except ApplyBlocked as blocked:
             await show(notice(":no_entry: Stopped before any change: pre-flight found a blocker."))
@@ -346,28 +334,14 @@ class MailFlowDesk:
 
     async def _start_progress(self, session: Session) -> str:
         """The one thread message this run edits (the same one when a resumed job runs again)."""
-        store = self._provisioner.store
-        name = f"apply:{session.version}"
-        existing = await store.get_ref(session.id, name)
-        text = ":hourglass_flowing_sand: Reading the tenant's Exchange Online configuration…"
+        provisioner = self._provisioner
+        existing = await provisioner.kept(session, "apply")
         if existing:
             text = ":arrows_counterclockwise: Resumed: reading the tenant again and continuing…"
-            await self._provisioner.slack.chat_update(
-                channel=session.channel_id,
-                ts=existing,
-                text=text,
-                blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
-            )
+            await provisioner.edit(session, existing, notice(text))
             return existing
-        posted = await self._provisioner.slack.chat_postMessage(
-            channel=session.channel_id,
-            thread_ts=session.root_ts,
-            text=text,
-            blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
-        )
-        ts = str(posted["ts"])
-        await store.set_ref(session.id, name, ts)
-        return ts
+        text = ":hourglass_flowing_sand: Reading the tenant's Exchange Online configuration…"
+        return await provisioner.post_kept(session, "apply", notice(text))
 
     async def _failed(self, session: Session, failed: ApplyFailed) -> None:
         await self._provisioner.post_in_thread(

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 from bot.microsoft.access import MicrosoftAccess
 from bot.session.service import Prompter, Provisioner
+from bot.steps.mailflow.model import UpgradeFindings
 from bot.steps.mailflow.views import upgrade_found_message
 from bot.steps.verify.checks import verify
 from bot.steps.verify.model import CheckName
@@ -44,8 +45,6 @@ _STEPS: Mapping[Phase, tuple[CheckName, EventKind, str]] = {
     ),
 }
 
-REF_FOUND = "upgrade:found"
-
 
 class UpgradeSteps:
     def __init__(
@@ -71,11 +70,21 @@ class UpgradeSteps:
         return prompt
 
     async def _check(self, session: Session) -> set[CheckName]:
+        provisioner = self._provisioner
         verification = await verify(self._microsoft.context(session.tenant_id))
         passed = {check.name for check in verification.checks if check.passed}
-        await self._provisioner.store.set_ref(
-            session.id, REF_FOUND, ",".join(sorted(name.value for name in passed))
+        found = UpgradeFindings(frozenset(name.value for name in passed))
+        event = Event(
+            EventKind.UPGRADE_CHECKED,
+            "system",
+            provisioner.now(),
+            {"passed": ",".join(sorted(found.passed))},
+            found,
         )
+        try:
+            await provisioner.handle(session.id, event)
+        except TransitionNotAllowed:
+            logger.info("upgrade session %s moved on before its checks were kept", session.id)
         return passed
 
     async def _found(self, phase: Phase, session: Session) -> bool:
@@ -90,8 +99,9 @@ class UpgradeSteps:
                 session, upgrade_found_message(session, found, missing)
             )
         else:
-            stored = await provisioner.store.get_ref(session.id, REF_FOUND) or ""
-            passed = {CheckName(v) for v in stored.split(",") if v}
+            current = await provisioner.store.get(session.id)
+            stored = current.upgrade if current is not None else None
+            passed = {CheckName(v) for v in stored.passed} if stored is not None else set()
             if check not in passed:
                 passed = await self._check(session)  # done meanwhile? check again
         if check not in passed:

@@ -7,6 +7,7 @@ keyed by the block ids below.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,7 +28,12 @@ __all__ = [
     "TICKET_NUMBER_BLOCK",
     "TICKET_SYSTEM_ACTION",
     "TICKET_SYSTEM_BLOCK",
+    "Acknowledgement",
+    "AssignmentClaim",
+    "AssignmentFailed",
     "RoleRequest",
+    "RoleState",
+    "SeenRequest",
     "duration_choices",
     "validate",
 ]
@@ -95,6 +101,10 @@ class RoleRequest:
             return "permanent"
         return describe_duration(self.duration)
 
+    def digest(self) -> str:
+        """What an acknowledgement covers: any change to the request changes it."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:32]
+
     def to_json(self) -> str:
         return json.dumps(
             {
@@ -134,6 +144,64 @@ class RoleRequest:
             ticket_system=ticket_system,
             duration=duration,
         )
+
+
+@dataclass(frozen=True)
+class Acknowledgement:
+    """An approver's acknowledgement of exactly one request (its ``RoleRequest.digest``)."""
+
+    by: str
+    at: float
+    request_digest: str
+
+
+@dataclass(frozen=True)
+class AssignmentClaim:
+    """A sign-in came back and the role is being assigned with it, for this request."""
+
+    by: str  # who opened the sign-in ("microsoft" when nobody is known)
+    at: float
+    request_digest: str
+
+
+@dataclass(frozen=True)
+class SeenRequest:
+    """An event's payload: the request (by digest) the person acted on or the bot is sending."""
+
+    digest: str
+
+
+@dataclass(frozen=True)
+class AssignmentFailed:
+    """An event's payload: the assignment did not happen; Microsoft may have said what it needs."""
+
+    requirements: RoleRequirements | None = None
+
+
+@dataclass(frozen=True)
+class RoleState:
+    """Everything step 2 knows between clicks; changed only by workflow transitions.
+
+    ``request_version`` is the session version the request was made in: the review message
+    posted for it is kept under that version.
+    """
+
+    requirements: RoleRequirements | None = None
+    request: RoleRequest | None = None
+    requested_at: float | None = None
+    request_version: int = 0
+    reminded_at: float | None = None
+    acknowledgement: Acknowledgement | None = None
+    sign_in_opened_by: str | None = None
+    assigning: AssignmentClaim | None = None
+
+    @property
+    def acknowledged_request(self) -> RoleRequest | None:
+        """The request, if the acknowledgement covers it exactly."""
+        ack = self.acknowledgement
+        if self.request is None or ack is None or ack.request_digest != self.request.digest():
+            return None
+        return self.request
 
 
 def _optional_str(data: Mapping[str, Any], key: str) -> str | None:

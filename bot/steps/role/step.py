@@ -3,8 +3,14 @@
 The admin requests the role (justification, ticket, duration as the tenant's PIM policy
 demands); an approver acknowledges it in the thread; then someone with Privileged Role
 Administrator either signs in and lets the bot assign it ("Assign for me"), or assigns it in the
-portal and lets the bot check. What the step needs between clicks lives in Redis as session
-refs: the requirements, the request, the review message, when it was requested.
+portal and lets the bot check. What the step knows between clicks (requirements, request,
+acknowledgement, reminders, who opened the sign-in) is ``Session.role``, changed only through
+workflow transitions; beside it only the ids of the messages the bot edits are kept.
+
+The acknowledgement covers one request (its digest): the approver's click names the request
+they saw, and the sign-in's return claims exactly the acknowledged request (``ROLE_ASSIGNING``,
+under the compare-and-set) before sending it to Microsoft, so an amended request is never
+assigned without a new acknowledgement.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from bot.session.access import AccessCheckFailed, AccessPolicy
 from bot.session.service import Provisioner
 from bot.session.views import notice, refusal_message, refused_transition_message
 from bot.steps.role.assign import Assigned, NeedsMore, RoleSignIn, audit_detail, check_assignment
-from bot.steps.role.model import RoleRequest
+from bot.steps.role.model import AssignmentFailed, RoleRequest, SeenRequest
 from bot.steps.role.requirements import RoleRequirements
 from bot.steps.role.views import (
     Decision,
@@ -35,11 +41,12 @@ from bot.steps.role.views import (
     check_message,
     decided_message,
     outcome_message,
+    own_request_message,
     portal_steps_message,
     review_message,
 )
 from bot.web import pages
-from bot.workflow import Event, EventKind, Phase, Session, TransitionNotAllowed, advance
+from bot.workflow import Event, EventKind, Payload, Phase, Session, Transition, TransitionNotAllowed
 from state.oauth import OAuthState
 
 __all__ = ["RoleStep", "RoleStepSettings"]
@@ -49,12 +56,9 @@ logger = logging.getLogger(__name__)
 APP_NAME = "Inline mail flow"  # how the thread names the mail-flow app registration
 SIGN_IN_PURPOSE = "role"
 
-_REQUIREMENTS = "role:requirements"
-_REQUEST = "role:request"
-_REVIEW_TS = "role:review_ts"
-_REQUESTED_AT = "role:requested_at"
-_REMINDED = "role:reminded"
-_SIGN_IN_OPENED_BY = "role:sign_in_opened_by"
+_REVIEW = "role_review"  # the review message, kept under the version of its request
+# A sign-in claimed this long ago without an answer was interrupted (the process stopped).
+_STALE_CLAIM_SECONDS = 15 * 60
 
 _DECISIONS: Mapping[EventKind, Decision] = {
     EventKind.ROLE_ACKNOWLEDGE: "acknowledged",
@@ -102,44 +106,63 @@ class RoleStep:
 
     # -- what the step needs between clicks ------------------------------------------------
 
+    async def _move(
+        self,
+        session_id: str,
+        kind: EventKind,
+        actor: str,
+        *,
+        detail: Mapping[str, str] | None = None,
+        payload: Payload | None = None,
+    ) -> Transition:
+        provisioner = self._provisioner
+        event = Event(kind, actor, provisioner.now(), detail or {}, payload)
+        return await provisioner.handle(session_id, event)
+
     async def requirements(self, session_id: str) -> RoleRequirements | None:
-        stored = await self._store.get_ref(session_id, _REQUIREMENTS)
-        return RoleRequirements.from_json(stored) if stored else None
+        session = await self._store.get(session_id)
+        return session.role.requirements if session else None
 
     async def submit(self, session_id: str, request: RoleRequest) -> Message | None:
-        """A validated request from the form: keep it, and put it up for review."""
-        provisioner = self._provisioner
+        """A validated request from the form: store it and put it up for review (the phase
+        check and the store are one compare-and-set: a form submitted too late cannot replace
+        the request an approver is looking at)."""
         detail = {
             "justification_length": str(len(request.justification)),
             "ticket": request.ticket_number or "",
             "duration": request.duration_iso or "permanent",
+            "request_digest": request.digest(),
         }
-        event = Event(EventKind.ROLE_REQUEST, request.requested_by, provisioner.now(), detail)
         try:
-            # Checked before the request is stored, so a form submitted too late (the step
-            # moved on) cannot replace the request an approver is looking at.
-            advance(await self._store.require(session_id), event)
-            # Kept per requester: two admins submitting at once cannot overwrite each other's
-            # request; the one whose transition won is the one the thread shows.
-            await self._store.set_ref(
-                session_id, f"{_REQUEST}:{request.requested_by}", request.to_json()
+            await self._move(
+                session_id,
+                EventKind.ROLE_REQUEST,
+                request.requested_by,
+                detail=detail,
+                payload=request,
             )
-            await provisioner.handle(session_id, event)
         except TransitionNotAllowed as refused:
             return refused_transition_message(refused)
         return None
 
     async def remember_requirements(self, session_id: str, value: RoleRequirements) -> None:
-        await self._store.set_ref(session_id, _REQUIREMENTS, value.to_json())
+        """Keep what the tenant demands while no request is made (later, the request stands)."""
+        session = await self._store.get(session_id)
+        if session is None or session.role.requirements == value:
+            return
+        with contextlib.suppress(TransitionNotAllowed):
+            await self._move(
+                session_id,
+                EventKind.ROLE_REQUIREMENTS,
+                "system",
+                detail={"source": value.source, "pim": str(value.pim).lower()},
+                payload=value,
+            )
 
     async def request(self, session_id: str) -> RoleRequest | None:
-        """The request under review: the one made by the latest ``ROLE_REQUEST`` in history."""
+        """The request under review (or acknowledged)."""
         session = await self._store.get(session_id)
-        latest = session.last(EventKind.ROLE_REQUEST) if session else None
-        if latest is None:
-            return None
-        stored = await self._store.get_ref(session_id, f"{_REQUEST}:{latest.actor}")
-        return RoleRequest.from_json(stored) if stored else None
+        return session.role.request if session else None
 
     @contextlib.asynccontextmanager
     async def _graph_as_dirsync(self, tenant_id: str) -> AsyncIterator[GraphClient]:
@@ -184,34 +207,24 @@ class RoleStep:
 
     async def review(self, session: Session) -> None:
         """A submitted request, posted for the approvers with Acknowledge and Decline."""
-        request = await self.request(session.id)
-        requirements = await self.requirements(session.id)
-        if request is None or requirements is None:
+        role = session.role
+        if role.request is None:
             return
-        now = self._provisioner.now()
         message = review_message(
-            request,
-            requirements,
+            role.request,
+            role.requirements or RoleRequirements.assumed_pim(),
             app_name=APP_NAME,
             app_id=self._settings.mailflow_app_id,
-            at=now,
+            at=role.requested_at or self._provisioner.now(),
             approvers=self._access.approvers,
-            value=session.id,
+            # The click names the request the approver saw.
+            value=f"{session.id}:{role.request.digest()}",
         )
-        # The clock starts before the approvers can see it: reminders never come early.
-        await self._store.set_ref(session.id, _REQUESTED_AT, repr(now))
-        await self._store.set_ref(session.id, _REMINDED, "")
-        posted = await self._provisioner.slack.chat_postMessage(
-            channel=session.channel_id,
-            thread_ts=session.root_ts,
-            text=message.text,
-            blocks=message.blocks,
-        )
-        await self._store.set_ref(session.id, _REVIEW_TS, str(posted["ts"]))
+        await self._provisioner.post_kept(session, _REVIEW, message, version=role.request_version)
 
     async def offer_assignment(self, session: Session) -> None:
         """After acknowledgement: "Assign for me" (a fresh sign-in link) or the portal."""
-        requirements = await self.requirements(session.id) or RoleRequirements.assumed_pim()
+        requirements = session.role.requirements or RoleRequirements.assumed_pim()
         flow = await self._sign_in.start(session.tenant_id)
         now = self._provisioner.now()
         await self._provisioner.oauth.issue(
@@ -236,9 +249,15 @@ class RoleStep:
 
     # -- decisions ------------------------------------------------------------------------
 
-    async def decide(self, session_id: str, user_id: str, kind: EventKind) -> Message | None:
-        """Acknowledge, decline (approvers) or withdraw (the requester); a reply if refused."""
-        request = await self.request(session_id)
+    async def decide(self, value: str, user_id: str, kind: EventKind) -> Message | None:
+        """Acknowledge, decline (approvers) or withdraw (the requester); a reply if refused.
+
+        ``value`` is the button's value: ``<session id>:<digest of the request shown>`` (a bare
+        session id is taken as "the current request").
+        """
+        session_id, _, seen = value.partition(":")
+        session = await self._store.get(session_id)
+        request = session.role.request if session else None
         if request is None:
             return notice("There is no role request to decide on in this session.")
         if kind is EventKind.ROLE_WITHDRAW:
@@ -262,91 +281,107 @@ class RoleStep:
                 await self._provisioner.record_refusal(
                     session_id, user_id, "acknowledge own role request"
                 )
-                return notice(
-                    "You made this request, so you can't acknowledge it yourself: a privileged "
-                    "role needs a second person. Ask another approver "
-                    f"({', '.join(mention(a) for a in self._access.approvers)})."
-                )
-        return await self._decide(session_id, request, user_id, kind)
-
-    async def _decide(
-        self, session_id: str, request: RoleRequest, user_id: str, kind: EventKind
-    ) -> Message | None:
-        provisioner = self._provisioner
-        event = Event(kind, actor=user_id, at=provisioner.now())
+                return own_request_message(self._access.approvers)
+        # The checks above are for a clear reply; the guards of the transition decide, on the
+        # record the compare-and-set stores.
         try:
-            transition = await provisioner.handle(session_id, event)
+            transition = await self._move(
+                session_id,
+                kind,
+                user_id,
+                detail={"request_digest": seen or request.digest()},
+                payload=SeenRequest(seen) if seen else None,
+            )
         except TransitionNotAllowed as refused:
             return refused_transition_message(refused)
-        await self._mark_review(transition.after, request, kind, user_id, event.at)
+        await self._mark_review(transition.after, kind, user_id, transition.event.at)
         return None
 
-    async def _mark_review(
-        self, session: Session, request: RoleRequest, kind: EventKind, by: str, at: float
-    ) -> None:
-        review_ts = await self._store.get_ref(session.id, _REVIEW_TS)
-        requested_at = await self._store.get_ref(session.id, _REQUESTED_AT)
-        requirements = await self.requirements(session.id)
-        if not review_ts or requirements is None:
+    async def _mark_review(self, session: Session, kind: EventKind, by: str, at: float) -> None:
+        role = session.role
+        review_ts = await self._provisioner.kept(session, _REVIEW, role.request_version)
+        if not review_ts or role.request is None:
             return
         message = decided_message(
-            request,
-            requirements,
+            role.request,
+            role.requirements or RoleRequirements.assumed_pim(),
             app_name=APP_NAME,
             app_id=self._settings.mailflow_app_id,
-            requested_at=float(requested_at or at),
+            requested_at=role.requested_at or at,
             decision=_DECISIONS[kind],
             by=by,
             at=at,
         )
-        await self._provisioner.slack.chat_update(
-            channel=session.channel_id, ts=review_ts, text=message.text, blocks=message.blocks
-        )
+        await self._provisioner.edit(session, review_ts, message)
 
     async def remind_and_expire(self) -> None:
-        """Remind approvers of a request left waiting; close it when it has waited too long."""
+        """Remind approvers of a request left waiting; close it when it has waited too long;
+        release a sign-in whose answer never came back (the process stopped meanwhile)."""
         now = self._provisioner.now()
         for session in await self._store.active():
-            if session.phase is not Phase.ROLE_REQUESTED:
+            role = session.role
+            if session.phase is Phase.ROLE_ASSIGNING:
+                claim = role.assigning
+                if claim is None or now - claim.at >= _STALE_CLAIM_SECONDS:
+                    await self._interrupted(session)
                 continue
-            requested_at = await self._store.get_ref(session.id, _REQUESTED_AT)
-            if not requested_at:
+            if session.phase is not Phase.ROLE_REQUESTED or role.requested_at is None:
                 continue
-            waited = now - float(requested_at)
+            waited = now - role.requested_at
             if waited >= self._settings.expire_after_seconds:
-                request = await self.request(session.id)
-                event = Event(
-                    EventKind.ROLE_REQUEST_EXPIRED,
-                    actor="system",
-                    at=now,
-                    detail={"reason": "no approver acknowledged it in time"},
-                )
                 try:
-                    transition = await self._provisioner.handle(session.id, event)
+                    transition = await self._move(
+                        session.id,
+                        EventKind.ROLE_REQUEST_EXPIRED,
+                        "system",
+                        detail={"reason": "no approver acknowledged it in time"},
+                    )
                 except TransitionNotAllowed:
                     continue
-                if request is not None:
-                    await self._mark_review(
-                        transition.after, request, EventKind.ROLE_REQUEST_EXPIRED, "system", now
-                    )
-            elif waited >= self._settings.remind_after_seconds and not await self._store.get_ref(
-                session.id, _REMINDED
-            ):
-                await self._store.set_ref(session.id, _REMINDED, repr(now))
+                await self._mark_review(
+                    transition.after, EventKind.ROLE_REQUEST_EXPIRED, "system", now
+                )
+            elif waited >= self._settings.remind_after_seconds and role.reminded_at is None:
+                try:  # the compare-and-set makes one replica the one that reminds
+                    reminded = await self._move(session.id, EventKind.ROLE_REMINDED, "system")
+                except TransitionNotAllowed:
+                    continue
                 who = ", ".join(mention(a) for a in self._access.approvers)
                 hours = self._settings.expire_after_seconds // 3600
                 await self._provisioner.post_in_thread(
-                    session,
+                    reminded.after,
                     notice(
                         f":bell: {who}: the role request above is still waiting for an approver. "
                         f"It closes by itself {hours} hours after it was made."
                     ),
                 )
 
+    async def _interrupted(self, session: Session) -> None:
+        try:
+            moved = await self._move(
+                session.id,
+                EventKind.ROLE_ASSIGN_FAILED,
+                "system",
+                detail={"reason": "no answer came back from the sign-in (interrupted)"},
+                payload=AssignmentFailed(),
+            )
+        except TransitionNotAllowed:
+            return
+        await self._provisioner.post_in_thread(
+            moved.after,
+            notice(
+                ":warning: The role assignment after the last sign-in was interrupted before "
+                "Microsoft's answer arrived. Press *I've assigned it* to check whether it went "
+                "through, or *New sign-in link* to try again."
+            ),
+        )
+
     # -- assigning ----------------------------------------------------------------------------
 
     async def sign_in_opened(self, session_id: str, user_id: str) -> None:
-        await self._store.set_ref(session_id, _SIGN_IN_OPENED_BY, user_id)
+        """ "Assign for me" was clicked: remember by whom (Microsoft will not tell us)."""
+        with contextlib.suppress(TransitionNotAllowed):
+            await self._move(session_id, EventKind.ROLE_SIGN_IN_OPENED, user_id)
 
     async def new_sign_in(self, session_id: str) -> Message | None:
         session = await self._store.get(session_id)
@@ -357,15 +392,16 @@ class RoleStep:
 
     async def portal_steps(self, session_id: str) -> Message | None:
         session = await self._store.get(session_id)
-        request = await self.request(session_id)
-        requirements = await self.requirements(session_id) or RoleRequirements.assumed_pim()
-        if session is None or request is None or session.phase is not Phase.ROLE_ACKNOWLEDGED:
+        if session is None or session.phase is not Phase.ROLE_ACKNOWLEDGED:
+            return notice("The role is not waiting to be assigned right now.")
+        request = session.role.acknowledged_request
+        if request is None:
             return notice("The role is not waiting to be assigned right now.")
         await self._provisioner.post_in_thread(
             session,
             portal_steps_message(
                 request,
-                requirements,
+                session.role.requirements or RoleRequirements.assumed_pim(),
                 app_name=APP_NAME,
                 app_id=self._settings.mailflow_app_id,
                 value=session.id,
@@ -401,9 +437,8 @@ class RoleStep:
         return None
 
     async def _assigned(self, session: Session, actor: str, detail: Mapping[str, str]) -> None:
-        event = Event(EventKind.ROLE_ASSIGNED, actor, self._provisioner.now(), detail)
         try:
-            await self._provisioner.handle(session.id, event)
+            await self._move(session.id, EventKind.ROLE_ASSIGNED, actor, detail=detail)
         except TransitionNotAllowed:
             logger.info("role for session %s was already recorded", session.id)
 
@@ -414,29 +449,43 @@ class RoleStep:
         params: Mapping[str, str],
         thread: str | None,
     ) -> pages.Page:
-        """Microsoft posted the sign-in back: assign the role with it, then forget it."""
-        request = await self.request(session.id)
-        requirements = await self.requirements(session.id) or RoleRequirements.assumed_pim()
+        """Microsoft posted the sign-in back: claim the acknowledged request (compare-and-set),
+        assign exactly that request with the sign-in, then forget the sign-in."""
+        request = session.role.acknowledged_request
         if session.phase is not Phase.ROLE_ACKNOWLEDGED or request is None or not binding.sealed:
-            return pages.role_not_assigned(
-                "The role request is not waiting to be assigned any more (it was already "
-                "assigned, or changed).",
-                thread,
-            )
+            return _not_waiting(session, thread)
         try:
             flow = SignInFlow.from_json(self._sealer.unseal(binding.sealed, max_age_seconds=3600))
         except UnsealError:
             return pages.link_unknown()
-        outcome = await self._sign_in.assign(
-            session.tenant_id,
-            flow,
-            params,
-            http=self._http,
-            app_id=self._settings.mailflow_app_id,
-            request=request,
-            requirements=requirements,
-        )
-        actor = await self._store.get_ref(session.id, _SIGN_IN_OPENED_BY) or "microsoft"
+        actor = session.role.sign_in_opened_by or "microsoft"
+        try:
+            claimed = await self._move(
+                session.id,
+                EventKind.ROLE_ASSIGNING,
+                actor,
+                detail={"request_digest": request.digest()},
+                payload=SeenRequest(request.digest()),
+            )
+        except TransitionNotAllowed as refused:
+            return _not_waiting(refused.session, thread)
+        session = claimed.after
+        request = session.role.request
+        assert request is not None  # the guard of ROLE_ASSIGNING saw it
+        requirements = session.role.requirements or RoleRequirements.assumed_pim()
+        try:
+            outcome = await self._sign_in.assign(
+                session.tenant_id,
+                flow,
+                params,
+                http=self._http,
+                app_id=self._settings.mailflow_app_id,
+                request=request,
+                requirements=requirements,
+            )
+        except Exception:
+            await self._release_claim(session, actor, {"reason": "unexpected error"}, None)
+            raise
         await self._store.record(
             session.id,
             actor=actor,
@@ -451,11 +500,47 @@ class RoleStep:
             app_id=self._settings.mailflow_app_id,
             value=session.id,
         )
-        await self._provisioner.post_in_thread(session, message)
-        if isinstance(outcome, NeedsMore):
-            await self.remember_requirements(session.id, outcome.requirements)
         if isinstance(outcome, Assigned):
+            await self._provisioner.post_in_thread(session, message)
             await self._assigned(session, actor, audit_detail(outcome))
             how = "through a PIM request" if outcome.via == "pim" else "directly"
             return pages.role_assigned(session.tenant_label, how, thread)
+        # Stored before the message: its "Complete the request" opens the form with them.
+        tightened = outcome.requirements if isinstance(outcome, NeedsMore) else None
+        await self._release_claim(session, actor, {"outcome": outcome.kind}, tightened)
+        await self._provisioner.post_in_thread(session, message)
         return pages.role_not_assigned(message.text, thread)
+
+    async def _release_claim(
+        self,
+        session: Session,
+        actor: str,
+        detail: Mapping[str, str],
+        requirements: RoleRequirements | None,
+    ) -> None:
+        try:
+            await self._move(
+                session.id,
+                EventKind.ROLE_ASSIGN_FAILED,
+                actor,
+                detail=detail,
+                payload=AssignmentFailed(requirements),
+            )
+        except TransitionNotAllowed:
+            logger.info("role claim of session %s was already released", session.id)
+
+
+def _not_waiting(session: Session, thread: str | None) -> pages.Page:
+    """The page for a sign-in that came back when there was nothing (or something else) to
+    assign; nothing was sent to Microsoft."""
+    if session.phase is Phase.ROLE_REQUESTED and session.role.request is not None:
+        return pages.role_not_assigned(
+            "The role request was changed after it was acknowledged, so nothing was assigned: "
+            "the new request needs an approver's acknowledgement first.",
+            thread,
+        )
+    return pages.role_not_assigned(
+        "The role request is not waiting to be assigned any more (it was already assigned, or "
+        "changed).",
+        thread,
+    )

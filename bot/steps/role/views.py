@@ -82,6 +82,7 @@ __all__ = [
     "check_message",
     "decided_message",
     "outcome_message",
+    "own_request_message",
     "portal_steps_message",
     "request_modal",
     "review_message",
@@ -324,6 +325,14 @@ def request_modal(
 
 
 # -- (c) the request for review, (d) its decided form --------------------------------------------
+
+
+def own_request_message(approvers: Sequence[str]) -> Message:
+    text = (
+        "You made this request, so you can't acknowledge it yourself: a privileged role needs a "
+        f"second person. Ask another approver ({', '.join(mention(a) for a in approvers)})."
+    )
+    return Message(text=text, blocks=[_section(text)])
 
 
 def review_message(

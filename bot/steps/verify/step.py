@@ -19,6 +19,7 @@ from datetime import timedelta
 from bot.blocks import Message
 from bot.microsoft.access import MicrosoftAccess
 from bot.session.service import Provisioner
+from bot.session.views import notice
 from bot.steps.verify.model import Verification, VerifyOutcome
 from bot.steps.verify.ready import verify_until_ready
 from bot.steps.verify.views import (
@@ -108,19 +109,11 @@ class VerificationJob:
 
     async def _start_progress(self, session: Session) -> str:
         """The one thread message this run keeps editing (reused if the job restarts)."""
-        existing = await self._provisioner.store.get_ref(session.id, f"verify:{session.version}")
+        existing = await self._provisioner.kept(session, "verify")
         if existing:
             return existing
         text = ":hourglass_flowing_sand: Checking every grant with Microsoft…"
-        posted = await self._provisioner.slack.chat_postMessage(
-            channel=session.channel_id,
-            thread_ts=session.root_ts,
-            text=text,
-            blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
-        )
-        ts = str(posted["ts"])
-        await self._provisioner.store.set_ref(session.id, f"verify:{session.version}", ts)
-        return ts
+        return await self._provisioner.post_kept(session, "verify", notice(text))
 
     async def _show(self, session: Session, ts: str, message: Message) -> None:
         await self._provisioner.slack.chat_update(
