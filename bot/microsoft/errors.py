@@ -5,6 +5,7 @@ Callers branch on the class (and, for ``ServiceError``, on ``code``), never on m
     MicrosoftError                      base of everything below
     ├── MicrosoftUnavailable            network error, timeout, 5xx or 429 after retries ran out
     ├── UnknownTenant                   discovery: no such tenant (GUID or domain)
+    ├── UntrustedLink                   an answer's ``@odata.nextLink`` left the configured host
     ├── TokenError                      MSAL answered an ``error`` dict (or refused a redirect)
     │   └── ConsentMissing              the app is not consented / not found in the tenant
     └── ServiceError                    Graph or Exchange answered an ``error`` object
@@ -34,6 +35,7 @@ __all__ = [
     "ServiceError",
     "TokenError",
     "UnknownTenant",
+    "UntrustedLink",
 ]
 
 
@@ -50,6 +52,15 @@ class MicrosoftUnavailable(MicrosoftError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class UntrustedLink(MicrosoftError):
+    """A paging link pointed away from the configured Microsoft host; it was not followed, so
+    no bearer token went anywhere else."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(f"a paging link pointed to {host!r}, not the configured Microsoft host")
+        self.host = host
 
 
 class UnknownTenant(MicrosoftError):

@@ -18,6 +18,7 @@ import httpx
 
 from bot.microsoft.graph import error_from_response
 from bot.microsoft.identity import TokenProvider
+from bot.microsoft.paging import next_page
 from bot.microsoft.retry import DEFAULT_RETRY, RetryPolicy
 
 __all__ = ["ANCHOR_MAILBOX", "ExchangeClient", "anchor_mailbox"]
@@ -73,8 +74,7 @@ class ExchangeClient:
         while url is not None:
             page = await self._post(url, body, cmdlet, idempotent)
             results.extend(item for item in page.get("value", []) if isinstance(item, dict))
-            link = page.get("@odata.nextLink")
-            url = str(link) if link else None
+            url = next_page(page.get("@odata.nextLink"), self._url)
         return results
 
     async def _post(

@@ -44,6 +44,7 @@ from bot.microsoft.model import (
     parse_iso_duration,
     parse_time,
 )
+from bot.microsoft.paging import next_page
 from bot.microsoft.retry import DEFAULT_RETRY, RetryPolicy, parse_retry_after
 
 __all__ = ["GraphClient", "error_from_response"]
@@ -161,8 +162,7 @@ class GraphClient:
         while next_url:
             page = await self._request("GET", next_url)
             items.extend(item for item in page.get("value", []) if isinstance(item, dict))
-            link = page.get("@odata.nextLink")
-            next_url = str(link) if link else None
+            next_url = next_page(page.get("@odata.nextLink"), self._base)
         return items
 
     def _url(self, path: str, **query: str) -> str:

@@ -495,6 +495,8 @@ class SandboxMicrosoft:
         self.graph_page_size = graph_page_size
         self.exchange_page_size = exchange_page_size
         self.token_lifetime = token_lifetime
+        # A fault on demand: paging links that point at another origin (a tampered answer).
+        self.next_link_origin: str | None = None
         self.requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
         self.latency: dict[Service | None, float] = {}
@@ -1435,6 +1437,14 @@ class SandboxMicrosoft:
                 )
             )
 
+    def _paging_link(self, url: str) -> str:
+        if self.next_link_origin is None:
+            return url
+        parts = urllib.parse.urlsplit(url)
+        return self.next_link_origin.rstrip("/") + urllib.parse.urlunsplit(
+            ("", "", parts.path, parts.query, "")
+        )
+
     def _graph_page(
         self, request: Request, items: list[dict[str, Any]], request_id: str
     ) -> Response:
@@ -1447,7 +1457,7 @@ class SandboxMicrosoft:
             query = dict(request.query_params)
             query["$skiptoken"] = str(skip + size)
             next_url = str(request.url.replace(query=urllib.parse.urlencode(query)))
-            body["@odata.nextLink"] = next_url
+            body["@odata.nextLink"] = self._paging_link(next_url)
         return _graph_json(body, request_id)
 
     async def _schedule_request(
@@ -1697,8 +1707,8 @@ class SandboxMicrosoft:
             "value": results[skip : skip + size],
         }
         if skip + size < len(results):
-            page["@odata.nextLink"] = str(
-                request.url.replace(query=urllib.parse.urlencode({"$skiptoken": skip + size}))
+            page["@odata.nextLink"] = self._paging_link(
+                str(request.url.replace(query=urllib.parse.urlencode({"$skiptoken": skip + size})))
             )
         return _graph_json(page, request_id)
 
