@@ -5,7 +5,8 @@ A state is valid for ``lifetime`` seconds, but its record is kept for a day so t
 repeated redirect can be told apart from a forged one, and the user can be told which it was:
 
 - ``pi:oauth:{<sha>}``       the binding (session, tenant, purpose, expiry), taken with GETDEL
-- ``pi:oauth-used:{<sha>}``  the binding once used, so a replay is recognised as a replay
+- ``pi:oauth-used:{<sha>}``  the binding once used, so a replay is recognised as a replay;
+  without its sealed part (a used state needs nothing to complete a sign-in, so keeps nothing)
 """
 
 from __future__ import annotations
@@ -114,8 +115,11 @@ class OAuthStates:
             if used is None:
                 return Redemption(RedemptionStatus.UNKNOWN)
             return Redemption(RedemptionStatus.REPLAYED, OAuthState(**json.loads(used)))
-        await self._redis.set(_used_key(digest), raw, ex=_KEEP_RECORDS_SECONDS)
         binding = OAuthState(**json.loads(raw))
+        spent = OAuthState(**{**asdict(binding), "sealed": None})
+        await self._redis.set(
+            _used_key(digest), json.dumps(asdict(spent)), ex=_KEEP_RECORDS_SECONDS
+        )
         if now > binding.expires_at:
             return Redemption(RedemptionStatus.EXPIRED, binding)
         return Redemption(RedemptionStatus.VALID, binding)
