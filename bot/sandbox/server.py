@@ -3,13 +3,16 @@
 The sandbox clouds, the tests and the demo all need real HTTP servers (the bot talks to Slack and
 Microsoft over the network stack, never through in-process shortcuts), started and stopped quickly
 and without leaking threads. ``serve_asgi`` does that with uvicorn, optionally over TLS with a
-certificate from a throw-away certificate authority (``SandboxTLS``).
+certificate from a throw-away certificate authority (``SandboxTLS``, made with ``cryptography``
+— a runtime dependency already — so no test-only CA library ships with the product).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import ipaddress
 import socket
 import ssl
 import tempfile
@@ -18,8 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import trustme
 import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = ["RunningServer", "SandboxTLS", "free_port", "serve_asgi"]
 
@@ -44,14 +50,78 @@ class SandboxTLS:
     @classmethod
     def create(cls, directory: Path | None = None) -> SandboxTLS:
         where = directory or Path(tempfile.mkdtemp(prefix="pi-sandbox-tls-"))
-        authority = trustme.CA()
-        issued = authority.issue_cert("127.0.0.1", "localhost")
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name(
+            [x509.NameAttribute(NameOID.COMMON_NAME, "provision-inline sandbox CA")]
+        )
+        now = datetime.datetime.now(datetime.UTC)
+        valid = (now - datetime.timedelta(hours=1), now + datetime.timedelta(days=30))
+        ca_cert = (
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(valid[0])
+            .not_valid_after(valid[1])
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        server_key = ec.generate_private_key(ec.SECP256R1())
+        server_cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name)
+            .public_key(server_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(valid[0])
+            .not_valid_after(valid[1])
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [
+                        x509.DNSName("localhost"),
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    ]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                critical=False,
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
         ca_file = where / "sandbox-ca.pem"
         cert_file = where / "sandbox-server.pem"
         key_file = where / "sandbox-server.key"
-        authority.cert_pem.write_to_path(str(ca_file))
-        issued.cert_chain_pems[0].write_to_path(str(cert_file))
-        issued.private_key_pem.write_to_path(str(key_file))
+        ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+        cert_file.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+        key_file.write_bytes(
+            server_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
         return cls(directory=where, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
 
     def client_context(self) -> ssl.SSLContext:
