@@ -130,14 +130,15 @@ async def _refuse(
     reason: str | None,
 ) -> None:
     """Record the refusal (when it concerns a session), then tell the user."""
-    session_id = session_of(body)
-    if session_id is not None:
-        await found.provisioner.record_refusal(session_id, user_id, action, reason=reason)
-    else:
-        logger.info("refused %s to %s (no session to record it in)", action, user_id)
-    if respond is not None:
-        # A slash command's response_url takes no replace_original; an interaction's keeps
-        # the clicked message as it is.
-        await say(respond, answer, replace_original=None if "command" in body else False)
-    else:
-        await reply_ephemeral(response_url_of(body), answer)
+    async with found.refusal_slots:
+        session_id = session_of(body)
+        if session_id is not None:
+            await found.provisioner.record_refusal(session_id, user_id, action, reason=reason)
+        else:
+            logger.info("refused %s to %s (no session to record it in)", action, user_id)
+        if respond is not None:
+            # A slash command's response_url takes no replace_original; an interaction's
+            # keeps the clicked message as it is.
+            await say(respond, answer, replace_original=None if "command" in body else False)
+        else:
+            await reply_ephemeral(response_url_of(body), answer)

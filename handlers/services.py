@@ -7,7 +7,8 @@ calls a listener with a context it built the same way (``AsyncBoltContext(servic
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from slack_bolt.context.async_context import AsyncBoltContext
@@ -48,6 +49,9 @@ class Services:
     metrics: Metrics
     inflight: InFlight
     tenant_lookup_budget_seconds: float
+    # Refusals are recorded and answered after the ack, a few at a time: a flood of refused
+    # clicks must not take every Redis connection (redis-py fails past its pool's 100).
+    refusal_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
 
     @classmethod
     def of(cls, runtime: Runtime) -> Services:
