@@ -61,9 +61,18 @@ def click_body(harness: Harness, message_ts: str, action_id: str, user_id: str) 
 
 
 def submission_body(
-    harness: Harness, view_id: str, values: dict[str, Any], user_id: str = ADMIN
+    harness: Harness,
+    view_id: str,
+    values: dict[str, Any],
+    user_id: str = ADMIN,
+    *,
+    enforce: bool = True,
 ) -> dict[str, Any]:
-    request = harness.driver.build_view_submission(user_id=user_id, view_id=view_id, values=values)
+    """A submission of the open modal ``view_id``; ``enforce=False`` lets through what Slack's
+    own checks (required fields) would stop."""
+    request = harness.driver.build_view_submission(
+        user_id=user_id, view_id=view_id, values=values, enforce=enforce
+    )
     return dict(request.payload)
 
 
