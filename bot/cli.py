@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
@@ -71,11 +70,6 @@ async def serve(settings: Settings, wire: Wire) -> None:
         await runtime.aclose()
 
 
-_SOCKET_KINDS = {
-    "slash_commands": "slash_command",
-    "interactive": "interactive",
-    "events_api": "event",
-}
 _REFUSED_APP_TOKEN = frozenset(
     {"invalid_auth", "not_authed", "not_allowed_token_type", "token_revoked", "account_inactive"}
 )
@@ -84,12 +78,6 @@ _REFUSED_APP_TOKEN = frozenset(
 async def socket_mode(settings: Settings, wire: Wire) -> int:
     """Socket Mode for Slack, plus the same web app (health, metrics, Microsoft's redirect)."""
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-    from slack_bolt.adapter.socket_mode.async_internals import (
-        run_async_bolt_app,
-        send_async_response,
-    )
-    from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
-    from slack_sdk.socket_mode.request import SocketModeRequest
 
     assert settings.slack_app_token is not None  # load_settings(mode=SOCKET) guarantees it
     runtime = build_runtime(settings, wire=wire)
@@ -109,20 +97,8 @@ async def socket_mode(settings: Settings, wire: Wire) -> int:
             return 1
         raise
 
-    class CountingHandler(AsyncSocketModeHandler):
-        """Bolt's handler, counting requests and ack latency as /slack/events does."""
-
-        async def handle(self, client: AsyncBaseSocketModeClient, req: SocketModeRequest) -> None:
-            started = time.perf_counter()
-            response = await run_async_bolt_app(self.app, req)
-            await send_async_response(client, req, response, started)
-            runtime.metrics.observe_ack(
-                _SOCKET_KINDS.get(req.type, "other"),
-                response.status,
-                time.perf_counter() - started,
-            )
-
-    handler = CountingHandler(runtime.bolt, app_token)
+    # Requests and ack latency are counted by the global middleware, as over HTTP.
+    handler = AsyncSocketModeHandler(runtime.bolt, app_token)
     await handler.connect_async()  # type: ignore[no-untyped-call]
     try:
         await _uvicorn(runtime).serve()  # returns on SIGTERM/SIGINT

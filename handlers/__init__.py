@@ -1,14 +1,28 @@
-"""Thin Slack listeners and web routes: ack, parse, call ``bot``, render.
+"""Slack listeners and web routes: ack, parse, call ``bot``, render.
 
-``wire`` is the one place they are attached to a runtime, in the order they must run (the
-duplicate filter first, so a retried delivery never reaches a listener).
+Each listener is a module-level function (``handlers.commands``, ``actions``, ``modals``,
+``home``, ``role``, ``plan``) that takes its services from Bolt's ``context``
+(``handlers.services``), so a test can import it and call it. ``wire`` is the one place they are
+attached to the Bolt app, with who may use each (``handlers.access``), after the global
+middleware (``handlers.middleware``) and the error handler (``handlers.errors``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from handlers import actions, commands, errors, home, middleware, modals, plan, role
+from bot.session.commands import CommandKind
+from bot.session.views import ACTION_CANCEL, START_CALLBACK
+from bot.steps.consent.views import ACTION_CONSENT_OPEN, ACTION_CONSENT_RENEW
+from bot.steps.mailflow import views as plan_views
+from bot.steps.role import views as role_views
+from bot.steps.role.model import REQUEST_CALLBACK
+from bot.steps.verify.views import ACTION_VERIFY
+from handlers import actions, commands, home, modals, plan, role
+from handlers.access import require_admin, require_admin_or_approver, require_approver
+from handlers.errors import on_unexpected_error
+from handlers.middleware import RequestScope, drop_duplicate_deliveries
+from handlers.services import Services
 from handlers.web import build_web
 
 if TYPE_CHECKING:
@@ -21,12 +35,86 @@ __all__ = ["wire"]
 
 def wire(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Starlette:
     """Register every Slack listener on ``runtime.bolt``; return the web app that serves them."""
-    middleware.register(runtime)
-    errors.register(runtime)
-    commands.register(runtime)
-    modals.register(runtime)
-    actions.register(runtime)
-    home.register(runtime)
-    role.register(runtime)
-    plan.register(runtime)
+    bolt = runtime.bolt
+    # Global middleware, in order: services and the tracked ack first (so even a dropped
+    # duplicate is acked through it), then the duplicate filter.
+    bolt.use(RequestScope(Services.of(runtime)))
+    bolt.use(drop_duplicate_deliveries)
+    bolt.error(on_unexpected_error)
+
+    # /provision-inline: the first listener whose matcher accepts the text handles it.
+    command = commands.COMMAND
+    asked_for = commands.asked_for
+    bolt.command(command, matchers=[asked_for(CommandKind.HELP, CommandKind.UNKNOWN)])(
+        commands.show_help
+    )
+    bolt.command(
+        command,
+        matchers=[asked_for(CommandKind.STATUS)],
+        middleware=[require_admin_or_approver("see provisioning status")],
+    )(commands.show_status)
+    bolt.command(
+        command,
+        matchers=[asked_for(CommandKind.CANCEL)],
+        middleware=[require_admin("cancel provisioning")],
+    )(commands.cancel_session)
+    bolt.command(
+        command,
+        matchers=[asked_for(CommandKind.UPGRADE)],
+        middleware=[require_admin("start an upgrade")],
+    )(commands.open_start_form)
+    bolt.command(
+        command,
+        matchers=[asked_for(CommandKind.START)],
+        middleware=[require_admin("start provisioning")],
+    )(commands.open_start_form)
+    bolt.view(START_CALLBACK, middleware=[require_admin("start provisioning")])(
+        modals.start_submitted
+    )
+    bolt.event("app_home_opened")(home.home_opened)
+
+    # The root message and the consent steps (anyone may open a link: Microsoft decides).
+    bolt.action(ACTION_CONSENT_OPEN)(actions.consent_link_opened)
+    bolt.action(ACTION_CONSENT_RENEW, middleware=[require_admin("make a new consent link")])(
+        actions.consent_link_renewed
+    )
+    bolt.action(ACTION_VERIFY, middleware=[require_admin("verify the grants")])(
+        actions.verify_clicked
+    )
+    bolt.action(ACTION_CANCEL, middleware=[require_admin("cancel provisioning")])(
+        actions.cancel_clicked
+    )
+
+    # Step 2: the role. Withdrawing is for the requester, which the step itself checks.
+    for opener in role.OPENERS:
+        bolt.action(opener, middleware=[require_admin("request the role")])(role.open_request)
+    bolt.view(REQUEST_CALLBACK, middleware=[require_admin("request the role")])(
+        role.request_submitted
+    )
+    bolt.action(
+        role_views.ACTION_ACKNOWLEDGE, middleware=[require_approver("acknowledge role requests")]
+    )(role.decided)
+    bolt.action(role_views.ACTION_DECLINE, middleware=[require_approver("decline role requests")])(
+        role.decided
+    )
+    bolt.action(role_views.ACTION_WITHDRAW)(role.decided)
+    bolt.action(role_views.ACTION_ASSIGN_SIGN_IN)(role.sign_in_opened)
+    for helper in (
+        role_views.ACTION_NEW_SIGN_IN,
+        role_views.ACTION_PORTAL,
+        role_views.ACTION_CHECK,
+    ):
+        bolt.action(helper, middleware=[require_admin("act on the role assignment")])(
+            role.assignment_help
+        )
+
+    # Step 4: the change plan.
+    for action_id, listener, action in (
+        (plan_views.ACTION_SUBMIT, plan.submit_clicked, "submit the change plan"),
+        (plan_views.ACTION_ACKNOWLEDGE, plan.acknowledge_clicked, "acknowledge the warnings"),
+        (plan_views.ACTION_CHECK_AGAIN, plan.check_again_clicked, "run the checks again"),
+        (plan_views.ACTION_RETRY, plan.retry_clicked, "retry configuring Exchange Online"),
+    ):
+        bolt.action(action_id, middleware=[require_admin(action)])(listener)
+
     return build_web(runtime, sweep_interval_seconds=sweep_interval_seconds)

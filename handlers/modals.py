@@ -1,4 +1,5 @@
-"""The start modal's submission: check the tenant, then start (or point to) the session.
+"""The start form's submission (admins only, see ``handlers.wire``): check the tenant, then start
+(or point to) the session.
 
 A modal's field errors can only be returned in the ack, and Slack waits at most 3 seconds for it.
 So the tenant's syntax is checked at once, and Microsoft is given ``tenant_lookup_budget_seconds``
@@ -11,32 +12,30 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.async_context import AsyncBoltContext
 
 from bot.microsoft.discovery import normalise_tenant_input
 from bot.microsoft.errors import MicrosoftError, MicrosoftUnavailable, UnknownTenant
-from bot.session.access import AccessCheckFailed
 from bot.session.service import Busy, Started
 from bot.session.views import (
     SCOPE_ACTION,
     SCOPE_BLOCK,
-    START_CALLBACK,
     TENANT_ACTION,
     TENANT_BLOCK,
     busy_message,
     checking_modal,
     notice_modal,
-    refusal_message,
     start_modal,
     started_modal,
 )
 from bot.workflow import Scope
 from handlers.reply import reply_ephemeral
+from handlers.services import services
 
-if TYPE_CHECKING:
-    from bot.app import Runtime
+__all__ = ["start_submitted", "tenant_problem"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,78 +52,66 @@ def tenant_problem(error: MicrosoftError, tenant: str) -> str:
     return f"Microsoft could not confirm {tenant} ({type(error).__name__}). Press Start again."
 
 
-def register(runtime: Runtime) -> None:
-    provisioner = runtime.provisioner
-    budget = runtime.settings.tenant_lookup_budget_seconds
-
-    @runtime.bolt.view(START_CALLBACK)
-    @runtime.inflight.track
-    async def start_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
-        user_id = body["user"]["id"]
-        values = view["state"]["values"]
-        typed = values[TENANT_BLOCK][TENANT_ACTION].get("value") or ""
-        chosen = values.get(SCOPE_BLOCK, {}).get(SCOPE_ACTION, {}).get("selected_option") or {}
-        scope = Scope(chosen.get("value") or Scope.FULL.value)
-        metadata: dict[str, Any] = json.loads(view.get("private_metadata") or "{}")
+async def start_submitted(
+    ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], context: AsyncBoltContext
+) -> None:
+    """The start form: field errors in the ack while Microsoft answers in time, then the
+    session (or a pointer to the tenant's existing one)."""
+    found = services(context)
+    provisioner = found.provisioner
+    user_id = body["user"]["id"]
+    values = view["state"]["values"]
+    typed = values[TENANT_BLOCK][TENANT_ACTION].get("value") or ""
+    chosen = values.get(SCOPE_BLOCK, {}).get(SCOPE_ACTION, {}).get("selected_option") or {}
+    scope = Scope(chosen.get("value") or Scope.FULL.value)
+    metadata: dict[str, Any] = json.loads(view.get("private_metadata") or "{}")
+    try:
+        tenant = normalise_tenant_input(typed)
+    except ValueError as invalid:
+        await ack(response_action="errors", errors={TENANT_BLOCK: str(invalid)})
+        return
+    lookup = asyncio.create_task(found.tenants.resolve(tenant))
+    finished, _ = await asyncio.wait({lookup}, timeout=found.tenant_lookup_budget_seconds)
+    if finished:
         try:
-            tenant = normalise_tenant_input(typed)
-        except ValueError as invalid:
-            await ack(response_action="errors", errors={TENANT_BLOCK: str(invalid)})
-            return
-        lookup = asyncio.create_task(runtime.tenants.resolve(tenant))
-        finished, _ = await asyncio.wait({lookup}, timeout=budget)
-        if finished:
-            try:
-                identity = lookup.result()
-            except MicrosoftError as error:
-                await ack(
-                    response_action="errors", errors={TENANT_BLOCK: tenant_problem(error, tenant)}
-                )
-                return
-            await ack()
-        else:
-            await ack(response_action="update", view=checking_modal(tenant))
-            try:
-                identity = await lookup
-            except MicrosoftError as error:
-                await runtime.slack.views_update(
-                    view_id=view["id"],
-                    view=start_modal(
-                        private_metadata=view.get("private_metadata") or "{}",
-                        scope=scope,
-                        tenant_value=typed,
-                        problem=tenant_problem(error, tenant),
-                    ),
-                )
-                return
-        try:
-            is_admin = await runtime.access.is_admin(user_id)
-        except AccessCheckFailed:
-            is_admin = False
-        if not is_admin:
-            await reply_ephemeral(
-                metadata.get("response_url"),
-                refusal_message("start provisioning", runtime.access.admins),
+            identity = lookup.result()
+        except MicrosoftError as error:
+            await ack(
+                response_action="errors", errors={TENANT_BLOCK: tenant_problem(error, tenant)}
             )
             return
-        outcome = await provisioner.start(
-            user_id=user_id,
-            channel_id=metadata["channel"],
-            tenant=identity,
-            label=identity.queried_as,
-            scope=scope,
-        )
-        if isinstance(outcome, Started):
-            if not finished:
-                await runtime.slack.views_update(
-                    view_id=view["id"], view=started_modal(outcome.session)
-                )
+        await ack()
+    else:
+        await ack(response_action="update", view=checking_modal(tenant))
+        try:
+            identity = await lookup
+        except MicrosoftError as error:
+            await found.slack.views_update(
+                view_id=view["id"],
+                view=start_modal(
+                    private_metadata=view.get("private_metadata") or "{}",
+                    scope=scope,
+                    tenant_value=typed,
+                    problem=tenant_problem(error, tenant),
+                ),
+            )
             return
-        problem = (
-            busy_message(outcome.session, outcome.permalink)
-            if isinstance(outcome, Busy)
-            else outcome.message
-        )
-        await reply_ephemeral(metadata.get("response_url"), problem)
+    outcome = await provisioner.start(
+        user_id=user_id,
+        channel_id=metadata["channel"],
+        tenant=identity,
+        label=identity.queried_as,
+        scope=scope,
+    )
+    if isinstance(outcome, Started):
         if not finished:
-            await runtime.slack.views_update(view_id=view["id"], view=notice_modal(problem))
+            await found.slack.views_update(view_id=view["id"], view=started_modal(outcome.session))
+        return
+    problem = (
+        busy_message(outcome.session, outcome.permalink)
+        if isinstance(outcome, Busy)
+        else outcome.message
+    )
+    await reply_ephemeral(metadata.get("response_url"), problem)
+    if not finished:
+        await found.slack.views_update(view_id=view["id"], view=notice_modal(problem))

@@ -1,24 +1,20 @@
 """Ephemeral replies (through ``respond`` or a ``response_url``: they work even where the bot is not
-a member), and the admin check the buttons share."""
+a member), and what the session buttons share."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.blocks import Message
-from bot.session.access import AccessCheckFailed, AccessPolicy
-from bot.session.views import notice, refusal_message, refused_transition_message
+from bot.session.views import notice, refused_transition_message
 from bot.workflow import TransitionNotAllowed
 from state.sessions import SessionGone
-
-if TYPE_CHECKING:
-    from bot.app import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -42,29 +38,17 @@ async def say(
     )
 
 
-async def is_admin(access: AccessPolicy, user_id: str) -> bool:
-    """Whether ``user_id`` is an admin; not when Slack would not say who is in a user group."""
-    try:
-        return await access.is_admin(user_id)
-    except AccessCheckFailed:
-        return False
-
-
-async def as_admin(
-    runtime: Runtime,
+async def answer_for_session(
     body: dict[str, Any],
     respond: AsyncRespond,
-    action: str,
     work: Callable[[str, str], Awaitable[Message | None]],
 ) -> None:
-    """Run ``work(session_id, user_id)`` for an admin's button (its value is the session id) and
-    tell the user its answer; tell anyone else who may (and record the refusal in the audit)."""
+    """Run ``work(session_id, user_id)`` for a button whose value is the session id, and tell the
+    user its answer, or why nothing happened (somebody was quicker, the session is gone)."""
     user_id = body["user"]["id"]
-    session_id = body["actions"][0]["value"]
-    if not await is_admin(runtime.access, user_id):
-        await runtime.provisioner.record_refusal(session_id, user_id, action)
-        await say(respond, refusal_message(action, runtime.access.admins))
-        return
+    session_id = session_of(body)
+    if session_id is None:
+        raise ValueError("a session button without a session id")
     try:
         answer = await work(session_id, user_id)
     except TransitionNotAllowed as refused:
@@ -72,6 +56,24 @@ async def as_admin(
     except SessionGone:
         answer = SESSION_GONE
     await say(respond, answer)
+
+
+def session_of(body: dict[str, Any]) -> str | None:
+    """The session a request is about: a button's value (``<session id>`` or
+    ``<session id>:<detail>``) or a modal's ``private_metadata`` (``{"session": ...}``); None
+    for a slash command or a form that starts one."""
+    actions = body.get("actions") or []
+    if actions:
+        value = actions[0].get("value")
+        return (value.partition(":")[0] or None) if isinstance(value, str) else None
+    metadata = (body.get("view") or {}).get("private_metadata")
+    if metadata:
+        try:
+            found = json.loads(metadata).get("session")
+        except (ValueError, AttributeError):
+            return None
+        return found if isinstance(found, str) and found else None
+    return None
 
 
 def response_url_of(body: dict[str, Any]) -> str | None:

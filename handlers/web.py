@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs
 
 from redis.exceptions import RedisError
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
@@ -48,29 +46,12 @@ def page_response(page: pages.Page) -> HTMLResponse:
     return HTMLResponse(pages.render(page), status_code=page.status, headers=_PAGE_HEADERS)
 
 
-def _payload_kind(request: Request, body: bytes) -> str:
-    """What Slack sent, for the metrics: an event (JSON), an interaction, or a command."""
-    if request.headers.get("content-type", "").startswith("application/json"):
-        return "event"
-    fields = parse_qs(body.decode(errors="replace"), max_num_fields=50)
-    if "payload" in fields:
-        return "interactive"
-    if "command" in fields:
-        return "slash_command"
-    return "other"
-
-
 def build_web(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Starlette:
     slack_handler = AsyncSlackRequestHandler(runtime.bolt)
 
     async def slack_events(request: Request) -> Response:
-        started = time.perf_counter()
-        body = await request.body()
-        response = await slack_handler.handle(request)
-        runtime.metrics.observe_ack(
-            _payload_kind(request, body), response.status_code, time.perf_counter() - started
-        )
-        return response
+        # Acks are timed by the global middleware (handlers.middleware), in both modes.
+        return await slack_handler.handle(request)
 
     async def microsoft_callback(request: Request) -> Response:
         # Consents come back as GET with a query; the role sign-in as a form POST.

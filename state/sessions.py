@@ -5,6 +5,8 @@ below run on Redis Cluster too):
 
 - ``pi:{sid}:session``  hash: ``version`` and ``data`` (the session as JSON)
 - ``pi:{sid}:audit``    stream: who did what, when, with what result
+- ``pi:{sid}:refusals`` stream: who tried what they may not do (capped: a flood of refused
+                        clicks can never push the decisions out of the audit)
 - ``pi:tenant:{tid}``   the tenant lock: the id of the one active session for that tenant
 - ``pi:sessions``       set of the ids of active sessions (for status, App Home, metrics, expiry)
 - ``pi:once:{key}``     idempotency markers for Slack retries and double clicks
@@ -26,6 +28,7 @@ from typing import Generic, Protocol, TypeVar
 from redis.asyncio import Redis
 
 __all__ = [
+    "REFUSALS_KEPT",
     "AuditEntry",
     "Record",
     "SessionGone",
@@ -104,6 +107,7 @@ class Record(Protocol):
 R = TypeVar("R", bound=Record)
 
 _ACTIVE_INDEX = "pi:sessions"
+REFUSALS_KEPT = 100  # per session; the oldest refusals go first
 
 
 def _session_key(session_id: str) -> str:
@@ -112,6 +116,10 @@ def _session_key(session_id: str) -> str:
 
 def _audit_key(session_id: str) -> str:
     return f"pi:{{{session_id}}}:audit"
+
+
+def _refusals_key(session_id: str) -> str:
+    return f"pi:{{{session_id}}}:refusals"
 
 
 def _lease_key(session_id: str) -> str:
@@ -161,6 +169,15 @@ redis.call('EXPIRE', KEYS[2], ARGV[1])
 return 1
 """
 
+# KEYS: session, refusals. ARGV: ttl, cap, then entry field/value pairs. Appends to the capped
+# refusal stream of an existing session; nothing is kept for a session that does not exist.
+_REFUSAL = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], '*', unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+
 # KEYS: a lock. ARGV: its holder. Deletes the lock only if that holder still holds it.
 _RELEASE_IF_HELD = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -188,6 +205,24 @@ def _audit_fields(actor: str, action: str, result: str, detail: Mapping[str, str
     return fields
 
 
+def _audit_entry(
+    entry_id: bytes | str | None, fields: Mapping[bytes | str, bytes | str] | None
+) -> AuditEntry:
+    values = {_text(key): _text(value) for key, value in (fields or {}).items()}
+    return AuditEntry(
+        id=_text(entry_id),
+        at=float(values.pop("at")),
+        actor=values.pop("actor"),
+        action=values.pop("action"),
+        result=values.pop("result"),
+        detail={
+            key.removeprefix("detail."): value
+            for key, value in values.items()
+            if key.startswith("detail.")
+        },
+    )
+
+
 class SessionStore(Generic[R]):
     """Typed access to sessions; the only code that knows the key layout."""
 
@@ -198,14 +233,17 @@ class SessionStore(Generic[R]):
         decode: Callable[[str | bytes], R],
         active_ttl: int,
         retention_ttl: int,
+        refusals_kept: int = REFUSALS_KEPT,
     ) -> None:
         self._redis = redis
+        self._refusals_kept = refusals_kept
         self._decode = decode
         self._active_ttl = active_ttl
         self._retention_ttl = retention_ttl
         self._create = redis.register_script(_CREATE)
         self._compare_and_set = redis.register_script(_COMPARE_AND_SET)
         self._audit_only = redis.register_script(_AUDIT_ONLY)
+        self._refusal = redis.register_script(_REFUSAL)
         self._release = redis.register_script(_RELEASE_IF_HELD)
         self._renew = redis.register_script(_RENEW_IF_HELD)
 
@@ -302,7 +340,10 @@ class SessionStore(Generic[R]):
         result: str,
         detail: Mapping[str, str] | None = None,
     ) -> None:
-        """Add an audit entry that does not change the session (a refusal, a retry, a check)."""
+        """Add an audit entry that does not change the session (a retry, a check).
+
+        Refusals go to ``record_refusal`` instead: they must not crowd the decisions out.
+        """
         session = await self.get(session_id)
         ttl = self._ttl_for(session) if session else self._retention_ttl
         await self._audit_only(
@@ -311,25 +352,40 @@ class SessionStore(Generic[R]):
         )
 
     async def audit(self, session_id: str, *, count: int = 100) -> list[AuditEntry]:
+        """The first ``count`` audit entries, oldest first."""
         raw = await self._redis.xrange(_audit_key(session_id), count=count)
-        entries: list[AuditEntry] = []
-        for entry_id, fields in raw or []:
-            values = {_text(key): _text(value) for key, value in (fields or {}).items()}
-            entries.append(
-                AuditEntry(
-                    id=_text(entry_id),
-                    at=float(values.pop("at")),
-                    actor=values.pop("actor"),
-                    action=values.pop("action"),
-                    result=values.pop("result"),
-                    detail={
-                        key.removeprefix("detail."): value
-                        for key, value in values.items()
-                        if key.startswith("detail.")
-                    },
-                )
-            )
-        return entries
+        return [_audit_entry(entry_id, fields) for entry_id, fields in raw or []]
+
+    async def latest_audit(self, session_id: str, *, count: int = 8) -> list[AuditEntry]:
+        """The newest ``count`` audit entries, oldest of them first (read newest first, so a
+        long history costs no more than a short one)."""
+        raw = await self._redis.xrevrange(_audit_key(session_id), count=count)
+        return [_audit_entry(entry_id, fields) for entry_id, fields in reversed(raw or [])]
+
+    async def record_refusal(
+        self,
+        session_id: str,
+        *,
+        actor: str,
+        action: str,
+        detail: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Note that ``actor`` tried ``action`` and was refused, in the session's capped refusal
+        stream (kept as long as a finished session's audit); False if there is no such session."""
+        stored = await self._refusal(
+            keys=[_session_key(session_id), _refusals_key(session_id)],
+            args=[
+                self._retention_ttl,
+                self._refusals_kept,
+                *_audit_fields(actor, action, "not_allowed", detail or {}),
+            ],
+        )
+        return bool(stored)
+
+    async def refusals(self, session_id: str, *, count: int = 100) -> list[AuditEntry]:
+        """The newest ``count`` refusals, oldest of them first."""
+        raw = await self._redis.xrevrange(_refusals_key(session_id), count=count)
+        return [_audit_entry(entry_id, fields) for entry_id, fields in reversed(raw or [])]
 
     async def active(self) -> list[R]:
         """Every active session; ids whose session expired out of Redis are dropped."""
@@ -353,7 +409,10 @@ class SessionStore(Generic[R]):
     async def discard(self, session: R) -> None:
         """Forget a session that never got going (its root message could not be posted)."""
         await self._redis.delete(
-            _session_key(session.id), _audit_key(session.id), _messages_key(session.id)
+            _session_key(session.id),
+            _audit_key(session.id),
+            _messages_key(session.id),
+            _refusals_key(session.id),
         )
         await self._redis.srem(_ACTIVE_INDEX, session.id)
         await self.release_tenant(session)

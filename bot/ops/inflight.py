@@ -3,63 +3,60 @@
 Bolt answers Slack when a listener calls ``ack()`` and lets the listener run on in the
 background. A graceful stop must let those listeners finish before closing Redis and the HTTP
 clients, or a change the user was promised could be cut off half-way.
+
+Who enrols a task is the Slack side's business (``handlers.middleware`` does it for every
+acked listener); this module only keeps the set and waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, ParamSpec
+from collections.abc import Coroutine
+from typing import Any
 
 __all__ = ["InFlight"]
 
 logger = logging.getLogger(__name__)
 
-P = ParamSpec("P")
-
-
-ErrorReporter = Callable[[Exception, Mapping[str, Any]], Awaitable[None]]
-
 
 class InFlight:
-    """Tracks running listeners; reports their unexpected errors itself.
-
-    Reporting here rather than through Bolt's error handler matters: when a listener that has
-    already acked fails within Bolt's 10 ms polling of the ack, Bolt resets the ack and answers
-    Slack 404 after three seconds. An error caught here never reaches that path.
-    """
+    """The tasks doing acked work; ``drain`` waits for them at shutdown."""
 
     def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[object]] = set()
-        self.on_error: ErrorReporter | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
 
-    def track(self, listener: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
-        """Wrap a listener so that its task is known while it runs (Bolt unwraps for kwargs)."""
+    def __len__(self) -> int:
+        return len(self._tasks)
 
-        @functools.wraps(listener)
-        async def tracked(*args: P.args, **kwargs: P.kwargs) -> None:
-            task = asyncio.current_task()
-            if task is not None:
-                self._tasks.add(task)
-            try:
-                await listener(*args, **kwargs)
-            except Exception as error:
-                if self.on_error is None:
-                    raise
-                await self.on_error(error, kwargs)
-            finally:
-                if task is not None:
-                    self._tasks.discard(task)
+    def enrol(self, task: asyncio.Task[Any]) -> None:
+        """Count ``task`` as in flight until it finishes (enrolling twice is harmless)."""
+        if task.done() or task in self._tasks:
+            return
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-        return tracked
+    def spawn(self, work: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
+        """Run ``work`` after the ack, in flight until done; its failure is logged with its
+        traceback (nobody awaits it)."""
+        task = asyncio.create_task(work, name=name)
+        self.enrol(task)
+        task.add_done_callback(_log_failure)
+        return task
 
     async def drain(self, grace_seconds: float) -> None:
-        """Wait up to ``grace_seconds`` for running listeners; log any that did not finish."""
+        """Wait up to ``grace_seconds`` for running work; log any that did not finish."""
         running = self._tasks - {asyncio.current_task()}
         if not running:
             return
         _, unfinished = await asyncio.wait(running, timeout=grace_seconds)
         if unfinished:
             logger.warning("%d listener(s) still running at shutdown", len(unfinished))
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None:
+        logger.error("%s failed after the ack", task.get_name(), exc_info=error)

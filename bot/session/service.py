@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 _CHANNEL_PROBLEMS = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
 ANNOUNCEMENT = "Exchange Online protected in inline mode."
+STATUS_AUDIT_ENTRIES = 8  # the newest, per session, in ``/provision-inline status``
 
 
 @dataclass(frozen=True)
@@ -308,16 +309,25 @@ class Provisioner:
         link = answer.get("permalink")
         return str(link) if link else None
 
-    async def record_refusal(self, session_id: str, user_id: str, action: str) -> None:
-        """Somebody not allowed tried ``action``: nothing changes, but the audit says so."""
-        await self.store.record(
-            session_id, actor=user_id, action=f"refused: {action}", result="not_allowed"
+    async def record_refusal(
+        self, session_id: str, user_id: str, action: str, *, reason: str | None = None
+    ) -> None:
+        """Somebody not allowed tried ``action``: nothing changes, but it is recorded, in the
+        session's capped refusal stream (apart from the decisions in its audit)."""
+        await self.store.record_refusal(
+            session_id,
+            actor=user_id,
+            action=f"refused: {action}",
+            detail={"reason": reason} if reason else None,
         )
 
     async def status(self, channel_id: str) -> Message:
         """The channel's active sessions with their checklists and latest audit entries."""
         sessions = await self.sessions_in_channel(channel_id)
-        history = {session.id: await self.store.audit(session.id) for session in sessions}
+        history = {
+            session.id: await self.store.latest_audit(session.id, count=STATUS_AUDIT_ENTRIES)
+            for session in sessions
+        }
         return status_message(sessions, history, await self._links(sessions))
 
     async def home(self, *, is_admin: bool, is_approver: bool) -> dict[str, Any]:

@@ -163,3 +163,29 @@ async def test_the_tenant_lock_lives_as_long_as_its_session(
     assert await redis.ttl(f"pi:tenant:{{{TENANT}}}") > 3000  # ...renewed by the change
     with pytest.raises(TenantBusy):
         await store.create(new_session("s2"), detail={})
+
+
+async def test_refusals_are_kept_apart_capped_and_only_for_a_session(redis: Redis) -> None:
+    store = SessionStore(
+        redis, decode=Session.from_json, active_ttl=3600, retention_ttl=7200, refusals_kept=5
+    )
+    assert not await store.record_refusal("nobody", actor="U0OUTSIDER", action="refused: x")
+    assert await redis.keys("pi:*refusals") == []
+    await store.create(new_session(), detail={})
+    for n in range(12):
+        assert await store.record_refusal(
+            "s1", actor="U0OUTSIDER", action=f"refused: {n}", detail={"reason": "r"}
+        )
+    refusals = await store.refusals("s1")
+    assert [r.action for r in refusals] == [f"refused: {n}" for n in range(7, 12)]
+    assert refusals[-1].detail == {"reason": "r"}
+    assert 7000 < await redis.ttl("pi:{s1}:refusals") <= 7200  # as long as the audit is kept
+    assert [e.action for e in await store.audit("s1")] == ["start"]
+
+
+async def test_the_latest_audit_entries_come_newest_last(store: SessionStore[Session]) -> None:
+    await store.create(new_session(), detail={})
+    for n in range(150):
+        await store.record("s1", actor="U0ADMIN", action=f"check {n}", result="ok")
+    latest = await store.latest_audit("s1", count=3)
+    assert [e.action for e in latest] == ["check 147", "check 148", "check 149"]

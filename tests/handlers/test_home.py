@@ -1,0 +1,31 @@
+"""The App Home tab, called directly: admins see the active sessions, others an empty list."""
+
+from __future__ import annotations
+
+import json
+
+from slack_bolt.context.ack.async_ack import AsyncAck
+
+from handlers.home import home_opened
+from tests.handlers.conftest import context_for
+from tests.integration.conftest import ADMIN, OUTSIDER, Harness
+
+
+def published_for(harness: Harness, user_id: str) -> str:
+    [call] = [c for c in harness.slack.calls_to("views.publish") if c.params["user_id"] == user_id]
+    return json.dumps(call.params["view"])
+
+
+async def test_home_shows_admins_the_active_sessions_and_others_none(harness: Harness) -> None:
+    await harness.start_session("contoso.com")
+    for user in (ADMIN, OUTSIDER):
+        event = {"type": "app_home_opened", "user": user, "tab": "home"}
+        await home_opened(ack=AsyncAck(), event=event, context=context_for(harness))
+    assert "contoso.com" in published_for(harness, ADMIN)
+    assert "contoso.com" not in published_for(harness, OUTSIDER)
+
+
+async def test_the_messages_tab_publishes_nothing(harness: Harness) -> None:
+    event = {"type": "app_home_opened", "user": ADMIN, "tab": "messages"}
+    await home_opened(ack=AsyncAck(), event=event, context=context_for(harness))
+    assert harness.slack.calls_to("views.publish") == []
