@@ -25,6 +25,7 @@ __all__ = [
     "mrkdwn",
     "plain",
     "section",
+    "untrusted_text",
     "when",
 ]
 
@@ -41,6 +42,13 @@ def clip(text: str, limit: int = TEXT_LIMIT) -> str:
 def escape(text: str) -> str:
     """Text inside mrkdwn: ``&``, ``<`` and ``>`` are control characters (mentions, links)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def untrusted_text(text: str, limit: int = 300) -> str:
+    """A value from outside (Microsoft's redirect, a user, configuration) for mrkdwn: clipped,
+    escaped, and in a code span, so no mention, link or formatting in it takes effect."""
+    cleaned = " ".join(text.split()).replace("`", "'")
+    return f"`{escape(clip(cleaned, limit))}`" if cleaned else ""
 
 
 def plain(text: str) -> Block:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
-from bot.blocks import Message, mention, when
+from bot.blocks import Message, mention, untrusted_text, when
 from bot.blocks import plain as _plain
 from bot.blocks import section as _section
 from bot.workflow import Session
@@ -18,6 +19,8 @@ __all__ = [
 ]
 
 ACTION_CONSENT_OPEN = "consent_open"
+# An OAuth error code as Microsoft writes them (access_denied, invalid_request, …).
+_ERROR_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 ACTION_CONSENT_RENEW = "consent_renew"
 
 _CONSENT_WORDS: Mapping[str, tuple[str, str, str]] = {
@@ -90,10 +93,15 @@ def consent_problem(
 ) -> Message:
     """Posted in the thread when a consent came back refused, cancelled or for another tenant."""
     name = _CONSENT_WORDS[app][1]
+    # What Microsoft's redirect carries is untrusted: a code only if it looks like one, the
+    # free text escaped and in a code span (no mention, no link, no formatting survives).
+    code = error if _ERROR_CODE.fullmatch(error) else "unrecognised_error"
+    said = untrusted_text(description, 500)
+    elsewhere = untrusted_text(wrong_tenant or "", 100)
     who = mention(opened_by) if opened_by else "The administrator"
     if wrong_tenant:
         text = (
-            f":warning: {who} gave consent for the {name} in tenant `{wrong_tenant}`, not in "
+            f":warning: {who} gave consent for the {name} in tenant {elsewhere}, not in "
             f"*{session.tenant_label}* (`{session.tenant_id}`). Nothing was recorded. Sign in "
             f"with a Global Administrator account of {session.tenant_label} using the new link "
             "below."
@@ -105,8 +113,9 @@ def consent_problem(
         )
     else:
         text = (
-            f":x: Microsoft refused the consent for the {name} (`{error}`): {description} "
-            "Nothing was recorded. Sign in as a *Global Administrator* of "
+            f":x: Microsoft refused the consent for the {name} (`{code}`)"
+            + (f": {said}. " if said else ". ")
+            + "Nothing was recorded. Sign in as a *Global Administrator* of "
             f"{session.tenant_label} and try the new link below."
         )
     return Message(text=text, blocks=[_section(text)])
