@@ -25,14 +25,23 @@ __all__ = [
     "Settings",
     "load_settings",
     "sealing_key_material",
+    "split_ranges",
 ]
 
 _SLACK_PRINCIPAL = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
-_HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
-)
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,99}$")
+# RFC 5322 field-name: printable US-ASCII except the colon (Exchange's HeaderName takes these).
+_HEADER_NAME = re.compile(r"^[\x21-\x39\x3b-\x7e]{1,128}$")
+_DNS_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+
+#: Exchange names (connectors, rules, groups) are at most 64 characters; the longest name
+#: provisioning derives is the prefix plus this suffix (DESIGN §3).
+NAME_LIMIT = 64
+LONGEST_NAME_SUFFIX = " Incoming Move to Junk Folder Transport Rule"
+MIN_PREFIX_LENGTH = 6
+#: Connection filter IP Allow List: /24 to /32 entries, at most 1273 of them (Defender docs).
+ALLOW_LIST_MIN_PREFIX = 24
+ALLOW_LIST_LIMIT = 1273
 
 
 class Mode(StrEnum):
@@ -85,7 +94,29 @@ class InlineService:
     ip_ranges: tuple[str, ...]
     tls_certificate_name: str
     scanned_header: str
-    spoof_sending_infrastructure: str
+
+    @property
+    def allow_list_ranges(self) -> tuple[str, ...]:
+        """``ip_ranges`` as the IP Allow List takes them: wider ranges split into /24s, a single
+        address written bare."""
+        return split_ranges(self.ip_ranges, ALLOW_LIST_MIN_PREFIX)
+
+
+def split_ranges(ranges: tuple[str, ...], min_prefix: int) -> tuple[str, ...]:
+    """IPv4 ``ranges`` split into networks no wider than ``/min_prefix`` (in order, no repeats)."""
+    entries: list[str] = []
+    for item in ranges:
+        network = ipaddress.ip_network(item, strict=False)
+        parts: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = (
+            [network]
+            if network.prefixlen >= min_prefix
+            else list(network.subnets(new_prefix=min_prefix))
+        )
+        for part in parts:
+            text = str(part.network_address) if part.num_addresses == 1 else str(part)
+            if text not in entries:
+                entries.append(text)
+    return tuple(entries)
 
 
 @dataclass(frozen=True)
@@ -224,12 +255,65 @@ class _Reader:
         )
 
 
-def _check_hostname(value: str) -> str | None:
-    return None if _HOSTNAME.match(value) else "must be a host name such as relay.example.net."
+def _is_domain(value: str) -> bool:
+    labels = value.split(".")
+    return len(value) <= 253 and all(_DNS_LABEL.match(label) for label in labels)
+
+
+def _check_smart_host(value: str) -> str | None:
+    # New-OutboundConnector -SmartHosts: "FQDN of a smart host server, a mail exchange (MX)
+    # record, or an address (A) record", an IP address, or a CIDR range.
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        if _is_domain(value) and "." in value:
+            return None
+        return (
+            "must be the smart host's FQDN (such as relay.example.net), an IP address or a CIDR "
+            "range (New-OutboundConnector -SmartHosts)."
+        )
+    return None
+
+
+def _check_certificate_name(value: str) -> str | None:
+    # New-InboundConnector -TlsSenderCertificateName: "A valid value is an SMTP domain. Wildcards
+    # are supported to indicate a domain and all subdomains (for example, *.contoso.com), but you
+    # can't embed the wildcard character (for example, domain.*.contoso.com is not valid)."
+    domain = value[2:] if value.startswith("*.") else value
+    if "*" in domain:
+        return (
+            "has an embedded wildcard: Exchange accepts a wildcard only as the first label "
+            "(*.contoso.com), never inside a name (domain.*.contoso.com)."
+        )
+    if not _is_domain(domain):
+        return "must be an SMTP domain such as relay.example.net or *.relay.example.net."
+    return None
 
 
 def _check_header(value: str) -> str | None:
-    return None if _HEADER_NAME.match(value) else "must be a mail header name such as X-Scanned."
+    if _HEADER_NAME.match(value):
+        return None
+    return (
+        "must be a mail header field name (printable ASCII without spaces or colons, such as "
+        "X-Scanned)."
+    )
+
+
+def _check_prefix(value: str) -> str | None:
+    longest = NAME_LIMIT - len(LONGEST_NAME_SUFFIX)
+    if len(value) < MIN_PREFIX_LENGTH:
+        return (
+            f"must be at least {MIN_PREFIX_LENGTH} characters: every object whose name starts "
+            "with it is treated as provisioning's own and may be changed or replaced."
+        )
+    if len(value) > longest:
+        return (
+            f"must be at most {longest} characters: Exchange names are at most {NAME_LIMIT} "
+            f"characters and the longest name is the prefix +{LONGEST_NAME_SUFFIX!r}."
+        )
+    if "*" in value or "'" in value or '"' in value:
+        return "must not contain *, ' or \" (it is matched in Exchange name filters)."
+    return None
 
 
 def _check_redis_url(value: str) -> str | None:
@@ -245,11 +329,27 @@ def _ip_ranges(reader: _Reader) -> tuple[str, ...]:
         if not item:
             continue
         try:
-            ranges.append(str(ipaddress.ip_network(item, strict=False)))
+            network = ipaddress.ip_network(item, strict=False)
         except ValueError:
             reader.problems.append(f"INLINE_IP_RANGES holds {item!r}, which is not an IP or CIDR.")
-    if value and not ranges:
+            continue
+        if network.version != 4:
+            reader.problems.append(
+                f"INLINE_IP_RANGES holds the IPv6 range {item}: the IP Allow List and the "
+                "connectors' address settings take IPv4 only (\"IPv6 ranges are not "
+                "supported\"); list the service's IPv4 sending ranges."
+            )
+            continue
+        if str(network) not in ranges:
+            ranges.append(str(network))
+    if value and not ranges and not reader.problems:
         reader.problems.append("INLINE_IP_RANGES lists no address.")
+    entries = split_ranges(tuple(ranges), ALLOW_LIST_MIN_PREFIX)
+    if len(entries) > ALLOW_LIST_LIMIT:
+        reader.problems.append(
+            f"INLINE_IP_RANGES splits into {len(entries)} /24 entries: the IP Allow List takes "
+            f"/24 to /32 and holds at most {ALLOW_LIST_LIMIT} entries."
+        )
     return tuple(ranges)
 
 
@@ -301,20 +401,22 @@ def load_settings(environ: Mapping[str, str], mode: Mode = Mode.HTTP) -> Setting
     if notify and not _CHANNEL_ID.match(notify):
         read.problems.append("NOTIFY_CHANNEL must be a channel id such as C0123ABCD.")
     inline = InlineService(
-        name_prefix=read.raw("INLINE_NAME_PREFIX") or "TMCAS Inline",
+        name_prefix=read.checked(
+            "INLINE_NAME_PREFIX", read.raw("INLINE_NAME_PREFIX") or "TMCAS Inline", _check_prefix
+        ),
         inbound_smart_host=read.checked(
             "INLINE_INBOUND_SMART_HOST",
             read.required(
                 "INLINE_INBOUND_SMART_HOST", "where Exchange sends inbound mail for scanning"
             ),
-            _check_hostname,
+            _check_smart_host,
         ),
         outbound_smart_host=read.checked(
             "INLINE_OUTBOUND_SMART_HOST",
             read.required(
                 "INLINE_OUTBOUND_SMART_HOST", "where Exchange sends outbound mail for scanning"
             ),
-            _check_hostname,
+            _check_smart_host,
         ),
         ip_ranges=_ip_ranges(read),
         tls_certificate_name=read.checked(
@@ -323,20 +425,12 @@ def load_settings(environ: Mapping[str, str], mode: Mode = Mode.HTTP) -> Setting
                 "INLINE_TLS_CERTIFICATE_NAME",
                 "the certificate name the service presents when it returns mail",
             ),
-            _check_hostname,
+            _check_certificate_name,
         ),
         scanned_header=read.checked(
             "INLINE_SCANNED_HEADER",
             read.required("INLINE_SCANNED_HEADER", "the header the service stamps on scanned mail"),
             _check_header,
-        ),
-        spoof_sending_infrastructure=read.checked(
-            "INLINE_SPOOF_SENDING_INFRASTRUCTURE",
-            read.required(
-                "INLINE_SPOOF_SENDING_INFRASTRUCTURE",
-                "the sending domain for the Tenant Allow/Block List spoof entry",
-            ),
-            _check_hostname,
         ),
     )
     settings = Settings(

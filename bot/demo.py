@@ -465,8 +465,8 @@ async def _conversation(demo: Demo) -> None:
     )
     transcript.line(
         f"\nDone in {time.monotonic() - transcript.started:.1f}s: Northwind's Exchange Online now "
-        f"holds {objects} objects named “TMCAS Inline …”, the service's addresses on the IP "
-        f"Allow List and {len(demo.tenant.exchange.spoof_items)} spoof allow entry."
+        f"holds {objects} objects named “TMCAS Inline …”, and the service's addresses are on the "
+        "IP Allow List."
     )
 
 
@@ -554,7 +554,6 @@ async def run_demo(out: TextIO, environ: Mapping[str, str], wire: Wire) -> None:
                 "INLINE_IP_RANGES": "203.0.113.0/24,198.51.100.7",
                 "INLINE_TLS_CERTIFICATE_NAME": "relay.example.net",
                 "INLINE_SCANNED_HEADER": "X-Inline-Scanned",
-                "INLINE_SPOOF_SENDING_INFRASTRUCTURE": "relay.example.net",
             }
             runtime = build_runtime(
                 load_settings(environment),

@@ -42,7 +42,6 @@ def base_environment(**overrides: str) -> dict[str, str]:
         "INLINE_IP_RANGES": "203.0.113.0/24,198.51.100.7",
         "INLINE_TLS_CERTIFICATE_NAME": "relay.example.net",
         "INLINE_SCANNED_HEADER": "X-Inline-Scanned",
-        "INLINE_SPOOF_SENDING_INFRASTRUCTURE": "relay.example.net",
     }
     environment.update(overrides)
     return environment

@@ -59,6 +59,10 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bot.sandbox.exchange_reference import ExchangeReference, load_reference
+from bot.sandbox.exchange_reference import Finding as ReferenceFinding
+from bot.sandbox.exchange_reference import Severity as ReferenceSeverity
+
 __all__ = [
     "DIRSYNC_APP_ROLES",
     "DIRSYNC_SCOPES",
@@ -311,6 +315,10 @@ class ExchangeOrg:
     objects: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     ip_allow_list: list[str] = field(default_factory=list)
     spoof_items: list[dict[str, Any]] = field(default_factory=list)
+    #: Smart hosts that do not answer (Validate-OutboundConnector fails for connectors using them).
+    unreachable_smart_hosts: set[str] = field(default_factory=set)
+    #: What the reference says about accepted calls: settings with no effect, discouraged ones.
+    reference_findings: list[ReferenceFinding] = field(default_factory=list)
 
 
 @dataclass
@@ -487,6 +495,7 @@ class SandboxMicrosoft:
         graph_page_size: int = 100,
         exchange_page_size: int = 1000,
         token_lifetime: float = 3600.0,
+        exchange_reference: ExchangeReference | None = None,
     ) -> None:
         self.tenants: dict[str, SandboxTenant] = {t.tenant_id.lower(): t for t in tenants}
         self.apps: dict[str, SandboxApp] = {a.client_id.lower(): a for a in apps}
@@ -494,6 +503,8 @@ class SandboxMicrosoft:
         self.replication_delay = replication_delay
         self.graph_page_size = graph_page_size
         self.exchange_page_size = exchange_page_size
+        # Exchange refuses what Microsoft's reference says it refuses (../shared/msref).
+        self.exchange_reference = exchange_reference or load_reference()
         self.token_lifetime = token_lifetime
         # A fault on demand: paging links that point at another origin (a tampered answer).
         self.next_link_origin: str | None = None
@@ -1694,9 +1705,10 @@ class SandboxMicrosoft:
             parameters = cmdlet_input.get("Parameters") or {}
             if not isinstance(parameters, dict):
                 return _graph_error(400, "BadRequest", "Parameters must be an object.", request_id)
-            results = _run_cmdlet(
-                tenant, str(cmdlet_input["CmdletName"]), parameters, now, request_id
-            )
+            cmdlet = str(cmdlet_input["CmdletName"])
+            if self.exchange_reference is not None:
+                _enforce(self.exchange_reference, tenant, cmdlet, parameters, request_id)
+            results = _run_cmdlet(tenant, cmdlet, parameters, now, request_id)
         except _SandboxError as refused:
             return refused.response
         skip = int(request.query_params.get("$skiptoken", "0") or 0)
@@ -1752,6 +1764,44 @@ _NAMED_KINDS: dict[str, dict[str, Any]] = {
 
 def _exchange_error(status: int, code: str, message: str, request_id: str) -> _SandboxError:
     return _SandboxError(_graph_error(status, code, f"|{code}|{message}", request_id))
+
+
+def _enforce(
+    reference: ExchangeReference,
+    tenant: SandboxTenant,
+    cmdlet: str,
+    parameters: dict[str, Any],
+    request_id: str,
+) -> None:
+    """Refuse the call the way Exchange does when the reference says it would; remember the
+    findings Exchange accepts silently (no effect, discouraged) for the tests."""
+    verb, _, noun = cmdlet.partition("-")
+    store = tenant.exchange.objects.get(noun, {})
+    state: dict[str, Any] = dict(parameters)
+    if verb == "New":
+        state = {**_NAMED_KINDS.get(noun, {}), **parameters}
+    elif "Identity" in parameters and noun in _NAMED_KINDS:
+        identity = str(parameters["Identity"]).lower()
+        existing = store.get(identity) or next(
+            (o for o in store.values() if o.get("Guid") == parameters["Identity"]), None
+        )
+        state = {**(existing or {}), **parameters}
+    findings = reference.check(
+        cmdlet,
+        parameters,
+        state,
+        rule_count=len(tenant.exchange.objects.get("TransportRule", {})),
+        accepted_domains=tenant.verified_domains,
+    )
+    for finding in findings:
+        if finding.severity is ReferenceSeverity.REFUSED:
+            code = (
+                "ParameterBindingException"
+                if "parameter" in finding.message
+                else "ValidationException"
+            )
+            raise _exchange_error(400, code, str(finding), request_id)
+    tenant.exchange.reference_findings.extend(findings)
 
 
 def _run_cmdlet(
@@ -1836,6 +1886,35 @@ def _run_cmdlet(
         rule["State"] = "Enabled" if verb == "Enable" else "Disabled"
         rule["WhenChanged"] = _iso(now)
         return []
+    if cmdlet == "Validate-OutboundConnector":
+        connector = _lookup(
+            org.objects.setdefault("OutboundConnector", {}),
+            str(parameters.get("Identity", "")),
+            request_id,
+        )
+        hosts = connector.get("SmartHosts") or []
+        down = [
+            h
+            for h in (hosts if isinstance(hosts, list) else [hosts])
+            if str(h).lower() in org.unreachable_smart_hosts
+        ]
+        connector["IsValidated"] = not down
+        connector["LastValidationTimestamp"] = _iso(now)
+        recipients = parameters.get("Recipients") or []
+        return [
+            {
+                "Identity": connector["Name"],
+                "Recipient": str(recipient),
+                "IsValidated": not down,
+                "Status": "Failed" if down else "Succeeded",
+                "Message": (
+                    f"450 4.4.317 Cannot connect to remote server [{down[0]}]: connection timed out"
+                    if down
+                    else "250 2.6.0 Queued mail for delivery"
+                ),
+            }
+            for recipient in (recipients if isinstance(recipients, list) else [recipients])
+        ]
     if noun in _NAMED_KINDS and verb in ("Get", "New", "Set", "Remove"):
         store = org.objects.setdefault(noun, {})
         if verb == "Get":
@@ -1871,6 +1950,9 @@ def _run_cmdlet(
                 "WhenChanged": _iso(now),
             }
             if noun == "TransportRule":
+                # New-TransportRule -Enabled; Get- echoes State.
+                enabled = created.pop("Enabled", True)
+                created["State"] = "Enabled" if enabled is not False else "Disabled"
                 priority = int(parameters.get("Priority", len(store)))
                 for other in store.values():
                     if int(other.get("Priority", 0)) >= priority:
@@ -1886,7 +1968,23 @@ def _run_cmdlet(
         existing = _lookup(store, identity, request_id)
         if verb == "Remove":
             del store[existing["Name"].lower()]
+            if noun == "TransportRule":
+                for other in store.values():
+                    if int(other.get("Priority", 0)) > int(existing.get("Priority", 0)):
+                        other["Priority"] = int(other.get("Priority", 0)) - 1
             return []
+        renamed = str(parameters.get("Name") or existing["Name"])
+        if renamed.lower() != existing["Name"].lower():
+            if renamed.lower() in store:
+                raise _exchange_error(
+                    400,
+                    "ADObjectAlreadyExistsException",
+                    f"The {noun} '{renamed}' already exists.",
+                    request_id,
+                )
+            del store[existing["Name"].lower()]
+            existing["Name"] = existing["Identity"] = renamed
+            store[renamed.lower()] = existing
         for key, value in parameters.items():
             if key not in ("Identity", "Name", "Guid", "WhenCreated"):
                 existing[key] = value

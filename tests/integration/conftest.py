@@ -195,10 +195,14 @@ class Harness:
         view = await self.slack.wait_for(lambda s: s.open_views(user_id)[-1:] or None)
         return str(view[0].id)
 
-    async def wait_for_root(self, tenant: str) -> str:
-        """The ts of the root message for ``tenant``, once its thread has been opened."""
+    async def wait_for_root(self, tenant: str, *, known: frozenset[str] = frozenset()) -> str:
+        """The ts of the root message for ``tenant``, once its thread has been opened
+        (``known``: messages already there, e.g. an earlier session's root and announcement)."""
         root = await self.slack.wait_for(
-            lambda s: [m for m in s.messages(CHANNEL) if tenant in m.text] or None
+            lambda s: (
+                [m for m in s.messages(CHANNEL) if tenant in m.text and str(m.ts) not in known]
+                or None
+            )
         )
         ts = str(root[-1].ts)
         await self.slack.wait_for(lambda s: self.thread(ts))
@@ -206,12 +210,13 @@ class Harness:
 
     async def start_session(self, tenant: str = "contoso.com", user_id: str = ADMIN) -> str:
         """Run the command and the modal; return the root message's ts."""
+        known = frozenset(str(m.ts) for m in self.slack.messages(CHANNEL))
         view_id = await self.open_start_modal(user_id)
         response = await self.driver.submit_view(
             user_id=user_id, view_id=view_id, values={"tenant_input": tenant}
         )
         assert self.driver.view_errors(response) == {}
-        return await self.wait_for_root(tenant.lower())
+        return await self.wait_for_root(tenant.lower(), known=known)
 
 
 def contoso() -> SandboxTenant:

@@ -23,6 +23,7 @@ from bot.steps.mailflow.desired import (
     allow_list_entries,
     desired_configuration,
     object_names,
+    tenant_route_key,
 )
 from bot.steps.mailflow.views import (
     ACTION_ACKNOWLEDGE,
@@ -47,7 +48,7 @@ from tests.integration.steps import ready_to_verify
 from tests.integration.test_verification import click_verify
 
 NOTIFY = "C0NOTIFY"
-WRITES = ("New-", "Set-", "Enable-", "Remove-", "Disable-")
+WRITES = ("Validate-", "Remove-", "New-", "Set-", "Enable-", "Remove-", "Disable-")
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -62,7 +63,14 @@ def inline(harness: Harness) -> Any:
 
 
 def desired_objects(harness: Harness, directions: frozenset[Direction] = FULL) -> list[Any]:
-    return list(desired_configuration(inline(harness), directions, ["contoso.com"]).objects)
+    return list(
+        desired_configuration(
+            inline(harness),
+            directions,
+            ["contoso.com"],
+            route_key=tenant_route_key(load_settings(harness.environment), CONTOSO_ID),
+        ).objects
+    )
 
 
 def seed(harness: Harness, target: DesiredObject, **changed: Any) -> None:
@@ -174,9 +182,8 @@ async def test_a_fresh_tenant_gets_every_object_and_the_notification(harness: Ha
 
     assert named_objects(harness) == expected_named(harness)
     assert org(harness).ip_allow_list == list(allow_list_entries(inline(harness).ip_ranges))
-    [spoof] = org(harness).spoof_items
-    assert spoof["SpoofedUser"] == "contoso.com"
-    assert spoof["Action"] == "Allow"
+    assert org(harness).spoof_items == []  # no spoof allow entry for the tenant's own domain
+    assert org(harness).reference_findings == []  # nothing the reference says does nothing
     rules = org(harness).objects["TransportRule"].values()
     assert all(rule["State"] == "Enabled" for rule in rules)
 
@@ -184,7 +191,7 @@ async def test_a_fresh_tenant_gets_every_object_and_the_notification(harness: Ha
     assert any("Exchange Online mail flow is configured" in m.text for m in thread)
     progress = [m for m in thread if "changes applied" in m.text]
     assert len(progress) == 1  # one message, edited as it went
-    assert progress[0].edited >= 14
+    assert progress[0].edited >= 15
     root = harness.slack.message(CHANNEL, root_ts)
     assert ANNOUNCEMENT in root.text
     assert ":arrow_forward:" not in json.dumps(root.blocks)
@@ -208,7 +215,7 @@ async def test_a_second_run_changes_nothing(harness: Harness) -> None:
     assert await submit_and_finish(harness, root_ts, session_id) is Phase.PROTECTED
     assert exchange_writes(harness, since=before) == []
     assert named_objects(harness) == objects
-    assert len(org(harness).spoof_items) == 1
+    assert org(harness).spoof_items == []
     assert len(announcements(harness, CHANNEL)) == 2
 
 
@@ -291,7 +298,7 @@ async def test_an_exchange_failure_then_retry_completes_without_duplicates(
     created = Counter(p.get("Name") for c, p in exchange_writes(harness) if c.startswith("New-"))
     assert all(count == 1 for count in created.values()), created
     assert named_objects(harness) == expected_named(harness)
-    assert len(org(harness).spoof_items) == 1
+    assert org(harness).spoof_items == []
     assert len(announcements(harness, CHANNEL)) == 1
 
 
@@ -301,7 +308,7 @@ async def test_a_crash_during_apply_resumes_and_completes(harness: Harness) -> N
     after = len(harness.thread(root_ts))
     await click(harness, root_ts, ACTION_SUBMIT)
     await harness.slack.wait_for(
-        lambda s: [m for m in harness.thread(root_ts) if " of 14" in m.text], timeout=15
+        lambda s: [m for m in harness.thread(root_ts) if " of 15" in m.text], timeout=15
     )
     await harness.restart()  # the job is handed back mid-way
     assert (await harness.store.require(session_id)).phase is Phase.APPLYING
@@ -309,7 +316,7 @@ async def test_a_crash_during_apply_resumes_and_completes(harness: Harness) -> N
     assert await harness.runtime.jobs.resume_orphans() == 1
     assert await outcome(harness, root_ts, session_id, after) is Phase.PROTECTED
     assert named_objects(harness) == expected_named(harness)
-    assert len(org(harness).spoof_items) == 1
+    assert org(harness).spoof_items == []
     progress = [m for m in harness.thread(root_ts) if "changes applied" in m.text]
     assert len(progress) == 1  # the resumed job kept editing the same message
     assert len(announcements(harness, CHANNEL)) == 1
@@ -321,7 +328,7 @@ async def test_cancel_is_refused_while_exchange_is_being_changed(harness: Harnes
     after = len(harness.thread(root_ts))
     await click(harness, root_ts, ACTION_SUBMIT)
     await harness.slack.wait_for(
-        lambda s: [m for m in harness.thread(root_ts) if " of 14" in m.text], timeout=15
+        lambda s: [m for m in harness.thread(root_ts) if " of 15" in m.text], timeout=15
     )
     await harness.driver.slash_command(user_id=ADMIN, channel_id=CHANNEL, text="cancel")
     refusal = await ephemeral_for(harness, ADMIN, "being configured right now")
@@ -331,31 +338,83 @@ async def test_cancel_is_refused_while_exchange_is_being_changed(harness: Harnes
     assert len(announcements(harness, CHANNEL)) == 1
 
 
-async def test_preflight_blocks_on_a_conflicting_object(harness: Harness) -> None:
-    root_ts, session_id = await plan_shown(harness)
-    old_decision = with_button(harness, root_ts, ACTION_SUBMIT)
+async def test_objects_of_ours_with_other_types_or_disabled_are_repaired(
+    harness: Harness,
+) -> None:
+    """Prefixed objects made with other settings or types, or disabled, are repaired by one
+    Submit (update or replacement, the reason in the plan); a second run changes nothing."""
     names = object_names(inline(harness).name_prefix)
     objects = {o.name: o for o in desired_objects(harness)}
-    seed(harness, objects[names.incoming_inbound_connector], ConnectorType="OnPremises")
+    # The old design's Partner inbound connector: every sender on the internet, TLS required.
+    seed(
+        harness,
+        objects[names.incoming_inbound_connector],
+        ConnectorType="Partner",
+        RequireTls=True,
+        SenderIPAddresses=["203.0.113.0/24"],
+    )
+    seed(harness, objects[names.outgoing_outbound_connector], ConnectorType="OnPremises")
+    seed(harness, objects[names.incoming_outbound_connector], Enabled=False)
+    seed(harness, objects[names.incoming_domain_rule], State="Disabled", DeleteMessage=True)
+    seed(
+        harness,
+        objects[names.outgoing_user_rule],
+        RouteMessageOutboundConnector="Archive Connector",
+    )
 
-    await click(harness, root_ts, ACTION_CHECK_AGAIN)
-    latest = await harness.slack.wait_for(
-        lambda s: [m for m in harness.thread(root_ts) if "Submit is not possible" in m.text]
-    )
-    assert ACTION_SUBMIT not in json.dumps(latest[-1].blocks)
-    assert "exists with conflicting settings" in json.dumps(
-        [m.blocks for m in harness.thread(root_ts)]
-    )
+    root_ts, session_id = await plan_shown(harness)
+    shown = json.dumps([m.blocks for m in harness.thread(root_ts)])
+    assert "Replacing inbound connector" in shown
+    assert "Partner connector" in shown
+    assert "it routes mail to another connector" in shown
+    assert "Submit is not possible" not in shown
+    assert await submit_and_finish(harness, root_ts, session_id) is Phase.PROTECTED
 
-    # The old message's Submit is refused, with the fix.
-    response = await harness.driver.click(
-        user_id=ADMIN, channel_id=CHANNEL, message_ts=old_decision.ts, action_id=ACTION_SUBMIT
+    exchange = org(harness).objects
+    inbound = exchange["InboundConnector"][names.incoming_inbound_connector.lower()]
+    assert inbound["ConnectorType"] == "OnPremises"
+    assert "RequireTls" not in inbound
+    assert "SenderIPAddresses" not in inbound
+    outbound = exchange["OutboundConnector"][names.outgoing_outbound_connector.lower()]
+    assert outbound["ConnectorType"] == "Partner"
+    assert exchange["OutboundConnector"][names.incoming_outbound_connector.lower()]["Enabled"]
+    domain_rule = exchange["TransportRule"][names.incoming_domain_rule.lower()]
+    assert domain_rule["State"] == "Enabled"
+    assert "DeleteMessage" not in domain_rule
+    user_rule = exchange["TransportRule"][names.outgoing_user_rule.lower()]
+    assert user_rule["RouteMessageOutboundConnector"] == names.outgoing_outbound_connector
+    assert named_objects(harness) == expected_named(harness)
+    assert org(harness).reference_findings == []
+
+    before = len(harness.microsoft.requests_to("exchange"))
+    root_ts, session_id = await plan_shown(harness)
+    assert "Nothing to change" in json.dumps([m.blocks for m in harness.thread(root_ts)])
+    assert await submit_and_finish(harness, root_ts, session_id) is Phase.PROTECTED
+    assert exchange_writes(harness, since=before) == []
+
+
+async def test_an_unreachable_smart_host_stops_before_any_rule_routes_to_it(
+    harness: Harness,
+) -> None:
+    org(harness).unreachable_smart_hosts.add(inline(harness).inbound_smart_host)
+    root_ts, session_id = await plan_shown(harness)
+    after = len(harness.thread(root_ts))
+    await click(harness, root_ts, ACTION_SUBMIT)
+    assert await outcome(harness, root_ts, session_id, after) is Phase.FAILED
+    writes = exchange_writes(harness)
+    assert (
+        "Validate-OutboundConnector",
+        {
+            "Identity": object_names(inline(harness).name_prefix).incoming_outbound_connector,
+            "Recipients": ["postmaster@contoso.com"],
+        },
+    ) in writes
+    assert not any(
+        c in ("New-TransportRule", "Set-TransportRule", "Enable-TransportRule") for c, _ in writes
     )
-    assert response.status_code == 200
-    refusal = await ephemeral_for(harness, ADMIN, "Submit refused")
-    assert "Rename or remove" in refusal.text
-    assert (await harness.store.require(session_id)).phase is Phase.PLAN_SHOWN
-    assert exchange_writes(harness) == []
+    shown = json.dumps([m.blocks for m in harness.thread(root_ts)])
+    assert "ValidationFailed" in shown
+    assert "Cannot connect to remote server" in shown
 
 
 async def test_warnings_must_be_acknowledged_before_submit(harness: Harness) -> None:
@@ -404,19 +463,10 @@ async def test_upgrade_adds_only_the_outbound_objects(harness: Harness) -> None:
     assert principal is not None
     microsoft.assign_role(CONTOSO_ID, principal.id, EXCHANGE_ADMINISTRATOR)
     for target in desired_objects(harness, frozenset({Direction.INBOUND})):
-        if target.kind in (Kind.IP_ALLOW_LIST, Kind.SPOOF_ITEM):
+        if target.kind is Kind.IP_ALLOW_LIST:
             continue
         seed(harness, target)
     org(harness).ip_allow_list.extend(allow_list_entries(inline(harness).ip_ranges))
-    org(harness).spoof_items.append(
-        {
-            "Identity": "spoof-1",
-            "SpoofedUser": "contoso.com",
-            "SendingInfrastructure": inline(harness).spoof_sending_infrastructure,
-            "SpoofType": "External",
-            "Action": "Allow",
-        }
-    )
     inbound = {
         name: dict(obj) for store in org(harness).objects.values() for name, obj in store.items()
     }

@@ -59,7 +59,7 @@ async def test_the_demo_plays_the_whole_conversation(
         "Exchange Online change plan",
         "👤 ada clicks [Acknowledge warnings]",
         "👤 ada clicks [Submit]",
-        "14 of 14 changes applied",
+        "15 of 15 changes applied",
         "Exchange Online mail flow is configured",
         f"🛡 {ANNOUNCEMENT}",
         "#security-notices · provision-inline (bot):",

@@ -29,6 +29,7 @@ INITIAL_DOMAIN = "contoso.onmicrosoft.com"
 MAILFLOW_ID = "aaaaaaaa-0000-4000-8000-000000000001"
 MAILFLOW_SECRET = "mailflow-secret-do-not-log"
 PREFIX = "TMCAS Inline"
+ROUTE_KEY = "route-key-of-contoso"  # the tenant's loop-prevention secret in these tests
 
 
 def inline_service(prefix: str = PREFIX) -> InlineService:
@@ -40,7 +41,6 @@ def inline_service(prefix: str = PREFIX) -> InlineService:
         ip_ranges=("203.0.113.0/24", "198.51.100.7/32"),
         tls_certificate_name="returns.relay.example.net",
         scanned_header="X-Inline-Scanned",
-        spoof_sending_infrastructure="relay.example.net",
     )
 
 
@@ -48,7 +48,7 @@ def echo_of(desired: DesiredConfiguration) -> list[tuple[Kind, dict[str, Any]]]:
     """How Exchange would echo each named desired object once created (for pure tests)."""
     echoes: list[tuple[Kind, dict[str, Any]]] = []
     for target in desired.objects:
-        if target.kind in (Kind.IP_ALLOW_LIST, Kind.SPOOF_ITEM):
+        if target.kind is Kind.IP_ALLOW_LIST:
             continue
         echo: dict[str, Any] = dict(target.new_parameters())
         if target.kind is Kind.TRANSPORT_RULE:

@@ -21,7 +21,7 @@ from bot.steps.mailflow.desired import (
 from bot.steps.mailflow.plan import Action, Change, plan
 from bot.steps.mailflow.preflight import Severity
 
-from .conftest import PREFIX, Cloud
+from .conftest import PREFIX, ROUTE_KEY, Cloud
 
 NAMES = object_names(PREFIX)
 
@@ -65,7 +65,7 @@ def news(calls: list[tuple[str, dict[str, Any]]]) -> Counter[tuple[str, str]]:
 async def test_fresh_tenant_gets_exactly_design_objects(
     cloud: Cloud, exchange: ExchangeClient, service: InlineService
 ) -> None:
-    desired = desired_configuration(service, FULL, ["contoso.com"])
+    desired = desired_configuration(service, FULL, ["contoso.com"], route_key=ROUTE_KEY)
     progress = Recorder()
     result = await apply(exchange, desired, on_progress=progress)
 
@@ -78,25 +78,28 @@ async def test_fresh_tenant_gets_exactly_design_objects(
         assert cloud.names(kind) == INBOUND_OBJECTS[kind] | OUTBOUND_OBJECTS[kind]
     org = cloud.tenant.exchange
     assert org.ip_allow_list == ["203.0.113.0/24", "198.51.100.7"]
-    assert [
-        (i["SpoofedUser"], i["SendingInfrastructure"], i["Action"]) for i in org.spoof_items
-    ] == [("contoso.com", "relay.example.net", "Allow")]
-    assert len(result.applied) == 14
-    assert {c.action for c in result.applied} == {Action.CREATE, Action.ADD}
+    assert org.spoof_items == []
+    assert len(result.applied) == 15
+    assert {c.action for c in result.applied} == {Action.CREATE, Action.VALIDATE, Action.ADD}
+    assert org.reference_findings == []  # nothing Microsoft's reference says has no effect
 
     connector = cloud.objects["OutboundConnector"][NAMES.incoming_outbound_connector.lower()]
-    assert connector["ConnectorType"] == "OnPremises"
+    assert connector["ConnectorType"] == "Partner"
     assert connector["IsTransportRuleScoped"] is True
-    assert connector["CloudServicesMailEnabled"] is True
+    assert connector["IsValidated"] is True
+    assert "CloudServicesMailEnabled" not in connector
     assert connector["UseMXRecord"] is False
     assert connector["SmartHosts"] == ["inbound.relay.example.net"]
     assert connector["TlsSettings"] == "DomainValidation"
     assert connector["TlsDomain"] == "inbound.relay.example.net"
     assert connector["Enabled"] is True
     back = cloud.objects["InboundConnector"][NAMES.incoming_inbound_connector.lower()]
-    assert back["RequireTls"] is True
+    assert back["ConnectorType"] == "OnPremises"
+    assert "RequireTls" not in back
+    assert "SenderIPAddresses" not in back
     assert back["TlsSenderCertificateName"] == "returns.relay.example.net"
-    assert back["SenderIPAddresses"] == ["203.0.113.0/24", "198.51.100.7/32"]
+    assert back["EFSkipIPs"] == ["203.0.113.0/24", "198.51.100.7/32"]
+    assert "203.0.113.0/24, 198.51.100.7" in back["Comment"]  # the allow-list entries it added
 
     rules = sorted(cloud.objects["TransportRule"].values(), key=lambda r: r["Priority"])
     assert [r["Name"] for r in rules] == [
@@ -109,12 +112,11 @@ async def test_fresh_tenant_gets_exactly_design_objects(
     ]
     domain_rule = rules[0]
     assert domain_rule["FromScope"] == "NotInOrganization"
-    assert domain_rule["SentToScope"] == "InOrganization"
     assert domain_rule["RecipientDomainIs"] == ["contoso.com"]
     assert domain_rule["RouteMessageOutboundConnector"] == NAMES.incoming_outbound_connector
     assert domain_rule["Mode"] == "Enforce"
-    assert domain_rule["SenderAddressLocation"] == "HeaderOrEnvelope"
-    assert domain_rule["ExceptIfSenderIpRanges"] == ["203.0.113.0/24", "198.51.100.7/32"]
+    assert "SenderAddressLocation" not in domain_rule
+    assert "ExceptIfSenderIpRanges" not in domain_rule
     assert domain_rule["State"] == "Enabled"
     assert rules[2]["SetSCL"] == -1
     assert rules[4]["SenderDomainIs"] == ["contoso.com"]
@@ -132,7 +134,9 @@ async def test_fresh_tenant_gets_exactly_design_objects(
 async def test_second_run_changes_nothing(
     cloud: Cloud, exchange: ExchangeClient, service: InlineService
 ) -> None:
-    desired = desired_configuration(service, FULL, ["contoso.com", "mail.contoso.com"])
+    desired = desired_configuration(
+        service, FULL, ["contoso.com", "mail.contoso.com"], route_key=ROUTE_KEY
+    )
     await apply(exchange, desired)
     before = len(cloud.exchange_calls())
     progress = Recorder()
@@ -141,13 +145,13 @@ async def test_second_run_changes_nothing(
     assert progress.calls == []
     assert cloud.writes(before) == []
     assert plan(desired, await read_current(exchange, PREFIX)).settled
-    assert len(cloud.tenant.exchange.spoof_items) == 2
+    assert cloud.tenant.exchange.spoof_items == []
 
 
 async def test_drifted_and_missing_objects_only_are_changed(
     cloud: Cloud, exchange: ExchangeClient, service: InlineService
 ) -> None:
-    desired = desired_configuration(service, FULL, ["contoso.com"])
+    desired = desired_configuration(service, FULL, ["contoso.com"], route_key=ROUTE_KEY)
     await apply(exchange, desired)
     connector = cloud.objects["OutboundConnector"][NAMES.outgoing_outbound_connector.lower()]
     connector["SmartHosts"] = ["old-relay.example.org"]
@@ -158,18 +162,25 @@ async def test_drifted_and_missing_objects_only_are_changed(
     cloud.tenant.exchange.ip_allow_list.remove("198.51.100.7")
     # Echo noise that must not count as drift: case, order, string booleans, /32 spelled out.
     inbound = cloud.objects["InboundConnector"][NAMES.incoming_inbound_connector.lower()]
-    inbound["SenderIPAddresses"] = ["198.51.100.7", "203.0.113.0/24"]
-    inbound["RequireTls"] = "True"
+    inbound["EFSkipIPs"] = ["198.51.100.7", "203.0.113.0/24", "203.0.113.0/24"]
+    inbound["EFSkipLastIP"] = "False"
     inbound["TlsSenderCertificateName"] = "RETURNS.relay.example.net"
 
     before = len(cloud.exchange_calls())
     result = await apply(exchange, desired)
 
+    # Each outbound connector is validated before a rule that routes to it changes.
     assert [(c.action, c.name) for c in result.applied] == [
         (Action.UPDATE, NAMES.outgoing_outbound_connector),
+        (Action.VALIDATE, NAMES.incoming_outbound_connector),
+        (Action.VALIDATE, NAMES.outgoing_outbound_connector),
         (Action.UPDATE, NAMES.incoming_user_rule),
         (Action.CREATE, NAMES.incoming_junk_rule),
         (Action.ADD, "Default"),
+    ]
+    validate = [
+        ("Validate-OutboundConnector", {"Identity": name, "Recipients": ["postmaster@contoso.com"]})
+        for name in (NAMES.incoming_outbound_connector, NAMES.outgoing_outbound_connector)
     ]
     assert cloud.writes(before) == [
         (
@@ -180,8 +191,9 @@ async def test_drifted_and_missing_objects_only_are_changed(
                 "Enabled": True,
             },
         ),
+        *validate,
         ("Set-TransportRule", {"Identity": NAMES.incoming_user_rule, "Mode": "Enforce"}),
-        ("New-TransportRule", result.applied[2].target.new_parameters()),
+        ("New-TransportRule", result.applied[4].target.new_parameters()),
         (
             "Set-HostedConnectionFilterPolicy",
             {"Identity": "Default", "IPAllowList": {"Add": ["198.51.100.7"]}},
@@ -198,7 +210,7 @@ async def test_drifted_and_missing_objects_only_are_changed(
 async def test_failure_in_the_middle_then_rerun_completes_without_duplicates(
     cloud: Cloud, exchange: ExchangeClient, service: InlineService
 ) -> None:
-    desired = desired_configuration(service, FULL, ["contoso.com"])
+    desired = desired_configuration(service, FULL, ["contoso.com"], route_key=ROUTE_KEY)
 
     async def fail_at_fifth(done: int, total: int, change: Change) -> None:
         if change.step == 5 and done == 4:
@@ -214,17 +226,16 @@ async def test_failure_in_the_middle_then_rerun_completes_without_duplicates(
     assert sum(len(store) for store in cloud.objects.values()) == 4
 
     result = await apply(exchange, desired)
-    assert len(result.applied) == 10
+    assert len(result.applied) == 11
     created = news(cloud.exchange_calls(succeeded=True))
     assert all(count == 1 for count in created.values()), created
     assert sum(len(store) for store in cloud.objects.values()) == 12
-    assert len(cloud.tenant.exchange.spoof_items) == 1
 
 
 async def test_exchange_unavailable_is_reported_with_what_was_applied(
     cloud: Cloud, exchange: ExchangeClient, service: InlineService
 ) -> None:
-    desired = desired_configuration(service, FULL, ["contoso.com"])
+    desired = desired_configuration(service, FULL, ["contoso.com"], route_key=ROUTE_KEY)
 
     async def outage(done: int, total: int, change: Change) -> None:
         if change.step == 2 and done == 1:
@@ -242,7 +253,7 @@ async def test_exchange_unavailable_is_reported_with_what_was_applied(
 async def test_crash_during_apply_then_rerun_completes(
     cloud: Cloud, exchange: ExchangeClient, service: InlineService
 ) -> None:
-    desired = desired_configuration(service, FULL, ["contoso.com"])
+    desired = desired_configuration(service, FULL, ["contoso.com"], route_key=ROUTE_KEY)
 
     class Crash(Exception):
         pass
@@ -254,7 +265,10 @@ async def test_crash_during_apply_then_rerun_completes(
     with pytest.raises(Crash):
         await apply(exchange, desired, on_progress=crash_after_seventh)
     result = await apply(exchange, desired)
-    assert len(result.applied) == 7
+    # The connectors are validated again before the rules that are still missing.
+    assert [c.action for c in result.applied] == [Action.VALIDATE] * 2 + [Action.CREATE] * 6 + [
+        Action.ADD
+    ]
     assert all(count == 1 for count in news(cloud.exchange_calls(succeeded=True)).values())
     assert plan(desired, await read_current(exchange, PREFIX)).settled
 
@@ -263,12 +277,12 @@ async def test_object_created_meanwhile_is_read_back_not_duplicated(
     cloud: Cloud, exchange: ExchangeClient, service: InlineService
 ) -> None:
     """Another run (or a person) creates an object between our read and our New-."""
-    desired = desired_configuration(service, FULL, ["contoso.com"])
+    desired = desired_configuration(service, FULL, ["contoso.com"], route_key=ROUTE_KEY)
     target = desired.find(Kind.OUTBOUND_CONNECTOR, NAMES.incoming_outbound_connector)
     assert target is not None
 
     async def race(done: int, total: int, change: Change) -> None:
-        if change.target is target and done < change.step:
+        if change.target is target and change.action is Action.CREATE and done < change.step:
             await exchange.invoke(
                 "New-OutboundConnector",
                 {**target.new_parameters(), "SmartHosts": ["stale.example.org"]},
@@ -287,7 +301,9 @@ async def test_object_created_meanwhile_is_read_back_not_duplicated(
 async def test_upgrade_adds_only_outbound_objects(
     cloud: Cloud, exchange: ExchangeClient, service: InlineService
 ) -> None:
-    inbound_only = desired_configuration(service, {Direction.INBOUND}, ["contoso.com"])
+    inbound_only = desired_configuration(
+        service, {Direction.INBOUND}, ["contoso.com"], route_key=ROUTE_KEY
+    )
     await apply(exchange, inbound_only)
     snapshot_before = {
         kind: {name: dict(props) for name, props in store.items()}
@@ -295,12 +311,12 @@ async def test_upgrade_adds_only_outbound_objects(
     }
     before = len(cloud.exchange_calls())
 
-    upgrade = desired_configuration(service, UPGRADE, ["contoso.com"])
+    upgrade = desired_configuration(service, UPGRADE, ["contoso.com"], route_key=ROUTE_KEY)
     result = await apply(exchange, upgrade)
 
-    created = {(c.kind, c.name) for c in result.applied}
+    created = {(c.kind, c.name) for c in result.applied if c.action is Action.CREATE}
     assert created == {(kind, name) for kind, names in OUTBOUND_OBJECTS.items() for name in names}
-    assert all(c.action is Action.CREATE for c in result.applied)
+    assert {c.action for c in result.applied} == {Action.CREATE, Action.VALIDATE}
     inbound_names = {n.lower() for names in INBOUND_OBJECTS.values() for n in names}
     for cmdlet, parameters in cloud.writes(before):
         touched = str(parameters.get("Name") or parameters.get("Identity")).lower()
@@ -318,31 +334,12 @@ async def test_upgrade_adds_only_outbound_objects(
         assert names <= cloud.names(kind)
 
 
-async def test_preflight_blocks_on_conflicting_object(
-    cloud: Cloud, exchange: ExchangeClient, service: InlineService
-) -> None:
-    await exchange.invoke(
-        "New-OutboundConnector",
-        {
-            "Name": NAMES.incoming_outbound_connector,
-            "ConnectorType": "Partner",
-            "SmartHosts": ["other.example.org"],
-        },
-    )
-    before = len(cloud.exchange_calls())
-    desired = desired_configuration(service, FULL, ["contoso.com"])
-    with pytest.raises(ApplyBlocked) as caught:
-        await apply(exchange, desired)
-    assert [f.check for f in caught.value.blocking] == ["name-conflicts"]
-    assert "ConnectorType" in caught.value.blocking[0].explanation
-    assert cloud.writes(before) == []
-    assert cloud.names(Kind.TRANSPORT_RULE) == set()
-
-
 async def test_preflight_blocks_on_domain_that_is_not_accepted(
     cloud: Cloud, exchange: ExchangeClient, service: InlineService
 ) -> None:
-    desired = desired_configuration(service, FULL, ["contoso.com", "fabrikam.example"])
+    desired = desired_configuration(
+        service, FULL, ["contoso.com", "fabrikam.example"], route_key=ROUTE_KEY
+    )
     before = len(cloud.exchange_calls())
     with pytest.raises(ApplyBlocked) as caught:
         await apply(exchange, desired)
@@ -363,7 +360,12 @@ async def test_objects_not_owned_are_never_modified(
             "SmartHosts": ["archive.example.org"],
             "Enabled": False,
         },
-        "InboundConnector": {"Name": "Fax gateway", "SenderIPAddresses": ["192.0.2.10"]},
+        "InboundConnector": {
+            "Name": "Fax gateway",
+            "SenderDomains": ["*"],
+            "ConnectorType": "OnPremises",
+            "SenderIPAddresses": ["192.0.2.10"],
+        },
         "TransportRule": {
             "Name": "Legal hold: stop here",
             "StopRuleProcessing": True,
@@ -392,7 +394,7 @@ async def test_objects_not_owned_are_never_modified(
 
     before_state = foreign_state()
     before = len(cloud.exchange_calls())
-    desired = desired_configuration(service, FULL, ["contoso.com"])
+    desired = desired_configuration(service, FULL, ["contoso.com"], route_key=ROUTE_KEY)
     first = await apply(exchange, desired)
     # Our rules are created above the legal-hold rule: it does not stop them.
     assert {f.check for f in first.findings if f.severity is Severity.WARNING} == set()
@@ -418,12 +420,13 @@ async def test_objects_not_owned_are_never_modified(
 async def test_disabled_rule_is_enabled_again(
     cloud: Cloud, exchange: ExchangeClient, service: InlineService
 ) -> None:
-    desired = desired_configuration(service, FULL, ["contoso.com"])
+    desired = desired_configuration(service, FULL, ["contoso.com"], route_key=ROUTE_KEY)
     await apply(exchange, desired)
     cloud.objects["TransportRule"][NAMES.incoming_domain_rule.lower()]["State"] = "Disabled"
     result = await apply(exchange, desired)
     assert [(c.action, c.name) for c in result.applied] == [
-        (Action.UPDATE, NAMES.incoming_domain_rule)
+        (Action.VALIDATE, NAMES.incoming_outbound_connector),
+        (Action.UPDATE, NAMES.incoming_domain_rule),
     ]
     rule = cloud.objects["TransportRule"][NAMES.incoming_domain_rule.lower()]
     assert rule["State"] == "Enabled"
@@ -432,7 +435,9 @@ async def test_disabled_rule_is_enabled_again(
 async def test_read_current_types_the_tenant(
     cloud: Cloud, exchange: ExchangeClient, service: InlineService
 ) -> None:
-    await apply(exchange, desired_configuration(service, FULL, ["contoso.com"]))
+    await apply(
+        exchange, desired_configuration(service, FULL, ["contoso.com"], route_key=ROUTE_KEY)
+    )
     await exchange.invoke("New-DistributionGroup", {"Name": "All staff"})
     snapshot = await read_current(exchange, PREFIX)
     assert {d.domain for d in snapshot.accepted_domains} == {
@@ -444,7 +449,6 @@ async def test_read_current_types_the_tenant(
     groups = {o.name for o in snapshot.of_kind(Kind.DISTRIBUTION_GROUP)}
     assert groups == {NAMES.incoming_group, NAMES.outgoing_group}
     assert snapshot.ip_allow_list == ("203.0.113.0/24", "198.51.100.7")
-    assert snapshot.spoof_items[0].action == "Allow"
     group_reads = [p for c, p in cloud.exchange_calls() if c == "Get-DistributionGroup"]
     assert group_reads[-1]["Filter"] == "Name -like 'TMCAS Inline*'"
 
@@ -452,10 +456,10 @@ async def test_read_current_types_the_tenant(
 async def test_object_removed_before_its_update_is_created(
     cloud: Cloud, exchange: ExchangeClient, service: InlineService
 ) -> None:
-    desired = desired_configuration(service, FULL, ["contoso.com"])
+    desired = desired_configuration(service, FULL, ["contoso.com"], route_key=ROUTE_KEY)
     await apply(exchange, desired)
     key = NAMES.incoming_inbound_connector.lower()
-    cloud.objects["InboundConnector"][key]["RequireTls"] = False
+    cloud.objects["InboundConnector"][key]["TlsSenderCertificateName"] = "old.example.org"
 
     async def remove_first(done: int, total: int, change: Change) -> None:
         if done == 0:
@@ -465,27 +469,33 @@ async def test_object_removed_before_its_update_is_created(
     assert [(c.action, c.name) for c in result.applied] == [
         (Action.UPDATE, NAMES.incoming_inbound_connector)
     ]
-    assert cloud.objects["InboundConnector"][key]["RequireTls"] is True
-    assert cloud.objects["InboundConnector"][key]["ConnectorType"] == "Partner"
+    assert cloud.objects["InboundConnector"][key]["TlsSenderCertificateName"] == (
+        "returns.relay.example.net"
+    )
+    assert cloud.objects["InboundConnector"][key]["ConnectorType"] == "OnPremises"
 
 
 async def test_conflicting_object_created_meanwhile_stops_with_conflict(
     cloud: Cloud, exchange: ExchangeClient, service: InlineService
 ) -> None:
-    desired = desired_configuration(service, FULL, ["contoso.com"])
+    desired = desired_configuration(service, FULL, ["contoso.com"], route_key=ROUTE_KEY)
 
     async def race(done: int, total: int, change: Change) -> None:
         if change.name == NAMES.outgoing_inbound_connector and done < change.step:
             await exchange.invoke(
                 "New-InboundConnector",
-                {"Name": change.name, "ConnectorType": "Partner"},
+                {"Name": change.name, "ConnectorType": "Partner", "SenderDomains": ["*"]},
             )
 
+    change_key = NAMES.outgoing_inbound_connector.lower()
     with pytest.raises(ApplyFailed) as caught:
         await apply(exchange, desired, on_progress=race)
     assert caught.value.code == "Conflict"
     assert caught.value.change is not None
     assert caught.value.change.name == NAMES.outgoing_inbound_connector
-    assert "ConnectorType is Partner" in caught.value.message
-    with pytest.raises(ApplyBlocked):
-        await apply(exchange, desired)
+    assert "Partner connector" in caught.value.message
+    # Checking again plans its replacement: created new, then the old one removed.
+    result = await apply(exchange, desired)
+    replaced = [c for c in result.applied if c.action is Action.REPLACE]
+    assert [c.name for c in replaced] == [NAMES.outgoing_inbound_connector]
+    assert cloud.objects["InboundConnector"][change_key]["ConnectorType"] == "OnPremises"

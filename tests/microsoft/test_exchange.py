@@ -72,11 +72,16 @@ async def test_connectors_new_get_set(exchange: ExchangeClient) -> None:
     name = "TMCAS Inline Inbound Connector for Incoming Message"
     created = await exchange.invoke(
         "New-InboundConnector",
-        {"Name": name, "ConnectorType": "Partner", "SenderIPAddresses": ["192.0.2.0/24"]},
+        {
+            "Name": name,
+            "ConnectorType": "OnPremises",
+            "SenderDomains": ["*"],
+            "SenderIPAddresses": ["192.0.2.0/24"],
+        },
     )
     assert created[0]["Name"] == name
     with pytest.raises(AlreadyExists):
-        await exchange.invoke("New-InboundConnector", {"Name": name})
+        await exchange.invoke("New-InboundConnector", {"Name": name, "SenderDomains": ["*"]})
     await exchange.invoke(
         "Set-InboundConnector", {"Identity": name, "SenderIPAddresses": ["198.51.100.0/24"]}
     )
@@ -109,7 +114,7 @@ async def test_allow_lists(exchange: ExchangeClient) -> None:
     spoof = {
         "Identity": "Default",
         "Action": "Allow",
-        "SpoofedUser": "contoso.com",
+        "SpoofedUser": "fabrikam.example",  # another organisation's domain
         "SendingInfrastructure": "relay.protection.example",
         "SpoofType": "External",
     }

@@ -6,13 +6,17 @@ plans, and carries out the changes in plan order, calling ``on_progress`` before
 
 - before the n-th change: ``on_progress(n - 1, total, change)``; after it: ``on_progress(n, total,
   change)`` (``change.step`` is n, so a renderer can tell "creating" from "created");
-- ``CREATE`` runs ``New-<Kind>``; if Exchange answers that the object already exists (a previous
-  run created it and crashed, or someone else just did), the object is read back, compared, and
-  updated with ``Set-`` if it differs: nothing is ever created twice;
-- ``UPDATE`` runs ``Set-<Kind>`` with exactly the differing fields (and ``Enable-TransportRule``
-  when a rule is disabled); if the object vanished since the read, it is created;
-- ``ADD`` adds only the missing entries to the IP Allow List (``@{Add=…}``, so entries someone
-  else adds meanwhile are kept); the spoof entry is created, an existing one counts as present.
+- each change's ``calls`` (``plan.Change.calls``) are what is sent, in order;
+- ``CREATE``: if Exchange answers that the object already exists (a previous run created it and
+  crashed, or someone else just did), the object is read back, compared, and updated with
+  ``Set-`` if it differs: nothing is ever created twice;
+- ``UPDATE``: if the object vanished since the read, it is created;
+- ``REPLACE``: new object under a temporary name, old one removed, new one renamed; a temporary
+  object left by a crash is removed and made again;
+- ``VALIDATE``: ``Validate-OutboundConnector``; a failed validation stops the apply
+  (``ValidationFailed``) before any rule routes mail to the connector;
+- ``ADD``/``REMOVE``: ``@{Add=…}``/``@{Remove=…}`` on the IP Allow List, so entries someone else
+  adds meanwhile are kept.
 
 Afterwards the tenant is read again and re-planned: anything still to do raises ``ApplyFailed``
 (code ``NotConverged``). Any failure raises ``ApplyFailed`` with the change, Exchange's error code
@@ -23,21 +27,23 @@ safe: it starts from what the tenant holds then.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bot.microsoft.errors import AlreadyExists, MicrosoftError, NotFound, ServiceError
-from bot.steps.mailflow.desired import DesiredConfiguration, DesiredObject, Kind, Role, json_value
+from bot.steps.mailflow.desired import DesiredConfiguration, DesiredObject, Kind
 from bot.steps.mailflow.plan import (
     Action,
+    Call,
     Change,
-    FieldChange,
     Plan,
     compare_object,
-    conflicts,
     plan,
+    replacement_reasons,
+    update_calls,
 )
 from bot.steps.mailflow.preflight import Finding, blocking, preflight
 from bot.steps.mailflow.snapshot import AcceptedDomain, ExchangeObject, Snapshot, SpoofItem
@@ -204,67 +210,101 @@ async def read_current(exchange: Exchange, prefix: str | None = None) -> Snapsho
 
 
 class _Conflict(Exception):
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, code: str = "Conflict") -> None:
         super().__init__(message)
         self.message = message
+        self.code = code
 
 
-async def _update(exchange: Exchange, target: DesiredObject, fields: Sequence[FieldChange]) -> None:
-    parameters: dict[str, Any] = {}
-    enable = False
-    for change in fields:
-        setting = target.setting(change.name)
-        if setting is None:
-            continue
-        if setting.role is Role.STATE:
-            enable = True
-        else:
-            parameters[setting.name] = json_value(setting.value)
-    if parameters:
-        try:
-            await exchange.invoke(f"Set-{target.kind}", {"Identity": target.name, **parameters})
-        except NotFound:
-            # Removed since we read it: create it instead (New- sets everything, enabled).
-            await _create(exchange, target, Snapshot())
-            return
-    if enable:
-        await exchange.invoke(f"Enable-{target.kind}", {"Identity": target.name})
+async def _invoke(exchange: Exchange, call: Call) -> list[dict[str, Any]]:
+    return await exchange.invoke(call.cmdlet, dict(call.parameters))
 
 
-async def _create(exchange: Exchange, target: DesiredObject, current: Snapshot) -> None:
+async def _create(exchange: Exchange, target: DesiredObject, call: Call, current: Snapshot) -> None:
     try:
-        await exchange.invoke(f"New-{target.kind}", target.new_parameters())
+        await _invoke(exchange, call)
     except AlreadyExists:
-        if target.kind is Kind.SPOOF_ITEM:
-            return  # the same domain pair is there already: that is all we need
+        # Created meanwhile (a crashed earlier run, or someone else): compare instead.
         echoed = await exchange.invoke(f"Get-{target.kind}", {"Identity": target.name})
         if not echoed:
             raise
         found = ExchangeObject.from_echo(target.kind, echoed[0])
         log.info("%s %r exists already: comparing instead", target.kind, target.name)
-        problems = conflicts(target, found)
-        if problems:
+        reasons = replacement_reasons(target, found)
+        if reasons:
             raise _Conflict(
-                f"An existing {target.kind.label} has this name but {'; '.join(problems)}."
+                f"The {target.kind.label} appeared meanwhile and {'; '.join(reasons)}: "
+                "check again to plan its replacement."
             ) from None
         if target.kind is Kind.DISTRIBUTION_GROUP:
             return
         differences = compare_object(target, found, current.with_object(found).aliases())
-        if differences:
-            await _update(exchange, target, differences)
+        for update in update_calls(target, differences):
+            await _invoke(exchange, update)
+
+
+async def _update(exchange: Exchange, change: Change, current: Snapshot) -> None:
+    for call in change.calls:
+        try:
+            await _invoke(exchange, call)
+        except NotFound:
+            if not call.cmdlet.startswith("Set-"):
+                raise
+            # Removed since we read it: create it instead (New- sets everything, enabled).
+            await _create(
+                exchange,
+                change.target,
+                Call(f"New-{change.kind}", change.target.new_parameters()),
+                current,
+            )
+            return
+
+
+async def _replace(exchange: Exchange, change: Change) -> None:
+    new, remove, rename = change.calls
+    try:
+        await _invoke(exchange, new)
+    except AlreadyExists:
+        # A replacement left half-done by a crash: the temporary object is ours, start it over.
+        await _invoke(exchange, Call(f"Remove-{change.kind}", {"Identity": new.parameters["Name"]}))
+        await _invoke(exchange, new)
+    with contextlib.suppress(NotFound):
+        await _invoke(exchange, remove)
+    await _invoke(exchange, rename)
+
+
+def _validation_problem(results: Sequence[Mapping[str, Any]]) -> str | None:
+    for result in results:
+        status = str(result.get("Status") or "").casefold()
+        if result.get("IsValidated") is False or status in ("failed", "error"):
+            detail = (
+                result.get("Message")
+                or result.get("ValidationResult")
+                or result.get("Error")
+                or "the smart host did not accept the test message"
+            )
+            return str(detail)
+    return None
 
 
 async def _execute(exchange: Exchange, change: Change, current: Snapshot) -> None:
-    target = change.target
-    if change.action is Action.ADD:
-        await exchange.invoke(
-            f"Set-{Kind.IP_ALLOW_LIST}",
-            {"Identity": "Default", "IPAllowList": {"Add": list(change.entries)}},
-        )
-    elif change.action is Action.CREATE:
-        await _create(exchange, target, current)
+    if change.action is Action.CREATE:
+        await _create(exchange, change.target, change.calls[0], current)
     elif change.action is Action.UPDATE:
-        await _update(exchange, target, change.fields)
+        await _update(exchange, change, current)
+    elif change.action is Action.REPLACE:
+        await _replace(exchange, change)
+    elif change.action is Action.VALIDATE:
+        problem = _validation_problem(await _invoke(exchange, change.calls[0]))
+        if problem is not None:
+            raise _Conflict(
+                f"Validate-OutboundConnector: {problem} No rule routes mail to it yet; fix the "
+                "smart host (or what blocks it) and Retry.",
+                code="ValidationFailed",
+            )
+    else:
+        for call in change.calls:
+            await _invoke(exchange, call)
 
 
 def _failure(
@@ -273,7 +313,7 @@ def _failure(
     if isinstance(error, ServiceError):
         return ApplyFailed(change, error.code, error.message, applied)
     if isinstance(error, _Conflict):
-        return ApplyFailed(change, "Conflict", error.message, applied)
+        return ApplyFailed(change, error.code, error.message, applied)
     return ApplyFailed(change, "Unavailable", str(error), applied)
 
 

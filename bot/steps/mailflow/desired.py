@@ -11,33 +11,42 @@ Each setting says how it is compared with what Exchange echoes (``Compare``) and
 it differs (``Role``):
 
 - ``MANAGED``: compared; a difference is repaired with the kind's ``Set-`` cmdlet.
-- ``FIXED``: compared; a difference is a conflict that no update should repair (the connector's
-  ``ConnectorType``: changing it changes how Exchange attributes every message through the
-  connector, so an object with our name but another type was built by someone else, for something
-  else, and a person decides).
+- ``REPLACE``: compared; a difference is repaired by replacing the object (an inbound connector of
+  another type carries settings of that type that ``Set-`` would leave behind).
 - ``STATE``: compared; repaired with ``Enable-TransportRule`` (``Set-TransportRule`` has no state).
-- ``CREATE_ONLY``: sent with ``New-`` only, never compared (comments, group type and join rules,
-  the initial rule priority: the admin may reorder rules afterwards without the bot fighting them).
+- ``CREATE_ONLY``: sent with ``New-`` only, never compared (group type and join rules, the initial
+  rule priority: the admin may reorder rules afterwards without the bot fighting them).
+- ``RECORD``: the inbound connectors' ``Comment``: the purpose plus the IP Allow List entries
+  provisioning added (the plan completes it from the tenant).
 
-Loop prevention uses the service's IP ranges (``ExceptIfSenderIpRanges``), not the scanned header:
-any external sender can stamp a header and so skip scanning, nobody else can send from the service's
-addresses. The scanned header is used where it is combined with those addresses (skip the spam
-filter, move to junk).
+docs/MAILFLOW.md gives the Microsoft sentence behind every setting. Loop prevention holds when the
+service's addresses are shared by many tenants: the routing rules stamp ``ROUTE_HEADER`` with a
+token only this tenant's rules know (``route_token``) and make that their only exception; the
+spam-verdict rules need both the service's addresses and the token.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from bot.config import InlineService
+from bot.config import (
+    ALLOW_LIST_LIMIT,
+    InlineService,
+    Settings,
+    sealing_key_material,
+    split_ranges,
+)
 
 __all__ = [
     "FULL",
     "IP_ALLOW_LIST_LIMIT",
+    "ROUTE_HEADER",
     "UPGRADE",
     "Compare",
     "DesiredConfiguration",
@@ -50,10 +59,16 @@ __all__ = [
     "allow_list_entries",
     "desired_configuration",
     "object_names",
+    "route_token",
+    "tenant_route_key",
 ]
 
 #: Exchange's limit on the connection filter policy's IP Allow List.
-IP_ALLOW_LIST_LIMIT = 1273
+IP_ALLOW_LIST_LIMIT = ALLOW_LIST_LIMIT
+
+#: The header the routing rules stamp with the tenant's token when they route a message out; their
+#: exception is that header carrying the token (loop prevention, docs/MAILFLOW.md §3).
+ROUTE_HEADER = "X-Provision-Inline-Route"
 
 #: The word the service writes into the scanned header when its verdict is junk (default).
 DEFAULT_JUNK_VERDICT = "junk"
@@ -77,7 +92,6 @@ class Kind(StrEnum):
     INBOUND_CONNECTOR = "InboundConnector"
     TRANSPORT_RULE = "TransportRule"
     IP_ALLOW_LIST = "HostedConnectionFilterPolicy"
-    SPOOF_ITEM = "TenantAllowBlockListSpoofItems"
 
     @property
     def label(self) -> str:
@@ -90,7 +104,6 @@ _KIND_LABELS = {
     Kind.INBOUND_CONNECTOR: "inbound connector",
     Kind.TRANSPORT_RULE: "transport rule",
     Kind.IP_ALLOW_LIST: "connection filter IP Allow List",
-    Kind.SPOOF_ITEM: "spoof allow entry",
 }
 
 
@@ -108,9 +121,10 @@ class Compare(StrEnum):
 
 class Role(StrEnum):
     MANAGED = "managed"
-    FIXED = "fixed"
+    REPLACE = "replace"  # a difference is repaired by replacing the object
     STATE = "state"
     CREATE_ONLY = "create-only"
+    RECORD = "record"  # the purpose plus what provisioning recorded (the plan fills it in)
 
 
 Value = str | bool | int | tuple[str, ...]
@@ -122,6 +136,7 @@ class Setting:
     value: Value
     compare: Compare
     role: Role = Role.MANAGED
+    secret: bool = False  # never shown in Slack (the loop-prevention token)
 
 
 @dataclass(frozen=True)
@@ -149,7 +164,7 @@ class DesiredObject:
     def new_parameters(self) -> dict[str, Any]:
         """The parameters of the ``New-`` cmdlet that creates this object (JSON-ready)."""
         parameters: dict[str, Any] = {}
-        if self.kind in (Kind.IP_ALLOW_LIST, Kind.SPOOF_ITEM):
+        if self.kind is Kind.IP_ALLOW_LIST:
             parameters["Identity"] = "Default"
         else:
             parameters["Name"] = self.name
@@ -236,23 +251,34 @@ def object_names(prefix: str) -> ObjectNames:
 
 
 def allow_list_entries(ip_ranges: Iterable[str]) -> tuple[str, ...]:
-    """The IP Allow List entries for ``ip_ranges``.
+    """The IP Allow List entries for ``ip_ranges`` (IPv4, /24 to /32; wider ranges split)."""
+    return split_ranges(tuple(ip_ranges), 24)
 
-    Exchange accepts IPv4 addresses and ranges from /24 to /32 only: a single address is written
-    bare, a wider IPv4 range (down to /16) is split into /24s, IPv6 ranges are left out (the
-    pre-flight check says so).
-    """
-    entries: list[str] = []
-    for item in ip_ranges:
-        network = ipaddress.ip_network(item, strict=False)
-        if not isinstance(network, ipaddress.IPv4Network) or network.prefixlen < 16:
-            continue
-        parts = [network] if network.prefixlen >= 24 else list(network.subnets(new_prefix=24))
-        for part in parts:
-            text = str(part.network_address) if part.prefixlen == 32 else str(part)
-            if text not in entries:
-                entries.append(text)
-    return tuple(entries)
+
+def tenant_route_key(settings: Settings, tenant_id: str) -> str:
+    """This tenant's loop-prevention secret: stable across runs and replicas, unknown to anyone
+    without the bot's credential (reads the certificate file when that is the credential)."""
+    return hmac.new(
+        sealing_key_material(settings), tenant_id.casefold().encode(), hashlib.sha256
+    ).hexdigest()
+
+
+def route_token(route_key: str, direction: Direction) -> str:
+    """The tenant's loop-prevention token for ``direction`` (docs/MAILFLOW.md §3)."""
+    digest = hmac.new(route_key.encode(), f"route:{direction}".encode(), hashlib.sha256)
+    return digest.hexdigest()[:32]
+
+
+def _smart_host_tls(host: str) -> tuple[Setting, ...]:
+    # DomainValidation checks the certificate against TlsDomain, an SMTP domain: only for a name.
+    try:
+        ipaddress.ip_network(host, strict=False)
+    except ValueError:
+        return (
+            Setting("TlsSettings", "DomainValidation", Compare.TEXT),
+            Setting("TlsDomain", host, Compare.TEXT),
+        )
+    return (Setting("TlsSettings", "CertificateValidation", Compare.TEXT),)
 
 
 def _connector_out(name: str, direction: Direction, host: str, purpose: str) -> DesiredObject:
@@ -262,13 +288,11 @@ def _connector_out(name: str, direction: Direction, host: str, purpose: str) -> 
         direction=direction,
         purpose=purpose,
         settings=(
-            Setting("ConnectorType", "OnPremises", Compare.TEXT, Role.FIXED),
+            Setting("ConnectorType", "Partner", Compare.TEXT),
             Setting("IsTransportRuleScoped", True, Compare.BOOL),
             Setting("UseMXRecord", False, Compare.BOOL),
             Setting("SmartHosts", (host,), Compare.SET),
-            Setting("TlsSettings", "DomainValidation", Compare.TEXT),
-            Setting("TlsDomain", host, Compare.TEXT),
-            Setting("CloudServicesMailEnabled", True, Compare.BOOL),
+            *_smart_host_tls(host),
             Setting("Enabled", True, Compare.BOOL),
             Setting("Comment", purpose, Compare.TEXT, Role.CREATE_ONLY),
         ),
@@ -278,24 +302,23 @@ def _connector_out(name: str, direction: Direction, host: str, purpose: str) -> 
 def _connector_in(
     name: str, direction: Direction, service: InlineService, purpose: str
 ) -> DesiredObject:
-    # Mail returned inbound comes from external senders (Partner); mail returned outbound is the
-    # organisation's own (OnPremises, with CloudServicesMailEnabled so Exchange keeps treating it
-    # as internal and relays it to the internet).
-    internal = direction is Direction.OUTBOUND
-    settings = [
-        Setting("ConnectorType", "OnPremises" if internal else "Partner", Compare.TEXT, Role.FIXED),
-        Setting("SenderDomains", ("*",), Compare.SET),
-        Setting("RequireTls", True, Compare.BOOL),
-        Setting("TlsSenderCertificateName", service.tls_certificate_name, Compare.TEXT),
-        Setting("SenderIPAddresses", tuple(service.ip_ranges), Compare.IP_SET),
-    ]
-    if internal:
-        settings.append(Setting("CloudServicesMailEnabled", True, Compare.BOOL))
-    settings += [
-        Setting("Enabled", True, Compare.BOOL),
-        Setting("Comment", purpose, Compare.TEXT, Role.CREATE_ONLY),
-    ]
-    return DesiredObject(Kind.INBOUND_CONNECTOR, name, direction, purpose, tuple(settings))
+    # OnPremises, recognised by the service's certificate; Enhanced Filtering skips the service's
+    # hop. No RequireTls/SenderIPAddresses/Restrict*: see docs/MAILFLOW.md §2.
+    return DesiredObject(
+        Kind.INBOUND_CONNECTOR,
+        name,
+        direction,
+        purpose,
+        (
+            Setting("ConnectorType", "OnPremises", Compare.TEXT, Role.REPLACE),
+            Setting("SenderDomains", ("*",), Compare.SET),
+            Setting("TlsSenderCertificateName", service.tls_certificate_name, Compare.TEXT),
+            Setting("EFSkipIPs", tuple(service.ip_ranges), Compare.IP_SET),
+            Setting("EFSkipLastIP", False, Compare.BOOL),
+            Setting("Enabled", True, Compare.BOOL),
+            Setting("Comment", purpose, Compare.TEXT, Role.RECORD),
+        ),
+    )
 
 
 def _rule(
@@ -348,14 +371,29 @@ def _normalise_domains(domains: Iterable[str]) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def _routing(connector: str, token: str) -> tuple[Setting, ...]:
+    """Route to ``connector`` and stamp the token, unless the message already carries it."""
+    return (
+        Setting("ExceptIfHeaderContainsMessageHeader", ROUTE_HEADER, Compare.TEXT),
+        Setting("ExceptIfHeaderContainsWords", (token,), Compare.SET, secret=True),
+        Setting("RouteMessageOutboundConnector", connector, Compare.REFERENCE),
+        Setting("SetHeaderName", ROUTE_HEADER, Compare.TEXT),
+        Setting("SetHeaderValue", token, Compare.TEXT, secret=True),
+    )
+
+
 def desired_configuration(
     service: InlineService,
     directions: Iterable[Direction],
     protected_domains: Iterable[str],
     *,
+    route_key: str,
     junk_verdict: str = DEFAULT_JUNK_VERDICT,
 ) -> DesiredConfiguration:
-    """Everything DESIGN §3 creates for ``directions`` (``FULL`` or ``UPGRADE``), in order."""
+    """Everything DESIGN §3 creates for ``directions`` (``FULL`` or ``UPGRADE``), in order.
+
+    ``route_key`` is this tenant's secret for the loop-prevention tokens (``route_token``).
+    """
     wanted = frozenset(directions)
     if not wanted:
         raise ValueError("at least one direction is needed")
@@ -363,16 +401,13 @@ def desired_configuration(
     names = object_names(service.name_prefix)
     ips = tuple(service.ip_ranges)
     header = service.scanned_header
-    routing = (
-        Setting("SenderAddressLocation", "HeaderOrEnvelope", Compare.TEXT),
-        Setting("ExceptIfSenderIpRanges", ips, Compare.IP_SET),
-    )
     groups: list[DesiredObject] = []
     outbound: list[DesiredObject] = []
     inbound: list[DesiredObject] = []
     rules: list[tuple[str, Direction, str, list[Setting], tuple[str, ...]]] = []
 
     if Direction.INBOUND in wanted:
+        token = route_token(route_key, Direction.INBOUND)
         groups.append(
             _group(
                 names.incoming_group,
@@ -385,7 +420,8 @@ def desired_configuration(
                 names.incoming_outbound_connector,
                 Direction.INBOUND,
                 service.inbound_smart_host,
-                "Sends incoming mail to the protection service for scanning.",
+                "Sends incoming mail that the incoming rules route to it to the protection "
+                "service for scanning. Used only by those rules (transport-rule scoped).",
             )
         )
         inbound.append(
@@ -393,7 +429,9 @@ def desired_configuration(
                 names.incoming_inbound_connector,
                 Direction.INBOUND,
                 service,
-                "Accepts incoming mail back from the protection service after scanning.",
+                "Recognises incoming mail coming back from the protection service by its TLS "
+                "certificate; Enhanced Filtering skips the service's addresses so SPF, DKIM and "
+                "DMARC judge the original sender. Other mail does not use it.",
             )
         )
         connector = names.incoming_outbound_connector
@@ -402,13 +440,12 @@ def desired_configuration(
                 names.incoming_domain_rule,
                 Direction.INBOUND,
                 "Routes mail from outside to the protected domains through the protection "
-                "service, unless it comes back from the service.",
+                "service, unless it already came back from it (route header with this tenant's "
+                "token).",
                 [
                     Setting("FromScope", "NotInOrganization", Compare.TEXT),
-                    Setting("SentToScope", "InOrganization", Compare.TEXT),
                     Setting("RecipientDomainIs", domains, Compare.SET),
-                    Setting("RouteMessageOutboundConnector", connector, Compare.REFERENCE),
-                    *routing,
+                    *_routing(connector, token),
                 ],
                 (connector,),
             ),
@@ -416,23 +453,24 @@ def desired_configuration(
                 names.incoming_user_rule,
                 Direction.INBOUND,
                 "Routes mail from outside to members of the incoming group through the "
-                "protection service, unless it comes back from the service.",
+                "protection service, unless it already came back from it.",
                 [
                     Setting("FromScope", "NotInOrganization", Compare.TEXT),
                     Setting("SentToMemberOf", (names.incoming_group,), Compare.REFERENCE_SET),
-                    Setting("RouteMessageOutboundConnector", connector, Compare.REFERENCE),
-                    *routing,
+                    *_routing(connector, token),
                 ],
                 (names.incoming_group, connector),
             ),
             (
                 names.incoming_skip_spam_rule,
                 Direction.INBOUND,
-                "Mail the service returns (its addresses and its scanned header, no junk "
-                "verdict) skips the Exchange spam filter (SCL -1): it was scanned already.",
+                "Mail the service scanned for this tenant (its addresses, this tenant's token, "
+                "its scanned header without a junk verdict) skips the Exchange spam filter "
+                "(SCL -1): it was scanned already.",
                 [
-                    Setting("FromScope", "NotInOrganization", Compare.TEXT),
                     Setting("SenderIpRanges", ips, Compare.IP_SET),
+                    Setting("HeaderContainsMessageHeader", ROUTE_HEADER, Compare.TEXT),
+                    Setting("HeaderContainsWords", (token,), Compare.SET, secret=True),
                     Setting("HeaderMatchesMessageHeader", header, Compare.TEXT),
                     Setting("HeaderMatchesPatterns", (".",), Compare.SET),
                     Setting("ExceptIfHeaderContainsMessageHeader", header, Compare.TEXT),
@@ -444,19 +482,21 @@ def desired_configuration(
             (
                 names.incoming_junk_rule,
                 Direction.INBOUND,
-                "Mail the service returns with a junk verdict in its scanned header gets SCL 6, "
-                "so Exchange moves it to the Junk Email folder.",
+                "Mail the service scanned for this tenant with a junk verdict in its scanned "
+                "header gets SCL 6, so Exchange moves it to the Junk Email folder.",
                 [
-                    Setting("FromScope", "NotInOrganization", Compare.TEXT),
                     Setting("SenderIpRanges", ips, Compare.IP_SET),
                     Setting("HeaderContainsMessageHeader", header, Compare.TEXT),
                     Setting("HeaderContainsWords", (junk_verdict,), Compare.SET),
+                    Setting("HeaderMatchesMessageHeader", ROUTE_HEADER, Compare.TEXT),
+                    Setting("HeaderMatchesPatterns", (token,), Compare.SET, secret=True),
                     Setting("SetSCL", 6, Compare.INT),
                 ],
                 (),
             ),
         ]
     if Direction.OUTBOUND in wanted:
+        token = route_token(route_key, Direction.OUTBOUND)
         groups.append(
             _group(
                 names.outgoing_group,
@@ -469,7 +509,8 @@ def desired_configuration(
                 names.outgoing_outbound_connector,
                 Direction.OUTBOUND,
                 service.outbound_smart_host,
-                "Sends outgoing mail to the protection service for scanning.",
+                "Sends outgoing mail that the outgoing rules route to it to the protection "
+                "service for scanning. Used only by those rules (transport-rule scoped).",
             )
         )
         inbound.append(
@@ -477,22 +518,25 @@ def desired_configuration(
                 names.outgoing_inbound_connector,
                 Direction.OUTBOUND,
                 service,
-                "Accepts outgoing mail back from the protection service for delivery.",
+                "Recognises outgoing mail coming back from the protection service by its TLS "
+                "certificate, so Exchange relays it on to the internet (an OnPremises "
+                "connector). Other mail does not use it.",
             )
         )
         connector = names.outgoing_outbound_connector
+        sender_location = Setting("SenderAddressLocation", "HeaderOrEnvelope", Compare.TEXT)
         rules += [
             (
                 names.outgoing_domain_rule,
                 Direction.OUTBOUND,
                 "Routes mail from the protected domains to outside recipients through the "
-                "protection service, unless it comes back from the service.",
+                "protection service, unless it already came back from it.",
                 [
                     Setting("FromScope", "InOrganization", Compare.TEXT),
                     Setting("SentToScope", "NotInOrganization", Compare.TEXT),
                     Setting("SenderDomainIs", domains, Compare.SET),
-                    Setting("RouteMessageOutboundConnector", connector, Compare.REFERENCE),
-                    *routing,
+                    sender_location,
+                    *_routing(connector, token),
                 ],
                 (connector,),
             ),
@@ -500,12 +544,12 @@ def desired_configuration(
                 names.outgoing_user_rule,
                 Direction.OUTBOUND,
                 "Routes mail from members of the outgoing group to outside recipients through "
-                "the protection service, unless it comes back from the service.",
+                "the protection service, unless it already came back from it.",
                 [
                     Setting("FromMemberOf", (names.outgoing_group,), Compare.REFERENCE_SET),
                     Setting("SentToScope", "NotInOrganization", Compare.TEXT),
-                    Setting("RouteMessageOutboundConnector", connector, Compare.REFERENCE),
-                    *routing,
+                    sender_location,
+                    *_routing(connector, token),
                 ],
                 (names.outgoing_group, connector),
             ),
@@ -515,36 +559,17 @@ def desired_configuration(
         _rule(name, direction, priority, purpose, conditions, depends)
         for priority, (name, direction, purpose, conditions, depends) in enumerate(rules)
     ]
-    allow_lists = [
-        DesiredObject(
-            kind=Kind.IP_ALLOW_LIST,
-            name="Default",
-            direction=None,
-            purpose="Mail the protection service returns is not blocked by the connection "
-            "filter: its addresses go on the IP Allow List.",
-            settings=(Setting("IPAllowList", allow_list_entries(ips), Compare.IP_SET),),
-        ),
-        *(
-            DesiredObject(
-                kind=Kind.SPOOF_ITEM,
-                name=f"{domain} via {service.spoof_sending_infrastructure}",
-                direction=None,
-                purpose=f"Mail from {domain} that the service returns is not flagged as spoofed.",
-                settings=(
-                    Setting("SpoofedUser", domain, Compare.TEXT),
-                    Setting(
-                        "SendingInfrastructure", service.spoof_sending_infrastructure, Compare.TEXT
-                    ),
-                    Setting("SpoofType", "External", Compare.TEXT),
-                    Setting("Action", "Allow", Compare.TEXT),
-                ),
-            )
-            for domain in domains
-        ),
-    ]
+    allow_list = DesiredObject(
+        kind=Kind.IP_ALLOW_LIST,
+        name="Default",
+        direction=None,
+        purpose="Mail from the protection service's addresses is not blocked by the connection "
+        "filter (IP reputation): its addresses go on the IP Allow List.",
+        settings=(Setting("IPAllowList", allow_list_entries(ips), Compare.IP_SET),),
+    )
     return DesiredConfiguration(
         prefix=service.name_prefix.strip(),
         directions=wanted,
         protected_domains=domains,
-        objects=(*groups, *outbound, *inbound, *rule_objects, *allow_lists),
+        objects=(*groups, *outbound, *inbound, *rule_objects, allow_list),
     )

@@ -4,22 +4,18 @@ Pure: ``preflight(desired, current)`` reads a ``Snapshot`` and returns one or mo
 check, each ``PASS``, ``WARNING`` (the admin acknowledges it and provisioning may go on) or
 ``BLOCKING`` (provisioning cannot go on until the fix is made; ``apply`` refuses).
 
-What blocks, and why:
+What blocks, and why (each predicts a refusal Exchange would give half-way through the apply, or
+mail flow that would silently protect nothing):
 
-- a protected domain that is not an accepted domain (Exchange would never route its mail; the
-  rules would silently protect nothing), or no protected domain at all;
-- an object with one of our names that an update cannot make right (``plan.conflicts``): a
-  connector of another ``ConnectorType`` (changing the type changes how Exchange attributes all
-  mail through it: someone built it for something else), or a transport rule with our name that
-  also deletes, rejects, quarantines, redirects, copies or moderates mail (an update only writes
-  the settings we own, so it would keep doing that);
-- the connection filter IP Allow List has no room for the service's addresses (1273 entries);
-- a Tenant Allow/Block List spoof entry for the same domain pair with an action other than Allow
-  (a shared entry someone made on purpose: not ours to flip).
+- a protected domain that is not an accepted domain, or no protected domain at all;
+- the connection filter IP Allow List has no room for the service's (split) ranges (1273
+  entries);
+- a new rule's priority outside 0…the number of rules at that point.
 
-Everything else on our objects (smart hosts, TLS, addresses, rule conditions, mode, state,
-``StopRuleProcessing``, a disabled connector) is drift that ``apply`` repairs with ``Set-``/
-``Enable-`` cmdlets: reported here as ``PASS`` with what will change.
+Warnings: another inbound connector that recognises the service (certificate or addresses),
+another transport-rule-scoped outbound connector, a rule that stops processing ahead of ours, a
+spoof allow entry for a protected domain. Drift in our own objects (settings, type, a disabled
+object, a rule routed elsewhere) is never a blocker: the plan repairs it (update or replacement).
 """
 
 from __future__ import annotations
@@ -37,7 +33,7 @@ from bot.steps.mailflow.desired import (
     Kind,
     object_names,
 )
-from bot.steps.mailflow.plan import Action, compare_object, conflicts, missing_allow_entries, plan
+from bot.steps.mailflow.plan import Action, missing_allow_entries, plan
 from bot.steps.mailflow.snapshot import ExchangeObject, Snapshot, display, normalise
 
 __all__ = ["Finding", "Severity", "blocking", "preflight", "warnings"]
@@ -197,55 +193,28 @@ def _check_rule_order(desired: DesiredConfiguration, current: Snapshot) -> list[
 
 
 def _check_own_names(desired: DesiredConfiguration, current: Snapshot) -> list[Finding]:
-    findings = []
-    drifted: list[str] = []
+    """Our objects that exist: what the plan repairs (drift is never a blocker)."""
+    repaired: list[str] = []
     existing = 0
-    aliases = current.aliases()
-    for target in desired.objects:
-        if target.kind in (Kind.IP_ALLOW_LIST, Kind.SPOOF_ITEM):
-            continue
-        found = current.find(target.kind, target.name)
-        if found is None:
+    for change in plan(desired, current).changes:
+        if change.kind is Kind.IP_ALLOW_LIST or change.action in (Action.VALIDATE, Action.CREATE):
             continue
         existing += 1
-        problems = conflicts(target, found)
-        if problems:
-            findings.append(
-                Finding(
-                    "name-conflicts",
-                    Severity.BLOCKING,
-                    f"“{found.name}” exists with conflicting settings",
-                    f"A {target.kind.label} with this name already exists, but "  # noqa: S608
-                    f"{'; '.join(problems)}. An update cannot make it right without changing "
-                    "mail flow someone else set up.",
-                    f"Rename or remove the {target.kind.label} “{found.name}” in the Exchange "
-                    "admin center, then run the checks again.",
-                )
+        if change.action is Action.UPDATE:
+            repaired.append(
+                f"“{change.name}” (updated: {', '.join(f.name for f in change.fields)})"
             )
-            continue
-        if target.kind is not Kind.DISTRIBUTION_GROUP:
-            differences = compare_object(target, found, aliases)
-            if differences:
-                fields = ", ".join(d.name for d in differences)
-                drifted.append(f"“{found.name}” ({fields})")
-    if not findings:
-        if drifted:
-            explanation = (
-                f"{existing} of our objects exist; these will be updated: {'; '.join(drifted)}."
-            )
-        elif existing:
-            explanation = f"{existing} of our objects exist with the required settings."
-        else:
-            explanation = "No object carries our names yet."
-        findings.append(
-            Finding(
-                "name-conflicts",
-                Severity.PASS,
-                "No conflicting object with our names",
-                explanation,
-            )
+        elif change.action is Action.REPLACE:
+            repaired.append(f"“{change.name}” (replaced)")
+    if repaired:
+        explanation = (
+            f"{existing} of our objects exist; the plan repairs these: {'; '.join(repaired)}."
         )
-    return findings
+    elif existing:
+        explanation = f"{existing} of our objects exist with the required settings."
+    else:
+        explanation = "No object carries our names yet."
+    return [Finding("own-objects", Severity.PASS, "Objects with our names", explanation)]
 
 
 def _check_ip_allow_list(desired: DesiredConfiguration, current: Snapshot) -> list[Finding]:
@@ -290,71 +259,121 @@ def _check_ip_allow_list(desired: DesiredConfiguration, current: Snapshot) -> li
                 f"{IP_ALLOW_LIST_LIMIT} used).",
             )
         )
-    skipped = _unlistable(desired)
-    if skipped:
+    return findings
+
+
+def _certificate_matches(pattern: str, name: str) -> bool:
+    pattern, name = pattern.strip().casefold(), name.strip().casefold()
+    if not pattern or not name:
+        return False
+    if pattern == name:
+        return True
+    return any(
+        wild.startswith("*.") and other.endswith(wild[1:])
+        for wild, other in ((pattern, name), (name, pattern))
+    )
+
+
+def _overlaps(ranges: object, service: tuple[str, ...]) -> list[str]:
+    found = []
+    items = ranges if isinstance(ranges, list | tuple) else [ranges] if ranges else []
+    for item in items:
+        try:
+            network = ipaddress.ip_network(str(item).strip(), strict=False)
+        except ValueError:
+            continue
+        for ours in service:
+            mine = ipaddress.ip_network(ours, strict=False)
+            if network.version == mine.version and network.overlaps(mine):
+                found.append(str(item))
+                break
+    return found
+
+
+def _check_inbound_competition(desired: DesiredConfiguration, current: Snapshot) -> list[Finding]:
+    connector = next((o for o in desired.objects if o.kind is Kind.INBOUND_CONNECTOR), None)
+    if connector is None:
+        return []
+    certificate = str(connector.value("TlsSenderCertificateName") or "")
+    skipped = connector.value("EFSkipIPs")
+    service = skipped if isinstance(skipped, tuple) else ()
+    findings = []
+    for other in current.of_kind(Kind.INBOUND_CONNECTOR):
+        if desired.owns(other.name) or not other.enabled:
+            continue
+        why = []
+        if _certificate_matches(certificate, str(other.get("TlsSenderCertificateName") or "")):
+            why.append(f"the certificate name {other.get('TlsSenderCertificateName')}")
+        addresses = _overlaps(other.get("SenderIPAddresses"), service)
+        if addresses:
+            why.append(f"the addresses {', '.join(addresses)}")
+        if not why:
+            continue
         findings.append(
             Finding(
-                "ip-allow-list",
+                "competing-connectors",
                 Severity.WARNING,
-                "Some service addresses cannot go on the IP Allow List",
-                f"Exchange accepts only IPv4 addresses and ranges up to /16 there: "
-                f"{', '.join(skipped)} stay off the list, so mail from them may still be "
-                "filtered by the connection filter.",
-                "Ask the protection service for IPv4 sending addresses, or check that mail "
-                "from these addresses is not blocked.",
+                f"“{other.name}” also recognises the protection service",
+                f"The inbound connector “{other.name}” matches {' and '.join(why)}. Exchange may "
+                "attribute mail returning from the service to it instead of ours, without "
+                "Enhanced Filtering for Connectors (SPF, DKIM and DMARC would judge the service, "
+                "not the sender).",
+                f"Disable or narrow “{other.name}” if it served a service this one replaces.",
+            )
+        )
+    if not findings:
+        findings.append(
+            Finding(
+                "competing-connectors",
+                Severity.PASS,
+                "No other inbound connector recognises the service",
+                "No other enabled inbound connector names the service's certificate or addresses.",
             )
         )
     return findings
 
 
-def _unlistable(desired: DesiredConfiguration) -> list[str]:
-    target = next((o for o in desired.objects if o.kind is Kind.INBOUND_CONNECTOR), None)
-    ranges = target.value("SenderIPAddresses") if target else None
-    skipped = []
-    for item in ranges if isinstance(ranges, tuple) else ():
-        network = ipaddress.ip_network(item, strict=False)
-        if network.version != 4 or network.prefixlen < 16:
-            skipped.append(item)
-    return skipped
+def _check_rule_priorities(desired: DesiredConfiguration, current: Snapshot) -> list[Finding]:
+    """``New-TransportRule -Priority``: "Valid values … depend on the number of existing rules"
+    (a new rule takes 0 through the count)."""
+    count = len(current.of_kind(Kind.TRANSPORT_RULE))
+    for call in plan(desired, current).calls:
+        if call.cmdlet == "New-TransportRule":
+            priority = call.parameters.get("Priority")
+            if isinstance(priority, int) and not 0 <= priority <= count:
+                return [
+                    Finding(
+                        "rule-priorities",
+                        Severity.BLOCKING,
+                        f"Priority {priority} is not valid for “{call.parameters.get('Name')}”",
+                        f"The tenant has {count} transport rules at that point: a new rule takes "
+                        f"a priority from 0 to {count}.",
+                        "Check again: the plan is made from the tenant's rules as they are.",
+                    )
+                ]
+            count += 1
+        elif call.cmdlet == "Remove-TransportRule":
+            count -= 1
+    return []
 
 
 def _check_spoof(desired: DesiredConfiguration, current: Snapshot) -> list[Finding]:
-    findings = []
-    for change in plan(desired, current).changes:
-        if change.kind is not Kind.SPOOF_ITEM:
-            continue
-        user = change.target.value("SpoofedUser")
-        via = change.target.value("SendingInfrastructure")
-        if change.action is Action.BLOCKED:
-            findings.append(
-                Finding(
-                    "spoof-entry",
-                    Severity.BLOCKING,
-                    f"A spoof entry for {user} via {via} is not Allow",
-                    change.reason,
-                    "In the Microsoft Defender portal (Tenant Allow/Block Lists > Spoofed "
-                    f"senders) change the entry for {user} via {via} to Allow, or remove it.",
-                )
-            )
-        elif change.action is Action.LEAVE:
-            findings.append(
-                Finding(
-                    "spoof-entry",
-                    Severity.PASS,
-                    f"The spoof allow entry for {user} exists",
-                    f"The Tenant Allow/Block List already allows {user} sent via {via}.",
-                )
-            )
-        else:
-            findings.append(
-                Finding(
-                    "spoof-entry",
-                    Severity.PASS,
-                    f"The spoof allow entry for {user} will be added",
-                    f"The Tenant Allow/Block List will allow {user} sent via {via}.",
-                )
-            )
-    return findings
+    domains = set(desired.protected_domains)
+    return [
+        Finding(
+            "spoof-entry",
+            Severity.WARNING,
+            f"A spoof allow entry for {item.spoofed_user} via {item.sending_infrastructure}",
+            "The Tenant Allow/Block List lets anyone sending through "
+            f"{item.sending_infrastructure} appear as {item.spoofed_user}. Inline protection does "
+            "not need it: Enhanced Filtering for Connectors judges the original sender of mail "
+            "the service returns. Provisioning leaves the entry alone.",
+            "Remove it in the Microsoft Defender portal (Tenant Allow/Block Lists > Spoofed "
+            "senders) unless you made it for another reason.",
+        )
+        for item in current.spoof_items
+        if item.spoofed_user.strip().casefold() in domains and item.action.casefold() == "allow"
+    ]
 
 
 def _check_upgrade(desired: DesiredConfiguration, current: Snapshot) -> list[Finding]:
@@ -389,8 +408,10 @@ def preflight(desired: DesiredConfiguration, current: Snapshot) -> tuple[Finding
         *_check_domains(desired, current),
         *_check_upgrade(desired, current),
         *_check_own_names(desired, current),
+        *_check_inbound_competition(desired, current),
         *_check_partner_connectors(desired, current),
         *_check_rule_order(desired, current),
+        *_check_rule_priorities(desired, current),
         *_check_ip_allow_list(desired, current),
         *_check_spoof(desired, current),
     )

@@ -29,7 +29,13 @@ from bot.microsoft.exchange import ExchangeClient
 from bot.session.service import Provisioner
 from bot.session.views import notice
 from bot.steps.mailflow.apply import ApplyBlocked, ApplyFailed, apply, read_current
-from bot.steps.mailflow.desired import FULL, UPGRADE, DesiredConfiguration, desired_configuration
+from bot.steps.mailflow.desired import (
+    FULL,
+    UPGRADE,
+    DesiredConfiguration,
+    desired_configuration,
+    tenant_route_key,
+)
 from bot.steps.mailflow.model import Blocker, DomainChoice, PlanState, choose_domains
 from bot.steps.mailflow.plan import Change, Plan, plan
 from bot.steps.mailflow.preflight import Finding, blocking, preflight, warnings
@@ -101,7 +107,10 @@ class MailFlowDesk:
 
     def _desired(self, session: Session, domains: tuple[str, ...]) -> DesiredConfiguration:
         directions = UPGRADE if session.scope is Scope.UPGRADE else FULL
-        return desired_configuration(self._settings.inline, directions, domains)
+        route_key = tenant_route_key(self._settings, session.tenant_id)
+        return desired_configuration(
+            self._settings.inline, directions, domains, route_key=route_key
+        )
 
     async def survey(self, session: Session) -> tuple[Survey, ExchangeClient]:
         """Read the tenant (Graph for its domains, Exchange for its mail flow); change nothing."""

@@ -66,7 +66,7 @@ _PHASES: tuple[tuple[str, frozenset[Kind]], ...] = (
     ("Groups", frozenset({Kind.DISTRIBUTION_GROUP})),
     ("Connectors", frozenset({Kind.OUTBOUND_CONNECTOR, Kind.INBOUND_CONNECTOR})),
     ("Transport rules (in priority order)", frozenset({Kind.TRANSPORT_RULE})),
-    ("Allow lists", frozenset({Kind.IP_ALLOW_LIST, Kind.SPOOF_ITEM})),
+    ("Connection filter IP Allow List", frozenset({Kind.IP_ALLOW_LIST})),
 )
 
 
@@ -156,19 +156,31 @@ def preflight_message(
 # -- plan ----------------------------------------------------------------------------------------
 
 
+_HIDDEN = "(this tenant's loop-prevention token, not shown)"
+
+
+def _shown(change: Change, name: str, value: object) -> str:
+    setting = change.target.setting(name)
+    if setting is not None and setting.secret:
+        return _HIDDEN
+    return _escape(display(value))
+
+
 def _settings_line(change: Change) -> str:
     shown = []
     for field in change.fields:
         setting = change.target.setting(field.name)
         if setting is not None and setting.role is Role.CREATE_ONLY and field.name != "Priority":
             continue
-        shown.append(f"`{field.name}` {_escape(display(field.new))}")
+        if field.name in ("Comment", "Comments", "Notes"):
+            continue  # the purpose, shown as "Why"
+        shown.append(f"`{field.name}` {_shown(change, field.name, field.new)}")
     return " · ".join(shown)
 
 
 def _change_lines(change: Change) -> str:
     head = f"*{change.step}.* {_escape(_upper_first(change.describe()))}"
-    if change.kind is Kind.IP_ALLOW_LIST and change.action is Action.ADD:
+    if change.kind is Kind.IP_ALLOW_LIST and change.action in (Action.ADD, Action.REMOVE):
         return f"{head}: {_escape(', '.join(change.entries))}\n    _Why:_ {_escape(change.reason)}"
     body = f"{head}\n    _Why:_ {_escape(change.reason)}"
     if change.action is Action.CREATE:
@@ -177,10 +189,10 @@ def _change_lines(change: Change) -> str:
             body += f"\n    {settings}"
     elif change.action is Action.UPDATE:
         for field in change.fields:
-            body += (
-                f"\n    • `{field.name}`: {_escape(display(field.old))} → "
-                f"{_escape(display(field.new))}"
-            )
+            old = _shown(change, field.name, field.old)
+            body += f"\n    • `{field.name}`: {old} → {_shown(change, field.name, field.new)}"
+    elif change.action in (Action.REPLACE, Action.VALIDATE):
+        body += "\n    " + " → ".join(f"`{call.cmdlet}`" for call in change.calls)
     return body
 
 
@@ -199,14 +211,18 @@ def plan_message(plan: Plan) -> Message:
         counts = {
             "create": sum(1 for c in todo if c.action is Action.CREATE),
             "update": sum(1 for c in todo if c.action is Action.UPDATE),
+            "replace": sum(1 for c in todo if c.action is Action.REPLACE),
+            "validate": sum(1 for c in todo if c.action is Action.VALIDATE),
             "add": sum(1 for c in todo if c.action is Action.ADD),
+            "remove": sum(1 for c in todo if c.action is Action.REMOVE),
         }
         summary = ", ".join(f"{n} to {verb}" for verb, n in counts.items() if n)
         blocks.append(
             _section(
                 f"*{len(todo)} change{'s' if len(todo) != 1 else ''}* ({summary}), applied in "
-                "this order: groups and connectors first, then the transport rules that use "
-                "them, allow lists last. Objects without our name are never touched."
+                "this order: groups and connectors first, the connectors proven with "
+                "Validate-OutboundConnector, then the transport rules that route to them, the IP "
+                "Allow List last. Objects without our name are never touched."
             )
         )
         for title, kinds in _PHASES:
@@ -322,7 +338,8 @@ def summary_message(result: ApplyResult) -> Message:
     blocks: list[Block] = [_header("Exchange Online mail flow is configured")]
     created = [c for c in result.applied if c.action is Action.CREATE]
     added = [c for c in result.applied if c.action is Action.ADD]
-    updated = [c for c in result.applied if c.action is Action.UPDATE]
+    updated = [c for c in result.applied if c.action in (Action.UPDATE, Action.REPLACE)]
+    removed = [c for c in result.applied if c.action is Action.REMOVE]
     if created or added:
         lines = [f"*Created ({len(created) + len(added)})*"]
         lines += [f"• {_escape(_upper_first(c.kind.label))} “{_escape(c.name)}”" for c in created]
@@ -335,8 +352,20 @@ def summary_message(result: ApplyResult) -> Message:
         lines = [f"*Updated ({len(updated)})*"]
         lines += [
             f"• {_escape(_upper_first(c.kind.label))} “{_escape(c.name)}”: "
-            f"{_escape(', '.join(f.name for f in c.fields))}"
+            + (
+                _escape(", ".join(f.name for f in c.fields))
+                if c.action is Action.UPDATE
+                else "replaced"
+            )
             for c in updated
+        ]
+        blocks += _sections(lines)
+    if removed:
+        lines = ["*Removed*"]
+        lines += [
+            f"• {_escape(', '.join(c.entries))} removed from the connection filter IP Allow List "
+            "(added by provisioning, no longer configured)"
+            for c in removed
         ]
         blocks += _sections(lines)
     kept = result.plan.left_alone
