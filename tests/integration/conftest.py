@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,23 +182,30 @@ class Harness:
         view = await self.slack.wait_for(lambda s: s.open_views(user_id)[-1:] or None)
         return str(view[0].id)
 
-    async def wait_for_root(self, tenant: str) -> str:
-        """The ts of the root message for ``tenant``, once its thread has been opened."""
+    async def wait_for_root(self, tenant: str, *, earlier: Collection[str] = ()) -> str:
+        """The ts of the root message for ``tenant``, once its thread has been opened.
+
+        ``earlier``: the ts of channel messages that are not it (an earlier session's root, or
+        its announcement, names the tenant too), so a new session's root is waited for.
+        """
         root = await self.slack.wait_for(
-            lambda s: [m for m in s.messages(CHANNEL) if tenant in m.text] or None
+            lambda s: (
+                [m for m in s.messages(CHANNEL) if tenant in m.text and m.ts not in earlier] or None
+            )
         )
         ts = str(root[-1].ts)
         await self.slack.wait_for(lambda s: self.thread(ts))
         return ts
 
     async def start_session(self, tenant: str = "contoso.com", user_id: str = ADMIN) -> str:
-        """Run the command and the modal; return the root message's ts."""
+        """Run the command and the modal; return the new root message's ts."""
+        earlier = {m.ts for m in self.slack.messages(CHANNEL)}
         view_id = await self.open_start_modal(user_id)
         response = await self.driver.submit_view(
             user_id=user_id, view_id=view_id, values={"tenant_input": tenant}
         )
         assert self.driver.view_errors(response) == {}
-        return await self.wait_for_root(tenant.lower())
+        return await self.wait_for_root(tenant.lower(), earlier=earlier)
 
 
 def contoso() -> SandboxTenant:
