@@ -203,9 +203,14 @@ class Harness:
         await self.start_bot()
 
     async def open_start_modal(self, user_id: str = ADMIN) -> str:
+        # A start modal may still be open from an earlier start (a slow look-up leaves it open,
+        # saying the session has started): wait for the one this command opens.
+        earlier = {view.id for view in self.slack.open_views(user_id)}
         response = await self.driver.slash_command(user_id=user_id, channel_id=CHANNEL)
         assert response.status_code == 200
-        view = await self.slack.wait_for(lambda s: s.open_views(user_id)[-1:] or None)
+        view = await self.slack.wait_for(
+            lambda s: [v for v in s.open_views(user_id) if v.id not in earlier][-1:] or None
+        )
         return str(view[0].id)
 
     async def wait_for_root(self, tenant: str, *, earlier: Collection[str] = ()) -> str:
