@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -63,6 +63,13 @@ ROLE_ADMIN_UPN = "pra@contoso.com"
 GLOBAL_ADMIN_UPN = "ga@contoso.com"
 EXCHANGE_ADMIN_UPN = "exo@contoso.com"
 FABRIKAM_ADMIN_UPN = "ga@fabrikam.example"
+
+T = TypeVar("T")
+
+
+def session_keys(session_id: str) -> str:
+    """The pattern of a session's Redis keys (record, audit, lease, refs)."""
+    return f"pi:{{{session_id}}}:*"
 
 
 @dataclass
@@ -126,6 +133,32 @@ class Harness:
     async def version_of(self, session_id: str) -> int:
         return int((await self.store.require(session_id)).version)
 
+    async def stored(
+        self,
+        keys: str,
+        check: Callable[[], Awaitable[T | bool | None]],
+        *,
+        timeout: float = 20.0,  # noqa: ASYNC109 - asyncio.timeout inside, as slack.wait_for
+    ) -> T:
+        """The first truthy ``await check()``: a fact in Redis, about the keys matching ``keys``.
+
+        ``check`` is evaluated at once, then again whenever one of those keys changes: woken by
+        Redis keyspace notifications, never by a timer. ``TimeoutError`` after ``timeout`` s.
+        """
+        pattern = f"__keyspace@*__:{keys}"
+        pubsub = self.redis.pubsub()
+        await pubsub.psubscribe(pattern)  # before the first look, so no change is missed
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    result = await check()
+                    if result:
+                        return result  # type: ignore[return-value]
+                    await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+        finally:
+            await pubsub.punsubscribe(pattern)
+            await pubsub.aclose()
+
     async def settled(
         self,
         session_id: str,
@@ -139,34 +172,27 @@ class Harness:
         its messages), otherwise the session may simply not have reached the job yet.
 
         A fact in Redis, not a task of this process: the click that starts a job is acked
-        before the job exists, so "this process's task" may not be there yet. The wait is
-        woken by Redis keyspace notifications on the session's keys, never by a timer.
+        before the job exists, so "this process's task" may not be there yet. Woken by
+        keyspace notifications (``stored``), never by a timer.
         """
-        pattern = f"__keyspace@*__:pi:{{{session_id}}}:*"
-        pubsub = self.redis.pubsub()
-        await pubsub.psubscribe(pattern)  # before the first look, so no change is missed
         last = "nothing read yet"
+
+        async def check() -> Phase | None:
+            nonlocal last
+            session = await self.store.require(session_id)
+            holder = await self.store.lease_holder(session_id)
+            last = f"phase {session.phase}, version {session.version}, lease {holder}"
+            if session.version > after_version and session.phase not in WORKING and holder is None:
+                return Phase(session.phase)
+            return None
+
         try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    session = await self.store.require(session_id)
-                    holder = await self.store.lease_holder(session_id)
-                    last = f"phase {session.phase}, version {session.version}, lease {holder}"
-                    if (
-                        session.version > after_version
-                        and session.phase not in WORKING
-                        and holder is None
-                    ):
-                        return Phase(session.phase)
-                    await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+            return await self.stored(session_keys(session_id), check, timeout=timeout)
         except TimeoutError:
             raise TimeoutError(
                 f"session {session_id} did not settle past version {after_version} "
                 f"within {timeout}s (last seen: {last})"
             ) from None
-        finally:
-            await pubsub.punsubscribe(pattern)
-            await pubsub.aclose()
 
     async def sleep(self, seconds: float) -> None:
         """The bot's waiting, in tests: Microsoft's time moves on at once, nobody really waits."""
@@ -190,9 +216,14 @@ class Harness:
         await self.start_bot()
 
     async def open_start_modal(self, user_id: str = ADMIN) -> str:
+        # A start modal may still be open from an earlier start (a slow look-up leaves it open,
+        # saying the session has started): wait for the one this command opens.
+        earlier = {view.id for view in self.slack.open_views(user_id)}
         response = await self.driver.slash_command(user_id=user_id, channel_id=CHANNEL)
         assert response.status_code == 200
-        view = await self.slack.wait_for(lambda s: s.open_views(user_id)[-1:] or None)
+        view = await self.slack.wait_for(
+            lambda s: [v for v in s.open_views(user_id) if v.id not in earlier][-1:] or None
+        )
         return str(view[0].id)
 
     async def wait_for_root(self, tenant: str, *, known: frozenset[str] = frozenset()) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from urllib.parse import parse_qs, urlsplit
 
@@ -25,6 +26,19 @@ from tests.integration.conftest import (
 from tests.integration.steps import consent_buttons, follow, latest_link, role_through_workflow
 
 
+async def opener_noted(harness: Harness, url: str, user_id: str) -> None:
+    """Wait until the link's state records who clicked it (a fact in Redis: ``state.oauth``
+    keeps a state under its SHA-256)."""
+    [state] = parse_qs(urlsplit(url).query)["state"]
+    key = f"pi:oauth:{{{hashlib.sha256(state.encode()).hexdigest()}}}"
+
+    async def noted() -> bool:
+        raw = await harness.redis.get(key)
+        return raw is not None and json.loads(raw).get("opened_by") == user_id
+
+    await harness.stored(key, noted)
+
+
 async def test_mailflow_consent_in_a_real_browser(harness: Harness) -> None:
     root_ts = await harness.start_session("contoso.com")
     prompt_ts, url = await latest_link(harness, root_ts)
@@ -39,6 +53,8 @@ async def test_mailflow_consent_in_a_real_browser(harness: Harness) -> None:
         user_id=ADMIN, channel_id=CHANNEL, message_ts=prompt_ts, action_id=ACTION_CONSENT_OPEN
     )
     assert response.status_code == 200
+    # (The click is acked before the bot notes who clicked: wait for that note.)
+    await opener_noted(harness, url, ADMIN)
     # ...and the browser opens the link, signs in, accepts, and lands on our page.
     async with browser_page() as page:
         await page.goto(url)

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from bot.sandbox.microsoft import EXCHANGE_ADMINISTRATOR, PolicyRules
+from bot.steps.role.step import _REVIEW as REVIEW
 from bot.steps.role.views import (
     ACTION_ACKNOWLEDGE,
     ACTION_ASSIGN_SIGN_IN,
@@ -39,6 +40,7 @@ from tests.integration.conftest import (
     SECOND_APPROVER,
     Harness,
     ephemeral_for,
+    session_keys,
 )
 from tests.integration.steps import consent_now
 from tests.integration.test_verification import click_verify, finished
@@ -59,6 +61,20 @@ async def wait_button(harness: Harness, root_ts: str, action_id: str) -> str:
         lambda s: any(needle in json.dumps(m.blocks) for m in harness.thread(root_ts))
     )
     return button_ts(harness, root_ts, action_id)
+
+
+async def review_posted(harness: Harness, root_ts: str, session_id: str) -> str:
+    """The ts of the review (with Acknowledge) once the bot has stored it as well: it is posted
+    first, and deciding or closing the request edits the review it finds stored."""
+    review_ts = await wait_button(harness, root_ts, ACTION_ACKNOWLEDGE)
+
+    async def ts_stored() -> bool:
+        session = await harness.store.require(session_id)
+        provisioner = harness.runtime.provisioner
+        return await provisioner.kept(session, REVIEW, session.role.request_version) == review_ts
+
+    await harness.stored(session_keys(session_id), ts_stored)
+    return review_ts
 
 
 async def click(harness: Harness, root_ts: str, action_id: str, user: str) -> None:
@@ -168,7 +184,7 @@ async def test_pim_tenant_request_with_ticket_and_schedule_reaches_microsoft_exa
         },
     )
     assert harness.driver.view_errors(response) == {}
-    await wait_button(harness, root_ts, ACTION_ACKNOWLEDGE)
+    review_ts = await review_posted(harness, root_ts, session_id)
     assert await phase_of(harness, session_id) is Phase.ROLE_REQUESTED
 
     await click(harness, root_ts, ACTION_ACKNOWLEDGE, APPROVER)
@@ -176,6 +192,9 @@ async def test_pim_tenant_request_with_ticket_and_schedule_reaches_microsoft_exa
     page = await sign_in_and_assign(harness, root_ts, ROLE_ADMIN_UPN)
     assert "Exchange Administrator role assigned" in page.text
     assert await phase_of(harness, session_id) is Phase.ROLE_ASSIGNED
+    # The acknowledging click marks the review decided only after it has offered the
+    # assignment, concurrently with the sign-in: wait for that edit before looking at it.
+    await harness.slack.wait_for(lambda s: s.message(CHANNEL, review_ts).edited)
 
     [recorded] = tenant.schedule_requests
     assert recorded["justification"] == JUSTIFICATION
@@ -283,6 +302,7 @@ async def test_decline_and_withdraw_return_to_the_request(harness: Harness) -> N
     await request_role(
         harness, root_ts, {"justification_input": JUSTIFICATION}, opener=ACTION_REQUEST_OPEN_PIM
     )
+    first_review = await wait_button(harness, root_ts, ACTION_DECLINE)
     await click(harness, root_ts, ACTION_DECLINE, SECOND_APPROVER)
     await harness.slack.wait_for(
         lambda s: any("declined the role request" in m.text for m in harness.thread(root_ts))
@@ -290,6 +310,13 @@ async def test_decline_and_withdraw_return_to_the_request(harness: Harness) -> N
     assert await phase_of(harness, session_id) is Phase.MAILFLOW_CONSENTED
     await request_role(
         harness, root_ts, {"justification_input": JUSTIFICATION}, opener=ACTION_REQUEST_OPEN_PIM
+    )
+    # The form is acked before the new request is stored: wait for its review (the first
+    # one may still show its buttons until the decline has marked it).
+    await harness.slack.wait_for(
+        lambda s: [
+            ts for ts in with_button(harness, root_ts, ACTION_WITHDRAW) if ts != first_review
+        ]
     )
     await click(harness, root_ts, ACTION_WITHDRAW, GROUP_ADMIN)
     await ephemeral_for(harness, GROUP_ADMIN, "Only <@U0ADMIN>, who made the request")
@@ -305,7 +332,7 @@ async def test_a_waiting_request_reminds_approvers_then_expires(harness: Harness
     await request_role(
         harness, root_ts, {"justification_input": JUSTIFICATION}, opener=ACTION_REQUEST_OPEN_PIM
     )
-    await wait_button(harness, root_ts, ACTION_ACKNOWLEDGE)
+    await review_posted(harness, root_ts, session_id)
     role_step = harness.runtime.role_step
     await role_step.remind_and_expire()
     assert not any(":bell:" in m.text for m in harness.thread(root_ts))
@@ -332,6 +359,7 @@ async def test_microsoft_asks_for_a_ticket_the_form_did_not_know_about(harness: 
     await request_role(
         harness, root_ts, {"justification_input": JUSTIFICATION}, opener=ACTION_REQUEST_OPEN_PIM
     )
+    first_review = await wait_button(harness, root_ts, ACTION_ACKNOWLEDGE)
     await click(harness, root_ts, ACTION_ACKNOWLEDGE, APPROVER)
     page = await sign_in_and_assign(harness, root_ts, ROLE_ADMIN_UPN)
     assert "not assigned" in page.text
@@ -348,10 +376,14 @@ async def test_microsoft_asks_for_a_ticket_the_form_did_not_know_about(harness: 
         opener=ACTION_REQUEST_AMEND,
     )
     assert harness.driver.view_errors(response) == {}
-    # A changed request is reviewed again.
-    await harness.slack.wait_for(
-        lambda s: len(with_button(harness, root_ts, ACTION_ACKNOWLEDGE)) == 1
-    )
+
+    def reviewed_again() -> bool:
+        """A changed request is reviewed again, in a new message (the first review, marked
+        decided by the acknowledging click, may still show its buttons for a moment)."""
+        reviews = with_button(harness, root_ts, ACTION_ACKNOWLEDGE)
+        return len(reviews) == 1 and reviews != [first_review]
+
+    await harness.slack.wait_for(lambda s: reviewed_again())
     assert await phase_of(harness, session_id) is Phase.ROLE_REQUESTED
     await click(harness, root_ts, ACTION_ACKNOWLEDGE, SECOND_APPROVER)
     page = await sign_in_and_assign(harness, root_ts, ROLE_ADMIN_UPN, nth=2)
