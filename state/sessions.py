@@ -255,22 +255,12 @@ class SessionStore(Generic[R]):
         return self._active_ttl if session.is_active else self._retention_ttl
 
     async def create(self, session: R, *, detail: Mapping[str, str]) -> R:
-        """Store a new session and take its tenant's lock, or raise ``TenantBusy``."""
-        lock = _tenant_key(session.tenant_id)
-        for _ in range(3):
-            if await self._redis.set(lock, session.id, nx=True, ex=self._active_ttl):
-                break
-            holder = await self._redis.get(lock)
-            if holder is None:
-                continue  # released between our SET and GET: try again
-            holder_id = _text(holder)
-            current = await self.get(holder_id)
-            if current is not None and current.is_active:
-                raise TenantBusy(session.tenant_id, holder_id)
-            # A stale lock (its session ended or expired without releasing it): drop and retry.
-            await self._release(keys=[lock], args=[holder_id])
-        else:
-            raise TenantBusy(session.tenant_id, "unknown")
+        """Store a new session and take its tenant's lock, or raise ``TenantBusy``.
+
+        The record is written before the lock is taken, so a lock whose holder has no record is
+        stale for certain (its session expired or was discarded) and may be taken over; the
+        other order would let a second start take a lock whose record was still being written.
+        """
         created = await self._create(
             keys=[_session_key(session.id), _audit_key(session.id)],
             args=[
@@ -280,10 +270,31 @@ class SessionStore(Generic[R]):
             ],
         )
         if not created:
-            await self._release(keys=[lock], args=[session.id])
             raise TenantBusy(session.tenant_id, session.id)
+        try:
+            await self._take_tenant(session)
+        except BaseException:
+            # Busy, or interrupted: the record that never got its lock is not a session.
+            await self._redis.delete(_session_key(session.id), _audit_key(session.id))
+            raise
         await self._redis.sadd(_ACTIVE_INDEX, session.id)
         return session
+
+    async def _take_tenant(self, session: R) -> None:
+        lock = _tenant_key(session.tenant_id)
+        for _ in range(3):
+            if await self._redis.set(lock, session.id, nx=True, ex=self._active_ttl):
+                return
+            holder = await self._redis.get(lock)
+            if holder is None:
+                continue  # released between our SET and GET: try again
+            holder_id = _text(holder)
+            current = await self.get(holder_id)
+            if current is not None and current.is_active:
+                raise TenantBusy(session.tenant_id, holder_id)
+            # A stale lock (its session ended, expired or was discarded): drop and retry.
+            await self._release(keys=[lock], args=[holder_id])
+        raise TenantBusy(session.tenant_id, "unknown")
 
     async def get(self, session_id: str) -> R | None:
         data = await self._redis.hget(_session_key(session_id), "data")

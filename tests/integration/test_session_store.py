@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -68,6 +69,81 @@ async def test_concurrent_creates_for_one_tenant_make_one_session(
     assert len(created) == 1
     assert all(isinstance(result, TenantBusy) for result in results if result not in created)
     assert [session.id for session in await store.active()] == [created[0].id]
+
+
+async def test_many_rounds_of_concurrent_starts_each_make_one_session(
+    store: SessionStore[Session], redis: Redis
+) -> None:
+    for round_number in range(20):
+        tenant = f"tenant-round-{round_number}"
+        results = await asyncio.gather(
+            *(
+                store.create(new_session(f"r{round_number}-{n}", tenant), detail={})
+                for n in range(5)
+            ),
+            return_exceptions=True,
+        )
+        created = [result for result in results if isinstance(result, Session)]
+        assert len(created) == 1, results
+        # The losers leave no record behind: only the winner's session and audit exist.
+        pattern = "pi:{r" + str(round_number) + "-*"
+        keys = {k.decode() for k in await redis.keys(pattern)}
+        assert keys == {
+            f"pi:{{{created[0].id}}}:session",
+            f"pi:{{{created[0].id}}}:audit",
+        }
+
+
+class PausingAfterLock(Redis):
+    """A Redis client that holds the first tenant-lock ``SET`` it makes right after Redis has
+    answered it: the moment between taking the lock and going on, made as long as a test wants."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.locked = asyncio.Event()
+        self.go_on = asyncio.Event()
+        self._paused = False
+
+    async def set(self, name: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        answer = await super().set(name, *args, **kwargs)
+        if str(name).startswith("pi:tenant:") and not self._paused:
+            self._paused = True
+            self.locked.set()
+            await self.go_on.wait()
+        return answer
+
+
+async def test_a_start_paused_right_after_taking_the_lock_still_makes_one_session(
+    redis_server: RedisServer, redis: Redis
+) -> None:
+    """Two starts for one tenant: the first stops just after taking the lock; the second must
+    find a session behind it, not a stale lock to take over."""
+    pausing = PausingAfterLock.from_url(redis_server.url)
+    first_store = SessionStore(
+        pausing, decode=Session.from_json, active_ttl=3600, retention_ttl=7200
+    )
+    second_store = SessionStore(
+        redis, decode=Session.from_json, active_ttl=3600, retention_ttl=7200
+    )
+    try:
+        first = asyncio.ensure_future(first_store.create(new_session("first"), detail={}))
+        await pausing.locked.wait()
+        with pytest.raises(TenantBusy):
+            await second_store.create(new_session("second"), detail={})
+        pausing.go_on.set()
+        assert await first == new_session("first")
+        assert [s.id for s in await second_store.active()] == ["first"]
+    finally:
+        await pausing.aclose()
+
+
+async def test_a_lock_whose_holder_has_no_record_is_taken_over(
+    store: SessionStore[Session], redis: Redis
+) -> None:
+    session = new_session("fresh")
+    await redis.set(f"pi:tenant:{{{session.tenant_id}}}", "ghost")  # its session is gone
+    assert await store.create(session, detail={}) == session
+    assert await store.holder_of(session.tenant_id) == "fresh"
 
 
 async def test_compare_and_set_refuses_a_stale_version(store: SessionStore[Session]) -> None:
