@@ -113,7 +113,14 @@ def read_consent_redirect(params: Mapping[str, str], *, expected_tenant: str) ->
             cancelled=False,
         )
     tenant = params.get("tenant", "").lower()
-    if tenant and tenant != expected_tenant.lower():
+    if not tenant:
+        # Microsoft's success always names the tenant; an answer without it proves nothing.
+        return ConsentRefused(
+            error="no_tenant",
+            description="Microsoft's answer did not name the tenant the consent was given in.",
+            cancelled=False,
+        )
+    if tenant != expected_tenant.lower():
         return ConsentWrongTenant(signed_in_tenant=tenant)
     return ConsentGranted(scope=params.get("scope", ""))
 
