@@ -27,10 +27,10 @@ from handlers.access import (
 )
 from handlers.errors import on_unexpected_error
 from handlers.middleware import (
+    RefuseMalformedPayloads,
     RequestScope,
     drop_duplicate_deliveries,
     refuse_foreign_response_urls,
-    refuse_malformed_payloads,
 )
 from handlers.services import Services
 from handlers.web import build_web
@@ -46,11 +46,11 @@ __all__ = ["wire"]
 def wire(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Starlette:
     """Register every Slack listener on ``runtime.bolt``; return the web app that serves them."""
     bolt = runtime.bolt
-    # Global middleware, in order: services and the tracked ack first (so even a dropped
-    # request is acked through it), then what no listener may see: malformed payloads,
-    # response URLs that are not Slack's, duplicates and replays.
+    # Global middleware, in order: malformed payloads first (before Bolt builds arguments from
+    # them), services and the tracked ack (so even a dropped request is acked through it), then
+    # what no listener may see: response URLs that are not Slack's, duplicates and replays.
+    bolt.use(RefuseMalformedPayloads())
     bolt.use(RequestScope(Services.of(runtime)))
-    bolt.use(refuse_malformed_payloads)
     bolt.use(refuse_foreign_response_urls)
     bolt.use(drop_duplicate_deliveries)
     bolt.error(on_unexpected_error)

@@ -4,7 +4,8 @@ verified requests get here), for HTTP and Socket Mode alike:
 1. ``RequestScope``: puts the ``Services`` into the request's context and gives the request an
    ``ack`` that times itself (the ack latency metric), enrols the listener's task as work in
    flight (so SIGTERM drains acked work), and stays given once given.
-2. ``refuse_malformed_payloads``: a payload without the fields every listener relies on (who,
+2. ``RefuseMalformedPayloads`` (installed first, before Bolt builds any listener's arguments):
+   a payload without the fields every listener relies on (who,
    where, which button, which form) is answered 400 over HTTP (an ack in Socket Mode, so Slack
    does not redeliver it) and logged once, naming the missing field, never the payload.
 3. ``refuse_foreign_response_urls``: the bot replies only to Slack's response URLs; a request
@@ -41,6 +42,7 @@ from handlers.services import CONTEXT_KEY, Services, services
 
 __all__ = [
     "SIGNATURE_WINDOW_SECONDS",
+    "RefuseMalformedPayloads",
     "RequestScope",
     "TrackedAck",
     "delivery_key",
@@ -48,7 +50,6 @@ __all__ = [
     "kind_of",
     "malformed",
     "refuse_foreign_response_urls",
-    "refuse_malformed_payloads",
 ]
 
 #: Bolt refuses a signed request whose timestamp is more than 5 minutes from now (either way),
@@ -190,21 +191,27 @@ def malformed(body: dict[str, Any]) -> str | None:
     return None
 
 
-async def refuse_malformed_payloads(
-    body: dict[str, Any],
-    request: AsyncBoltRequest,
-    ack: AsyncAck,
-    next: Callable[[], Awaitable[None]],
-) -> BoltResponse | None:
-    """Global middleware: a verified payload missing what the listeners need does nothing."""
-    problem = malformed(body)
-    if problem is None:
-        await next()
-        return None
-    logger.warning("refused a malformed Slack %s: %s", kind_of(body), problem)
-    if request.mode == "socket_mode":
-        return await ack()  # acked (no redelivery), nothing done
-    return BoltResponse(status=400, body="Malformed Slack request.")
+class RefuseMalformedPayloads(AsyncMiddleware):
+    """Global middleware, the first of ours: a verified payload missing what the listeners need
+    does nothing. A class, so it sees the request before Bolt builds any listener's arguments
+    (which would fail on such a payload: ``actions`` that is not a list, ...)."""
+
+    async def async_process(
+        self,
+        *,
+        req: AsyncBoltRequest,
+        resp: BoltResponse,
+        next: Callable[[], Awaitable[BoltResponse]],
+    ) -> BoltResponse | None:
+        body = req.body if isinstance(req.body, dict) else {}
+        problem = malformed(body) if body is req.body else "not an object"
+        if problem is None:
+            await next()
+            return None
+        logger.warning("refused a malformed Slack %s: %s", kind_of(body), problem)
+        if req.mode == "socket_mode":
+            return BoltResponse(status=200, body="")  # acked (no redelivery), nothing done
+        return BoltResponse(status=400, body="Malformed Slack request.")
 
 
 async def refuse_foreign_response_urls(
