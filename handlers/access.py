@@ -187,9 +187,9 @@ async def _refuse(
             await found.provisioner.record_refusal(session_id, user_id, action, reason=reason)
         else:
             logger.info("refused %s to %s (no session to record it in)", action, user_id)
-        if respond is not None:
+        if respond is not None and respond.response_url:
             # A slash command's response_url takes no replace_original; an interaction's
             # keeps the clicked message as it is.
             await say(respond, answer, replace_original=None if "command" in body else False)
-        else:
+        else:  # a modal's submission: the response_url its command carried over
             await reply_ephemeral(response_url_of(body), answer)
