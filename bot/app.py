@@ -160,7 +160,7 @@ def build_runtime(
         jobs=jobs,
         notify_channel=settings.notify_channel,
     )
-    access = AccessPolicy(slack, admins=settings.admins, approvers=settings.approvers)
+    access = AccessPolicy(slack, admins=settings.admins, approvers=settings.approvers, clock=clock)
     consents = ConsentDesk(provisioner)
     role_step = RoleStep(
         provisioner=provisioner,

@@ -39,6 +39,9 @@ _DNS_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 NAME_LIMIT = 64
 LONGEST_NAME_SUFFIX = " Incoming Move to Junk Folder Transport Rule"
 MIN_PREFIX_LENGTH = 6
+#: METRICS_TOKEN: long enough not to be guessed, one printable word (an HTTP header value).
+MIN_METRICS_TOKEN_LENGTH = 24
+_TOKEN = re.compile(r"^[\x21-\x7e]+$")
 #: Connection filter IP Allow List: /24 to /32 entries, at most 1273 of them (Defender docs).
 ALLOW_LIST_MIN_PREFIX = 24
 ALLOW_LIST_LIMIT = 1273
@@ -143,6 +146,8 @@ class Settings:
     tenant_lookup_budget_seconds: float = 1.5
     role_request_remind_seconds: int = 4 * 3600
     role_request_expire_seconds: int = 24 * 3600
+    # /metrics answers only ``Authorization: Bearer <metrics_token>``; without one it is off.
+    metrics_token: Secret | None = None
 
     @property
     def callback_url(self) -> str:
@@ -353,6 +358,19 @@ def _ip_ranges(reader: _Reader) -> tuple[str, ...]:
     return tuple(ranges)
 
 
+def _metrics_token(reader: _Reader) -> Secret | None:
+    value = reader.raw("METRICS_TOKEN")
+    if value is None:
+        return None
+    if len(value) < MIN_METRICS_TOKEN_LENGTH or not _TOKEN.match(value):
+        reader.problems.append(
+            f"METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LENGTH} printable characters "
+            "without spaces (for example the output of `openssl rand -hex 32`)."
+        )
+        return None
+    return Secret(value)
+
+
 def _port(reader: _Reader) -> int:
     value = reader.raw("PORT") or "3000"
     if value.isdigit() and 0 < int(value) < 65536:
@@ -466,6 +484,7 @@ def load_settings(environ: Mapping[str, str], mode: Mode = Mode.HTTP) -> Setting
         role_request_remind_seconds=_positive_int(read, "ROLE_REQUEST_REMIND_HOURS", 4) * 3600,
         role_request_expire_seconds=_positive_int(read, "ROLE_REQUEST_EXPIRE_HOURS", 24) * 3600,
         audit_retention_seconds=retention_days * 24 * 3600,
+        metrics_token=_metrics_token(read),
     )
     if read.problems:
         raise ConfigError(read.problems)

@@ -19,9 +19,19 @@ from bot.steps.role import views as role_views
 from bot.steps.role.model import REQUEST_CALLBACK
 from bot.steps.verify.views import ACTION_VERIFY
 from handlers import actions, commands, home, modals, plan, role
-from handlers.access import require_admin, require_admin_or_approver, require_approver
+from handlers.access import (
+    require_admin,
+    require_admin_or_approver,
+    require_anyone,
+    require_approver,
+)
 from handlers.errors import on_unexpected_error
-from handlers.middleware import RequestScope, drop_duplicate_deliveries
+from handlers.middleware import (
+    RefuseMalformedPayloads,
+    RequestScope,
+    drop_duplicate_deliveries,
+    refuse_foreign_response_urls,
+)
 from handlers.services import Services
 from handlers.web import build_web
 
@@ -36,9 +46,12 @@ __all__ = ["wire"]
 def wire(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Starlette:
     """Register every Slack listener on ``runtime.bolt``; return the web app that serves them."""
     bolt = runtime.bolt
-    # Global middleware, in order: services and the tracked ack first (so even a dropped
-    # duplicate is acked through it), then the duplicate filter.
+    # Global middleware, in order: malformed payloads first (before Bolt builds arguments from
+    # them), services and the tracked ack (so even a dropped request is acked through it), then
+    # what no listener may see: response URLs that are not Slack's, duplicates and replays.
+    bolt.use(RefuseMalformedPayloads())
     bolt.use(RequestScope(Services.of(runtime)))
+    bolt.use(refuse_foreign_response_urls)
     bolt.use(drop_duplicate_deliveries)
     bolt.error(on_unexpected_error)
 
@@ -68,13 +81,18 @@ def wire(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Starlette
         matchers=[asked_for(CommandKind.START)],
         middleware=[require_admin("start provisioning")],
     )(commands.open_start_form)
-    bolt.view(START_CALLBACK, middleware=[require_admin("start provisioning")])(
+    # A modal's submission commits what it holds: rights are checked afresh (no cached groups),
+    # so a modal opened before its user was removed does not submit.
+    bolt.view(START_CALLBACK, middleware=[require_admin("start provisioning", fresh=True)])(
         modals.start_submitted
     )
     bolt.event("app_home_opened")(home.home_opened)
 
-    # The root message and the consent steps (anyone may open a link: Microsoft decides).
-    bolt.action(ACTION_CONSENT_OPEN)(actions.consent_link_opened)
+    # The root message and the consent steps (anyone may open a link: Microsoft decides; in the
+    # session's channel only, as every click).
+    bolt.action(ACTION_CONSENT_OPEN, middleware=[require_anyone("open the consent link")])(
+        actions.consent_link_opened
+    )
     bolt.action(ACTION_CONSENT_RENEW, middleware=[require_admin("make a new consent link")])(
         actions.consent_link_renewed
     )
@@ -88,17 +106,22 @@ def wire(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Starlette
     # Step 2: the role. Withdrawing is for the requester, which the step itself checks.
     for opener in role.OPENERS:
         bolt.action(opener, middleware=[require_admin("request the role")])(role.open_request)
-    bolt.view(REQUEST_CALLBACK, middleware=[require_admin("request the role")])(
+    bolt.view(REQUEST_CALLBACK, middleware=[require_admin("request the role", fresh=True)])(
         role.request_submitted
     )
     bolt.action(
-        role_views.ACTION_ACKNOWLEDGE, middleware=[require_approver("acknowledge role requests")]
+        role_views.ACTION_ACKNOWLEDGE,
+        middleware=[require_approver("acknowledge role requests", fresh=True)],
     )(role.decided)
     bolt.action(role_views.ACTION_DECLINE, middleware=[require_approver("decline role requests")])(
         role.decided
     )
-    bolt.action(role_views.ACTION_WITHDRAW)(role.decided)
-    bolt.action(role_views.ACTION_ASSIGN_SIGN_IN)(role.sign_in_opened)
+    bolt.action(role_views.ACTION_WITHDRAW, middleware=[require_anyone("withdraw the request")])(
+        role.decided
+    )
+    bolt.action(role_views.ACTION_ASSIGN_SIGN_IN, middleware=[require_anyone("open the sign-in")])(
+        role.sign_in_opened
+    )
     for helper in (
         role_views.ACTION_NEW_SIGN_IN,
         role_views.ACTION_PORTAL,
@@ -108,13 +131,18 @@ def wire(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Starlette
             role.assignment_help
         )
 
-    # Step 4: the change plan.
-    for action_id, listener, action in (
-        (plan_views.ACTION_SUBMIT, plan.submit_clicked, "submit the change plan"),
-        (plan_views.ACTION_ACKNOWLEDGE, plan.acknowledge_clicked, "acknowledge the warnings"),
-        (plan_views.ACTION_CHECK_AGAIN, plan.check_again_clicked, "run the checks again"),
-        (plan_views.ACTION_RETRY, plan.retry_clicked, "retry configuring Exchange Online"),
+    # Step 4: the change plan. Submit changes Exchange Online: rights checked afresh.
+    for action_id, listener, action, fresh in (
+        (plan_views.ACTION_SUBMIT, plan.submit_clicked, "submit the change plan", True),
+        (
+            plan_views.ACTION_ACKNOWLEDGE,
+            plan.acknowledge_clicked,
+            "acknowledge the warnings",
+            False,
+        ),
+        (plan_views.ACTION_CHECK_AGAIN, plan.check_again_clicked, "run the checks again", False),
+        (plan_views.ACTION_RETRY, plan.retry_clicked, "retry configuring Exchange Online", False),
     ):
-        bolt.action(action_id, middleware=[require_admin(action)])(listener)
+        bolt.action(action_id, middleware=[require_admin(action, fresh=fresh)])(listener)
 
     return build_web(runtime, sweep_interval_seconds=sweep_interval_seconds)

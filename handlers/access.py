@@ -1,13 +1,19 @@
 """Who may act: one listener middleware, attached where ``handlers.wire`` registers a listener.
 
 ``require_admin(action)`` lets ``PROVISION_ADMINS`` through, ``require_approver(action)``
-``PROVISION_APPROVERS``, ``require_admin_or_approver(action)`` either. Anyone else gets the ack
-at once (nothing happens), then an ephemeral reply naming who may, and the refusal is recorded
-in the session's capped refusal stream, every time (a slash command or a start form has no
-session yet: it is logged, not recorded).
+``PROVISION_APPROVERS``, ``require_admin_or_approver(action)`` either, ``require_anyone(action)``
+everybody. Anyone else gets the ack at once (nothing happens), then an ephemeral reply naming who
+may, and the refusal is recorded in the session's capped refusal stream, every time (a slash
+command or a start form has no session yet: it is logged, not recorded).
+
+Every one of them also binds a click to its session's channel: a button of a session clicked in
+a message of another channel is refused and recorded the same way (a click in a modal or the
+Home tab has no channel; the listener's own checks apply there).
 
 The check runs before the listener, so before its ack: it is bounded (user groups are listed by
-Slack, cached for a minute), and the reply and the record are made after the ack.
+Slack, cached for at most a minute; ``fresh=True`` asks Slack every time, for the commitments:
+a modal's submission, Submit, acknowledging a role request), and the reply and the record are
+made after the ack.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from slack_bolt.response import BoltResponse
 
 from bot.blocks import Message
 from bot.session.access import AccessCheckFailed
-from bot.session.views import notice, refusal_message
+from bot.session.views import notice, refusal_message, wrong_channel_message
 from handlers.reply import reply_ephemeral, response_url_of, say, session_of
 from handlers.services import Services, services
 
@@ -33,6 +39,7 @@ __all__ = [
     "ListenerMiddleware",
     "require_admin",
     "require_admin_or_approver",
+    "require_anyone",
     "require_approver",
     "user_of",
 ]
@@ -51,19 +58,48 @@ def user_of(body: dict[str, Any]) -> str:
     return str(body["user"]["id"])
 
 
-def require_admin(action: str) -> ListenerMiddleware:
-    """Only admins may ``action`` (e.g. "cancel provisioning")."""
-    return _require(action, admins=True, approvers=False)
+def require_admin(action: str, *, fresh: bool = False) -> ListenerMiddleware:
+    """Only admins may ``action`` (e.g. "cancel provisioning"); ``fresh``: no cached groups."""
+    return _require(action, admins=True, approvers=False, fresh=fresh)
 
 
-def require_approver(action: str) -> ListenerMiddleware:
+def require_approver(action: str, *, fresh: bool = False) -> ListenerMiddleware:
     """Only approvers may ``action`` (e.g. "acknowledge role requests")."""
-    return _require(action, admins=False, approvers=True)
+    return _require(action, admins=False, approvers=True, fresh=fresh)
 
 
 def require_admin_or_approver(action: str) -> ListenerMiddleware:
     """Admins and approvers may ``action`` (e.g. "see provisioning status")."""
-    return _require(action, admins=True, approvers=True)
+    return _require(action, admins=True, approvers=True, fresh=False)
+
+
+def require_anyone(action: str) -> ListenerMiddleware:
+    """Anybody may ``action`` (Microsoft or the step decides), in the session's channel only."""
+    return _require(action, admins=False, approvers=False, fresh=False)
+
+
+def clicked_in(body: dict[str, Any]) -> str | None:
+    """The channel of the message whose button was clicked; None outside a message (a modal,
+    the Home tab) and for anything that is not a click."""
+    if body.get("type") != "block_actions":
+        return None
+    container = body.get("container") or {}
+    if container.get("type") != "message":
+        return None
+    channel = container.get("channel_id") or (body.get("channel") or {}).get("id")
+    return str(channel) if channel else None
+
+
+async def _outside_channel(found: Services, body: dict[str, Any]) -> str | None:
+    """The session's channel when ``body`` is a click on its button in another channel."""
+    channel = clicked_in(body)
+    session_id = session_of(body)
+    if channel is None or session_id is None:
+        return None
+    session = await found.store.get(session_id)
+    if session is None or session.channel_id == channel:
+        return None
+    return session.channel_id
 
 
 def _could_not_check(failure: AccessCheckFailed | None) -> Message:
@@ -80,7 +116,7 @@ def _could_not_check(failure: AccessCheckFailed | None) -> Message:
     )
 
 
-def _require(action: str, *, admins: bool, approvers: bool) -> ListenerMiddleware:
+def _require(action: str, *, admins: bool, approvers: bool, fresh: bool) -> ListenerMiddleware:
     async def require(
         ack: AsyncAck,
         body: dict[str, Any],
@@ -93,21 +129,28 @@ def _require(action: str, *, admins: bool, approvers: bool) -> ListenerMiddlewar
         reason: str | None = None
         try:
             async with asyncio.timeout(ACCESS_CHECK_BUDGET_SECONDS):
-                allowed = (admins and await found.access.is_admin(user_id)) or (
-                    approvers and await found.access.is_approver(user_id)
+                allowed = (
+                    (not admins and not approvers)
+                    or (admins and await found.access.is_admin(user_id, fresh=fresh))
+                    or (approvers and await found.access.is_approver(user_id, fresh=fresh))
                 )
+                elsewhere = await _outside_channel(found, body) if allowed else None
         except AccessCheckFailed as failure:
             answer, reason = _could_not_check(failure), f"could not list {failure.group_id}"
         except TimeoutError:
             answer, reason = _could_not_check(None), "user groups not listed in time"
         else:
-            if allowed:
+            if allowed and elsewhere is None:
                 await next()
                 return None
-            principals: Sequence[str] = (found.access.admins if admins else ()) + (
-                found.access.approvers if approvers else ()
-            )
-            answer = refusal_message(action, principals)
+            if elsewhere is not None:
+                answer = wrong_channel_message(elsewhere)
+                reason = f"clicked in {clicked_in(body)}, not the session's channel"
+            else:
+                principals: Sequence[str] = (found.access.admins if admins else ()) + (
+                    found.access.approvers if approvers else ()
+                )
+                answer = refusal_message(action, principals)
         given = await ack()
         found.inflight.spawn(
             _refuse(found, body, respond, user_id, action, answer, reason),
@@ -115,7 +158,15 @@ def _require(action: str, *, admins: bool, approvers: bool) -> ListenerMiddlewar
         )
         return given
 
-    who = "admin_or_approver" if admins and approvers else "admin" if admins else "approver"
+    who = (
+        "admin_or_approver"
+        if admins and approvers
+        else "admin"
+        if admins
+        else "approver"
+        if approvers
+        else "anyone"
+    )
     require.__name__ = require.__qualname__ = f"require_{who}({action!r})"
     return require
 
@@ -136,9 +187,9 @@ async def _refuse(
             await found.provisioner.record_refusal(session_id, user_id, action, reason=reason)
         else:
             logger.info("refused %s to %s (no session to record it in)", action, user_id)
-        if respond is not None:
+        if respond is not None and respond.response_url:
             # A slash command's response_url takes no replace_original; an interaction's
             # keeps the clicked message as it is.
             await say(respond, answer, replace_original=None if "command" in body else False)
-        else:
+        else:  # a modal's submission: the response_url its command carried over
             await reply_ephemeral(response_url_of(body), answer)

@@ -4,8 +4,15 @@ verified requests get here), for HTTP and Socket Mode alike:
 1. ``RequestScope``: puts the ``Services`` into the request's context and gives the request an
    ``ack`` that times itself (the ack latency metric), enrols the listener's task as work in
    flight (so SIGTERM drains acked work), and stays given once given.
-2. ``drop_duplicate_deliveries``: Slack's redeliveries are acked and dropped before any listener
-   sees them.
+2. ``RefuseMalformedPayloads`` (installed first, before Bolt builds any listener's arguments):
+   a payload without the fields every listener relies on (who,
+   where, which button, which form) is answered 400 over HTTP (an ack in Socket Mode, so Slack
+   does not redeliver it) and logged once, naming the missing field, never the payload.
+3. ``refuse_foreign_response_urls``: the bot replies only to Slack's response URLs; a request
+   carrying another one (its own or a modal's carried ``response_url``) is acked, logged and
+   dropped, so nothing is ever POSTed there.
+4. ``drop_duplicate_deliveries``: Slack's redeliveries and exact replays of a signed request are
+   acked and dropped before any listener sees them.
 
 Why an ack that stays given: when a listener that has already acked fails within Bolt's 10 ms
 polling of the ack, Bolt's runner resets the ack to None and Slack sees a 404 after three
@@ -30,9 +37,24 @@ from slack_bolt.response import BoltResponse
 
 from bot.ops.inflight import InFlight
 from bot.ops.metrics import Metrics
+from handlers.reply import ReplyOrigins, carried_response_urls
 from handlers.services import CONTEXT_KEY, Services, services
 
-__all__ = ["RequestScope", "TrackedAck", "delivery_key", "drop_duplicate_deliveries", "kind_of"]
+__all__ = [
+    "SIGNATURE_WINDOW_SECONDS",
+    "RefuseMalformedPayloads",
+    "RequestScope",
+    "TrackedAck",
+    "delivery_key",
+    "drop_duplicate_deliveries",
+    "kind_of",
+    "malformed",
+    "refuse_foreign_response_urls",
+]
+
+#: Bolt refuses a signed request whose timestamp is more than 5 minutes from now (either way),
+#: so one signature can be replayed for at most 10 minutes: its claim outlives that.
+SIGNATURE_WINDOW_SECONDS = 15 * 60
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +133,107 @@ class RequestScope(AsyncMiddleware):
         return None
 
 
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _user_problem(body: dict[str, Any]) -> str | None:
+    user = body.get("user")
+    if not isinstance(user, dict) or not _is_text(user.get("id")):
+        return "no user.id"
+    return None
+
+
+def malformed(body: dict[str, Any]) -> str | None:
+    """What is missing from a payload the listeners would act on (None when nothing is).
+
+    Only the fields every listener of that kind reads: who sent it, where, which button or form;
+    a kind the app does not handle is left to Bolt (it matches no listener).
+    """
+    if "command" in body:
+        for name in ("command", "user_id", "channel_id"):
+            if not _is_text(body.get(name)):
+                return f"no {name}"
+        for name in ("text", "response_url", "trigger_id"):
+            if name in body and not isinstance(body[name], str):
+                return f"{name} is not text"
+        return None
+    kind = body.get("type")
+    if kind == "block_actions":
+        actions = body.get("actions")
+        if not isinstance(actions, list) or not actions:
+            return "no actions"
+        if not all(isinstance(a, dict) and _is_text(a.get("action_id")) for a in actions):
+            return "an action without action_id"
+        if any("value" in a and not isinstance(a["value"], str) for a in actions):
+            return "an action value that is not text"
+        for name in ("container", "channel", "view", "message"):
+            if body.get(name) is not None and not isinstance(body[name], dict):
+                return f"{name} is not an object"
+        return _user_problem(body)
+    if kind in ("view_submission", "view_closed"):
+        view = body.get("view")
+        if not isinstance(view, dict) or not _is_text(view.get("callback_id")):
+            return "no view.callback_id"
+        if not isinstance(view.get("private_metadata", ""), str):
+            return "view.private_metadata is not text"
+        state = view.get("state", {}) if kind == "view_closed" else view.get("state")
+        if not isinstance(state, dict) or not isinstance(state.get("values", {}), dict):
+            return "no view.state.values"
+        urls = body.get("response_urls", [])
+        if not isinstance(urls, list) or not all(isinstance(u, dict) for u in urls):
+            return "response_urls is not a list of objects"
+        return _user_problem(body)
+    if kind == "event_callback":
+        event = body.get("event")
+        if not isinstance(event, dict) or not _is_text(event.get("type")):
+            return "no event.type"
+    return None
+
+
+class RefuseMalformedPayloads(AsyncMiddleware):
+    """Global middleware, the first of ours: a verified payload missing what the listeners need
+    does nothing. A class, so it sees the request before Bolt builds any listener's arguments
+    (which would fail on such a payload: ``actions`` that is not a list, ...)."""
+
+    async def async_process(
+        self,
+        *,
+        req: AsyncBoltRequest,
+        resp: BoltResponse,
+        next: Callable[[], Awaitable[BoltResponse]],
+    ) -> BoltResponse | None:
+        body = req.body if isinstance(req.body, dict) else {}
+        problem = malformed(body) if body is req.body else "not an object"
+        if problem is None:
+            await next()
+            return None
+        logger.warning("refused a malformed Slack %s: %s", kind_of(body), problem)
+        if req.mode == "socket_mode":
+            return BoltResponse(status=200, body="")  # acked (no redelivery), nothing done
+        return BoltResponse(status=400, body="Malformed Slack request.")
+
+
+async def refuse_foreign_response_urls(
+    body: dict[str, Any],
+    context: AsyncBoltContext,
+    ack: AsyncAck,
+    next: Callable[[], Awaitable[None]],
+) -> BoltResponse | None:
+    """Global middleware: a request whose response URL is not Slack's is acked and dropped."""
+    origins: ReplyOrigins = services(context).reply_origins
+    foreign = [url for url in carried_response_urls(body) if not origins.allows(url)]
+    if not foreign:
+        await next()
+        return None
+    logger.warning(
+        "refused a Slack %s whose response_url points to %s, not Slack: nothing was sent there",
+        kind_of(body),
+        ", ".join(sorted({origins.describe(url) for url in foreign})),
+    )
+    return await ack()
+
+
 def delivery_key(body: dict[str, Any]) -> str | None:
     """The id that is the same for every delivery of one Slack request, if it has one.
 
@@ -125,19 +248,38 @@ def delivery_key(body: dict[str, Any]) -> str | None:
     return None
 
 
+def signature_key(request: AsyncBoltRequest | None) -> str | None:
+    """What is unique to one genuine HTTP delivery, whatever its payload: its signature (an HMAC
+    of the timestamp and the body). An exact replay carries the same one; Socket Mode has none
+    (its envelopes come over the app's own authenticated connection)."""
+    if request is None or request.mode != "http":
+        return None
+    signatures = request.headers.get("x-slack-signature") or []
+    return f"signature:{signatures[0]}" if signatures and signatures[0] else None
+
+
 async def drop_duplicate_deliveries(
     body: dict[str, Any],
     context: AsyncBoltContext,
     ack: AsyncAck,
     next: Callable[[], Awaitable[None]],
+    request: AsyncBoltRequest | None = None,
 ) -> BoltResponse | None:
-    """Global middleware: the first delivery claims its id in Redis (``SET NX``); any later one
-    is acked and dropped."""
-    key = delivery_key(body)
+    """Global middleware: the first delivery claims its id and its signature in Redis
+    (``SET NX``); any later one carrying either is acked and dropped."""
     found = services(context)
-    if key is not None and not await found.store.claim_once(key, ttl=3600):
-        found.metrics.count_duplicate()
-        logger.info("dropped a duplicate Slack delivery (%s)", key.split(":", 1)[0])
-        return await ack()
+    claims = [
+        (key, ttl)
+        for key, ttl in (
+            (delivery_key(body), 3600),
+            (signature_key(request), SIGNATURE_WINDOW_SECONDS),
+        )
+        if key is not None
+    ]
+    for key, ttl in claims:
+        if not await found.store.claim_once(key, ttl=ttl):
+            found.metrics.count_duplicate()
+            logger.info("dropped a duplicate Slack delivery (%s)", key.split(":", 1)[0])
+            return await ack()
     await next()
     return None

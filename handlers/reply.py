@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.webhook.async_client import AsyncWebhookClient
@@ -74,6 +76,67 @@ def session_of(body: dict[str, Any]) -> str | None:
             return None
         return found if isinstance(found, str) and found else None
     return None
+
+
+SLACK_RESPONSE_HOST = "hooks.slack.com"
+
+Origin = tuple[str, str, int]
+
+
+def _origin(url: str) -> Origin | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
+        return None
+    default = 443 if parts.scheme == "https" else 80
+    return parts.scheme, parts.hostname.lower(), port or default
+
+
+@dataclass(frozen=True)
+class ReplyOrigins:
+    """Where replies may go: Slack's response URLs (``https://hooks.slack.com``) and the origin
+    of ``SLACK_API_URL`` (Slack's own by default; the sandbox's in the demo and the tests)."""
+
+    origins: frozenset[Origin]
+
+    @classmethod
+    def for_api(cls, slack_api_url: str) -> ReplyOrigins:
+        allowed = {("https", SLACK_RESPONSE_HOST, 443)}
+        api = _origin(slack_api_url)
+        if api is not None:
+            allowed.add(api)
+        return cls(frozenset(allowed))
+
+    def allows(self, url: str) -> bool:
+        return _origin(url) in self.origins
+
+    @staticmethod
+    def describe(url: str) -> str:
+        """The URL's origin for a log line (never its path: a response URL is a credential)."""
+        found = _origin(url)
+        return f"{found[0]}://{found[1]}:{found[2]}" if found else "an unusable URL"
+
+
+def carried_response_urls(body: dict[str, Any]) -> Iterable[str]:
+    """Every response URL a request carries: its own, a view submission's ``response_urls``,
+    and the one a modal carried over from its command in ``private_metadata``."""
+    own = body.get("response_url")
+    if own is not None:
+        yield str(own)
+    for entry in body.get("response_urls") or []:
+        if isinstance(entry, dict) and entry.get("response_url") is not None:
+            yield str(entry["response_url"])
+    metadata = (body.get("view") or {}).get("private_metadata")
+    if isinstance(metadata, str) and metadata:
+        try:
+            carried = json.loads(metadata)
+        except ValueError:
+            return
+        if isinstance(carried, dict) and carried.get("response_url") is not None:
+            yield str(carried["response_url"])
 
 
 def response_url_of(body: dict[str, Any]) -> str | None:

@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
-from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_bolt.adapter.starlette.async_handler import (
+    to_async_bolt_request,
+    to_starlette_response,
+)
+from slack_bolt.request.async_request import AsyncBoltRequest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from bot.web import pages
@@ -33,6 +40,9 @@ SLACK_EVENTS = "/slack/events"
 MICROSOFT_CALLBACK = "/microsoft/callback"
 # Bodies above these are refused (413) before they are read.
 BODY_LIMITS = {SLACK_EVENTS: 256 * 1024, MICROSOFT_CALLBACK: 8 * 1024}
+# What only the role-assignment sign-in carries: accepted by form POST only (response_mode=
+# form_post), never in a URL that browsers, proxies and access logs keep.
+SIGN_IN_ANSWER = frozenset({"code", "id_token", "access_token"})
 _PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
@@ -46,20 +56,72 @@ def page_response(page: pages.Page) -> HTMLResponse:
     return HTMLResponse(pages.render(page), status_code=page.status, headers=_PAGE_HEADERS)
 
 
+SIGNATURE_WINDOW_SECONDS = 5 * 60  # as Bolt's own verification
+
+
+def is_signed(secret: str, body: bytes, timestamp: str, signature: str, *, now: float) -> bool:
+    """Slack's v0 signature over the raw bytes (which need not be UTF-8), within the window."""
+    if not timestamp.isdigit() or abs(now - int(timestamp)) > SIGNATURE_WINDOW_SECONDS:
+        return False
+    base = b"v0:" + timestamp.encode() + b":" + body
+    expected = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), signature.encode("latin-1", "replace"))
+
+
+def metrics_allowed(request: Request, token: str | None) -> bool:
+    """``Authorization: Bearer <METRICS_TOKEN>``, compared in constant time; without a token
+    configured, nobody (``/metrics`` is off)."""
+    if token is None:
+        return False
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
 def build_web(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Starlette:
-    slack_handler = AsyncSlackRequestHandler(runtime.bolt)
+    signing_secret = runtime.settings.slack_signing_secret
+    configured = runtime.settings.metrics_token
+    metrics_token = configured.reveal() if configured is not None else None
 
     async def slack_events(request: Request) -> Response:
         # Acks are timed by the global middleware (handlers.middleware), in both modes.
-        return await slack_handler.handle(request)
+        body = await request.body()
+        # What a body Bolt cannot parse makes it raise: bad JSON or UTF-8, a payload of the
+        # wrong shape (a list, a number where an object is expected).
+        try:
+            bolt_request: AsyncBoltRequest = to_async_bolt_request(request, body)
+        except (ValueError, TypeError, AttributeError, LookupError) as error:
+            return malformed_slack_request(request, body, error)
+        return to_starlette_response(await runtime.bolt.async_dispatch(bolt_request))
+
+    def malformed_slack_request(request: Request, body: bytes, error: Exception) -> Response:
+        """A body that is not a Slack payload: 401 unless signed (as Bolt would answer), else
+        400 and one log line naming the error's kind (never the body: it may hold secrets)."""
+        if signing_secret is None or not is_signed(
+            signing_secret.reveal(),
+            body,
+            request.headers.get("x-slack-request-timestamp", ""),
+            request.headers.get("x-slack-signature", ""),
+            now=time.time(),
+        ):
+            return PlainTextResponse("Unauthorized", status_code=401)
+        logger.warning(
+            "refused a signed Slack request whose body could not be read (%s)",
+            type(error).__name__,
+        )
+        return PlainTextResponse("Malformed Slack request.", status_code=400)
 
     async def microsoft_callback(request: Request) -> Response:
-        # Consents come back as GET with a query; the role sign-in as a form POST.
+        # Consents come back as GET with a query; the role sign-in as a form POST, only.
         if request.method == "POST":
             form = await request.form()
             params = {key: value for key, value in form.items() if isinstance(value, str)}
         else:
             params = dict(request.query_params)
+            if SIGN_IN_ANSWER & params.keys():
+                logger.warning("refused a sign-in answer sent by GET; its state was not used")
+                return page_response(pages.sign_in_answer_by_get())
         return page_response(await runtime.callbacks.returned(params))
 
     async def healthz(request: Request) -> Response:
@@ -74,6 +136,13 @@ def build_web(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Star
         return JSONResponse({"status": "ok", "redis": "ok"})
 
     async def metrics(request: Request) -> Response:
+        if not metrics_allowed(request, metrics_token):
+            return PlainTextResponse(
+                "Unauthorized: /metrics needs Authorization: Bearer <METRICS_TOKEN>"
+                + ("" if metrics_token else " (no METRICS_TOKEN is configured: /metrics is off)"),
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
         try:
             phases = Counter(session.phase.value for session in await runtime.store.active())
         except (RedisError, OSError):

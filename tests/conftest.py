@@ -16,6 +16,8 @@ pytest_plugins = ["tests.microsoft_cloud"]  # the sandbox Microsoft cloud's fixt
 MAILFLOW_CLIENT_ID = "11111111-2222-3333-4444-555555555555"
 DIRSYNC_CLIENT_ID = "66666666-7777-8888-9999-000000000000"
 SIGNING_SECRET = "sandbox-signing-secret-0123456789"
+METRICS_TOKEN = "sandbox-metrics-token-0123456789abcdef"
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 MAILFLOW_SECRET = "mailflow-client-secret-value"
 DIRSYNC_SECRET = "dirsync-client-secret-value"
 
@@ -42,6 +44,7 @@ def base_environment(**overrides: str) -> dict[str, str]:
         "INLINE_IP_RANGES": "203.0.113.0/24,198.51.100.7",
         "INLINE_TLS_CERTIFICATE_NAME": "relay.example.net",
         "INLINE_SCANNED_HEADER": "X-Inline-Scanned",
+        "METRICS_TOKEN": METRICS_TOKEN,
     }
     environment.update(overrides)
     return environment

@@ -1,7 +1,10 @@
 """Who may act: ``PROVISION_ADMINS`` and ``PROVISION_APPROVERS`` hold user ids and user group ids.
 
-User groups are expanded through ``usergroups.users.list`` and the answer is cached briefly, so a
-burst of clicks costs one Slack call, and a change of membership is seen within a minute.
+User groups are expanded through ``usergroups.users.list`` and the answer is cached briefly (at
+most ``MAX_CACHE_SECONDS``), so a burst of clicks costs one Slack call, and a change of membership
+is seen within a minute. A ``fresh`` check asks Slack every time (and refreshes the cache): the
+commitments (a modal's submission, Submit, acknowledging a role request) use it, so somebody
+removed from a group a moment ago cannot commit anything.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from cachetools import TTLCache
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-__all__ = ["AccessCheckFailed", "AccessPolicy"]
+__all__ = ["MAX_CACHE_SECONDS", "AccessCheckFailed", "AccessPolicy"]
+
+MAX_CACHE_SECONDS = 60.0
 
 
 class AccessCheckFailed(Exception):
@@ -38,6 +43,8 @@ class AccessPolicy:
         clock: Callable[[], float] = time.monotonic,
         cache_at_most: int = 256,
     ) -> None:
+        if not 0 < cache_seconds <= MAX_CACHE_SECONDS:
+            raise ValueError(f"group membership is cached for at most {MAX_CACHE_SECONDS} s")
         self._client = client
         self.admins = tuple(admins)
         self.approvers = tuple(approvers)
@@ -45,22 +52,22 @@ class AccessPolicy:
             maxsize=cache_at_most, ttl=cache_seconds, timer=clock
         )
 
-    async def is_admin(self, user_id: str) -> bool:
-        return await self._is_listed(user_id, self.admins)
+    async def is_admin(self, user_id: str, *, fresh: bool = False) -> bool:
+        return await self._is_listed(user_id, self.admins, fresh=fresh)
 
-    async def is_approver(self, user_id: str) -> bool:
-        return await self._is_listed(user_id, self.approvers)
+    async def is_approver(self, user_id: str, *, fresh: bool = False) -> bool:
+        return await self._is_listed(user_id, self.approvers, fresh=fresh)
 
-    async def _is_listed(self, user_id: str, principals: Sequence[str]) -> bool:
+    async def _is_listed(self, user_id: str, principals: Sequence[str], *, fresh: bool) -> bool:
         if user_id in principals:
             return True
         for group_id in (p for p in principals if p.startswith("S")):
-            if user_id in await self._members(group_id):
+            if user_id in await self._members(group_id, fresh=fresh):
                 return True
         return False
 
-    async def _members(self, group_id: str) -> frozenset[str]:
-        cached = self._groups.get(group_id)
+    async def _members(self, group_id: str, *, fresh: bool) -> frozenset[str]:
+        cached = None if fresh else self._groups.get(group_id)
         if cached is not None:
             return cached
         try:

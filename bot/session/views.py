@@ -48,6 +48,7 @@ __all__ = [
     "status_message",
     "thread_note",
     "welcome_message",
+    "wrong_channel_message",
 ]
 
 
@@ -357,6 +358,14 @@ def refusal_message(action: str, allowed: Sequence[str]) -> Message:
     text = (
         f":no_entry: You can't {action}: only {who} may. Nothing was changed. "
         "Ask one of them, or ask your Slack admin to add you to PROVISION_ADMINS."
+    )
+    return Message(text=text, blocks=[_section(text)])
+
+
+def wrong_channel_message(channel_id: str) -> Message:
+    text = (
+        f":no_entry: This button belongs to a provisioning session in <#{channel_id}>; it works "
+        "only there. Nothing was changed."
     )
     return Message(text=text, blocks=[_section(text)])
 

@@ -152,6 +152,21 @@ def link_missing() -> Page:
     )
 
 
+def sign_in_answer_by_get() -> Page:
+    return Page(
+        title="This sign-in answer must be posted",
+        tone=Tone.PROBLEM,
+        paragraphs=(
+            "Microsoft sends the answer of the role-assignment sign-in to this page as a form "
+            "post; this one came in the address itself, where browsers, proxies and logs keep "
+            "it. It was not used and nothing was changed.",
+            "Go back to the provisioning thread in Slack and press Assign for me again to sign "
+            "in afresh. Do not share or bookmark the address of this page.",
+        ),
+        status=400,
+    )
+
+
 def request_too_large(limit: int) -> Page:
     return Page(
         title="This request is too large",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from tests.conftest import METRICS_AUTH
 from tests.integration.conftest import ADMIN, CHANNEL, Harness, metric
 
 
@@ -47,7 +48,7 @@ async def test_a_retried_submission_makes_one_session(harness: Harness) -> None:
     assert [m.ts for m in harness.root_messages()] == [root_ts]
     assert len(await harness.runtime.store.active()) == 1
     assert "already" not in " ".join(e.text for e in harness.slack.ephemerals)
-    metrics = (await harness.http.get(f"{harness.base_url}/metrics")).text
+    metrics = (await harness.http.get(f"{harness.base_url}/metrics", headers=METRICS_AUTH)).text
     assert metric(metrics, "provision_inline_duplicates_total") == 1
 
 
@@ -89,7 +90,7 @@ async def test_healthz_and_metrics(harness: Harness, redis_server) -> None:  # t
     health = await harness.http.get(f"{harness.base_url}/healthz")
     assert (health.status_code, health.json()["redis"]) == (200, "ok")
     await harness.start_session("contoso.com")
-    metrics = (await harness.http.get(f"{harness.base_url}/metrics")).text
+    metrics = (await harness.http.get(f"{harness.base_url}/metrics", headers=METRICS_AUTH)).text
     assert metric(metrics, "provision_inline_sessions", state="started") == 1
     assert metric(metrics, "provision_inline_requests_total", kind="slash_command") == 1
     assert (metric(metrics, "provision_inline_acks_total", status="200") or 0) >= 1

@@ -14,6 +14,7 @@ import pytest
 from bot.sandbox.server import free_port
 from bot.sandbox.slack import SocketConnection
 from bot.sandbox.slack_driver import SocketAckResponse
+from tests.conftest import METRICS_AUTH
 from tests.integration.conftest import ADMIN, CHANNEL, Harness, ephemeral_for, metric
 from tests.integration.test_cli import process_environment, running
 
@@ -181,7 +182,9 @@ async def test_socket_mode_acks_are_counted_in_metrics(harness: Harness) -> None
         )
         assert response.status_code == 200
         await bot.output.wait_for("Uvicorn running on")
-        metrics = (await harness.http.get(f"http://127.0.0.1:{bot.port}/metrics")).text
+        metrics = (
+            await harness.http.get(f"http://127.0.0.1:{bot.port}/metrics", headers=METRICS_AUTH)
+        ).text
         assert await bot.stop() == 0
     assert metric(metrics, "provision_inline_requests_total", kind="slash_command") == 1, metrics
     assert metric(metrics, "provision_inline_ack_seconds_count") == 1, metrics

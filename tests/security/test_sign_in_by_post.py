@@ -1,0 +1,71 @@
+"""The role-assignment sign-in answer (``response_mode=form_post``) is taken by POST only: the same
+answer sent by GET (code and state in the URL, where browsers, proxies and logs keep them) gets a
+page that explains, uses nothing (the state stays unredeemed) and changes nothing."""
+
+from __future__ import annotations
+
+import re
+from html import unescape
+
+import httpx
+
+from bot.steps.role.views import ACTION_ACKNOWLEDGE, ACTION_ASSIGN_SIGN_IN, ACTION_REQUEST_OPEN_PIM
+from bot.workflow import Phase
+from tests.integration.conftest import ADMIN, APPROVER, CHANNEL, ROLE_ADMIN_UPN, Harness
+from tests.integration.test_role import (
+    JUSTIFICATION,
+    at_step_two,
+    click,
+    phase_of,
+    request_role,
+    wait_button,
+)
+from tests.security.forge import session_keys
+
+
+async def test_a_sign_in_answer_by_get_is_explained_and_unused(harness: Harness) -> None:
+    root_ts, session_id = await at_step_two(harness)
+    await request_role(
+        harness, root_ts, {"justification_input": JUSTIFICATION}, opener=ACTION_REQUEST_OPEN_PIM
+    )
+    await click(harness, root_ts, ACTION_ACKNOWLEDGE, APPROVER)
+    ts = await wait_button(harness, root_ts, ACTION_ASSIGN_SIGN_IN)
+    await harness.driver.click(
+        user_id=ADMIN, channel_id=CHANNEL, message_ts=ts, action_id=ACTION_ASSIGN_SIGN_IN
+    )
+    message = harness.slack.message(CHANNEL, ts)
+    [url] = [
+        element["url"]
+        for block in message.blocks
+        for element in block.get("elements", [])
+        if element.get("action_id") == ACTION_ASSIGN_SIGN_IN
+    ]
+    harness.microsoft.sign_in(ROLE_ADMIN_UPN, auto="accept")
+    async with httpx.AsyncClient(timeout=10) as browser:
+        page = await browser.get(url)
+        assert page.status_code == 200, page.text
+        action = unescape(re.search(r"action='([^']+)'", page.text).group(1))  # type: ignore[union-attr]
+        fields = {
+            unescape(name): unescape(value)
+            for name, value in re.findall(r"name='([^']+)' value='([^']*)'", page.text)
+        }
+        assert {"code", "state"} <= fields.keys()
+        version = await harness.version_of(session_id)
+        logins = len(harness.microsoft.requests_to("login"))
+        stored = await session_keys(harness)
+
+        by_get = await browser.get(action, params=fields)
+        assert by_get.status_code == 400
+        assert "must be posted" in by_get.text
+        assert fields["code"] not in by_get.text
+        only_id_token = await browser.get(action, params={"id_token": "x.y.z", "state": "s"})
+        assert only_id_token.status_code == 400
+        assert await harness.version_of(session_id) == version
+        assert await phase_of(harness, session_id) is Phase.ROLE_ACKNOWLEDGED
+        assert len(harness.microsoft.requests_to("login")) == logins  # no code redeemed
+        assert await session_keys(harness) == stored  # the state is still there, unused
+
+        # The same answer by POST, as Microsoft sends it, still works: nothing was used up.
+        by_post = await browser.post(action, data=fields)
+    assert by_post.status_code == 200, by_post.text
+    assert await harness.settled(session_id, after_version=version) is not Phase.ROLE_ACKNOWLEDGED
