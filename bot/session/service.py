@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -26,10 +26,7 @@ from bot.session.views import (
     thread_note,
     welcome_message,
 )
-from bot.steps.consent.model import CONSENT_FOR_PHASE, ConsentApp, ConsentTargets
-from bot.steps.consent.views import consent_prompt
 from bot.steps.mailflow.views import announcement_message
-from bot.steps.verify.views import verify_prompt
 from bot.workflow import (
     TRANSITIONS,
     Effect,
@@ -44,6 +41,9 @@ from bot.workflow import (
 )
 from state.oauth import OAuthStates
 from state.sessions import SessionStore, TenantBusy, VersionConflict
+
+if TYPE_CHECKING:  # the steps themselves import this module
+    from bot.steps.protocol import StepTable
 
 __all__ = ["Busy", "NotInChannel", "Provisioner", "StartOutcome", "Started"]
 
@@ -73,7 +73,12 @@ class NotInChannel:
 
 
 StartOutcome = Started | Busy | NotInChannel
-Prompter = Callable[[Session], Awaitable[None]]
+
+
+class StepsFactory(Protocol):
+    """Builds the table of steps for this provisioner (``bot.steps.table.build_steps``)."""
+
+    def __call__(self, provisioner: Provisioner) -> StepTable: ...
 
 
 class Provisioner:
@@ -85,22 +90,19 @@ class Provisioner:
         clock: Callable[[], float],
         idle_seconds: int,
         oauth: OAuthStates,
-        consent: ConsentTargets,
-        jobs: Jobs,
+        steps: StepsFactory,
         notify_channel: str | None = None,
     ) -> None:
+        """``steps`` builds the table of steps, once, here: they act through this provisioner,
+        and it prompts through them and runs their jobs."""
         self.store = store
-        self.jobs = jobs
-        self._prompters: dict[Phase, Prompter] = {}
-        for phase in CONSENT_FOR_PHASE:
-            self.on_phase(phase, self._consent_step)
-        self.on_phase(Phase.DIRECTORY_CONSENTED, self._verify_step)
         self.oauth = oauth
-        self.consent = consent
         self.slack = slack
         self._clock = clock
         self._idle_seconds = idle_seconds
         self._notify_channel = notify_channel
+        self.steps = steps(self)
+        self.jobs = Jobs(store, self.steps.jobs)
 
     def now(self) -> float:
         return self._clock()
@@ -147,7 +149,7 @@ class Provisioner:
         )
         with_root = rooted.after
         await self.post_in_thread(with_root, welcome_message(with_root))
-        await self._prompt(with_root)
+        await self.steps.prompt(with_root)
         return Started(with_root)
 
     async def handle(self, session_id: str, event: Event) -> Transition:
@@ -198,44 +200,9 @@ class Provisioner:
         elif effect is Effect.ANNOUNCE:
             await self._announce(session)
         elif effect is Effect.PROMPT:
-            await self._prompt(session)
+            await self.steps.prompt(session)
         elif effect is Effect.RUN_JOB:
             self.jobs.launch(session)
-
-    def on_phase(self, phase: Phase, prompter: Prompter) -> None:
-        """Register what to post in the thread when a session enters ``phase``."""
-        self._prompters[phase] = prompter
-
-    def prompter(self, phase: Phase) -> Prompter | None:
-        """What ``on_phase`` registered for ``phase`` (so another step can wrap it)."""
-        return self._prompters.get(phase)
-
-    async def _prompt(self, session: Session) -> None:
-        prompter = self._prompters.get(session.phase)
-        if prompter is not None:
-            await prompter(session)
-
-    async def _consent_step(self, session: Session) -> None:
-        app = CONSENT_FOR_PHASE[session.phase]
-        await self.post_in_thread(session, await self.consent_prompt(session, app))
-
-    async def _verify_step(self, session: Session) -> None:
-        latest = session.history[-1] if session.history else None
-        if latest is None or latest.kind is not EventKind.VERIFICATION_FAILED:
-            # (After a failed verification, its summary carries the Verify again button.)
-            await self.post_in_thread(session, verify_prompt(session))
-
-    async def consent_prompt(self, session: Session, app: ConsentApp) -> Message:
-        """A consent step message with a fresh single-use link."""
-        now = self._clock()
-        state = await self.oauth.issue(
-            session_id=session.id, tenant_id=session.tenant_id, purpose=app.value, now=now
-        )
-        url = self.consent.url(app, tenant_id=session.tenant_id, state=state)
-        await self.store.record(
-            session.id, actor="system", action=f"{app.value}_link_issued", result="ok"
-        )
-        return consent_prompt(session, app.value, url, state, now + self.oauth.lifetime)
 
     async def refresh_root(self, session: Session) -> None:
         if session.root_ts is None:

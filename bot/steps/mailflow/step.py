@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from bot.blocks import Message
+from bot.jobs import Runner
 from bot.microsoft.access import MicrosoftAccess, VerifyContext
 from bot.microsoft.errors import MicrosoftError
 from bot.microsoft.exchange import ExchangeClient
@@ -47,6 +49,7 @@ from bot.steps.mailflow.views import (
     survey_failed_message,
     with_button_value,
 )
+from bot.steps.protocol import ReturnHandler
 from bot.workflow import (
     Event,
     EventKind,
@@ -84,6 +87,10 @@ def _fingerprint(findings: tuple[Finding, ...]) -> str:
 
 
 class MailFlowDesk:
+    """Step 4, second half (the ``Step`` protocol): the plan, Submit, and the apply job."""
+
+    phases = frozenset({Phase.PLAN_SHOWN, Phase.APPLYING, Phase.FAILED})
+
     def __init__(
         self,
         *,
@@ -93,6 +100,19 @@ class MailFlowDesk:
         self._provisioner = provisioner
         self._microsoft = microsoft
         self._settings = microsoft.settings
+
+    @property
+    def jobs(self) -> Mapping[Phase, Runner]:
+        return {Phase.APPLYING: self.run}
+
+    @property
+    def returns(self) -> Mapping[str, ReturnHandler]:
+        return {}
+
+    async def prompt(self, session: Session) -> None:
+        if session.phase is Phase.PLAN_SHOWN:
+            await self.show_plan(session)
+        # APPLYING and FAILED: the job reports its progress and its outcome itself.
 
     # -- reading the tenant ------------------------------------------------------------------
 

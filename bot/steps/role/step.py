@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import httpx
 
 from bot.blocks import Message, mention
+from bot.jobs import Runner
 from bot.microsoft.errors import MicrosoftError, PremiumLicenseRequired
 from bot.microsoft.graph import GraphClient
 from bot.microsoft.identity import MicrosoftApp, SignInFlow
@@ -100,9 +101,34 @@ class RoleStep:
             redirect_uri=settings.redirect_uri,
         )
         self._sealer = sealer
-        provisioner.on_phase(Phase.MAILFLOW_CONSENTED, self.offer)
-        provisioner.on_phase(Phase.ROLE_REQUESTED, self.review)
-        provisioner.on_phase(Phase.ROLE_ACKNOWLEDGED, self.offer_assignment)
+
+    # -- the Step protocol ------------------------------------------------------------------
+
+    phases = frozenset(
+        {
+            Phase.MAILFLOW_CONSENTED,
+            Phase.ROLE_REQUESTED,
+            Phase.ROLE_ACKNOWLEDGED,
+            Phase.ROLE_ASSIGNING,
+        }
+    )
+
+    @property
+    def jobs(self) -> Mapping[Phase, Runner]:
+        return {}
+
+    @property
+    def returns(self) -> Mapping[str, RoleStep]:
+        return {SIGN_IN_PURPOSE: self}
+
+    async def prompt(self, session: Session) -> None:
+        if session.phase is Phase.MAILFLOW_CONSENTED:
+            await self.offer(session)
+        elif session.phase is Phase.ROLE_REQUESTED:
+            await self.review(session)
+        elif session.phase is Phase.ROLE_ACKNOWLEDGED:
+            await self.offer_assignment(session)
+        # ROLE_ASSIGNING: the sign-in's return reports the outcome itself.
 
     # -- what the step needs between clicks ------------------------------------------------
 

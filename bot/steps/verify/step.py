@@ -13,13 +13,15 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 
 from bot.blocks import Message
+from bot.jobs import Runner
 from bot.microsoft.access import MicrosoftAccess
 from bot.session.service import Provisioner
 from bot.session.views import notice
+from bot.steps.protocol import ReturnHandler
 from bot.steps.verify.model import Verification, VerifyOutcome
 from bot.steps.verify.ready import verify_until_ready
 from bot.steps.verify.views import (
@@ -29,7 +31,7 @@ from bot.steps.verify.views import (
     summary_message,
     verify_prompt,
 )
-from bot.workflow import Event, EventKind, Session, TransitionNotAllowed
+from bot.workflow import Event, EventKind, Phase, Session, TransitionNotAllowed
 
 __all__ = ["VerificationJob"]
 
@@ -37,6 +39,10 @@ logger = logging.getLogger(__name__)
 
 
 class VerificationJob:
+    """Step 4, first half (the ``Step`` protocol): the Verify prompt and the verification job."""
+
+    phases = frozenset({Phase.DIRECTORY_CONSENTED, Phase.VERIFYING})
+
     def __init__(
         self,
         *,
@@ -53,6 +59,22 @@ class VerificationJob:
         self._sleep = sleep
         self._monotonic = monotonic
         self._limit = limit
+
+    @property
+    def jobs(self) -> Mapping[Phase, Runner]:
+        return {Phase.VERIFYING: self.run}
+
+    @property
+    def returns(self) -> Mapping[str, ReturnHandler]:
+        return {}
+
+    async def prompt(self, session: Session) -> None:
+        latest = session.history[-1] if session.history else None
+        if session.phase is Phase.DIRECTORY_CONSENTED and (
+            latest is None or latest.kind is not EventKind.VERIFICATION_FAILED
+        ):
+            # (After a failed verification, its summary carries the Verify again button.)
+            await self._provisioner.post_in_thread(session, verify_prompt(session))
 
     async def run(self, session: Session) -> None:
         """Verify, show the outcome and move the session on; never leaves it stuck verifying."""
