@@ -24,7 +24,6 @@ from bot.session.views import (
     root_message,
     status_message,
     thread_note,
-    welcome_message,
 )
 from bot.steps.mailflow.views import announcement_message
 from bot.workflow import (
@@ -51,6 +50,9 @@ logger = logging.getLogger(__name__)
 
 _CHANNEL_PROBLEMS = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
 ANNOUNCEMENT = "Exchange Online protected in inline mode."
+# A step's own message is kept for the whole session, not under the transition that posted it:
+# every transition of the step edits the same message.
+STEP_MESSAGE = 0
 
 
 @dataclass(frozen=True)
@@ -147,10 +149,8 @@ class Provisioner:
             session.id,
             Event(EventKind.ROOT_POSTED, user_id, self._clock(), {"ts": ts}, payload=Thread(ts)),
         )
-        with_root = rooted.after
-        await self.post_in_thread(with_root, welcome_message(with_root))
-        await self.steps.prompt(with_root)
-        return Started(with_root)
+        await self.steps.show(rooted)  # step 1's message opens the thread
+        return Started(rooted.after)
 
     async def handle(self, session_id: str, event: Event) -> Transition:
         """Apply ``event``: store the transition (retrying lost races), then carry out effects.
@@ -193,14 +193,14 @@ class Provisioner:
     async def _effect(self, effect: Effect, transition: Transition, session: Session) -> None:
         if effect is Effect.REFRESH_ROOT:
             await self.refresh_root(session)
+        elif effect is Effect.SHOW_STEPS:
+            await self.steps.show(transition)
         elif effect is Effect.NOTE_IN_THREAD:
             await self.post_in_thread(session, thread_note(transition))
         elif effect is Effect.RELEASE_TENANT:
             await self.store.release_tenant(session)
         elif effect is Effect.ANNOUNCE:
             await self._announce(session)
-        elif effect is Effect.PROMPT:
-            await self.steps.prompt(session)
         elif effect is Effect.RUN_JOB:
             self.jobs.launch(session)
 
@@ -236,6 +236,15 @@ class Provisioner:
         ts = str(posted["ts"])
         at = session.version if version is None else version
         await self.store.keep_message(session.id, name, at, ts)
+        return ts
+
+    async def show_step(self, session: Session, name: str, message: Message) -> str:
+        """Post a step's own thread message, or edit it in place once it exists: each step
+        shows itself in one message for the whole session (kept under version 0)."""
+        ts = await self.kept(session, name, STEP_MESSAGE)
+        if ts is None:
+            return await self.post_kept(session, name, message, version=STEP_MESSAGE)
+        await self.edit(session, ts, message)
         return ts
 
     async def kept(self, session: Session, name: str, version: int | None = None) -> str | None:

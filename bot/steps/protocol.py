@@ -1,9 +1,11 @@
 """What every step is to the rest of the bot, and the table that lists them.
 
-A ``Step`` owns some phases of the workflow: on entering one of them the session prompts through
-it; a working phase of it has a background job; a step that sends people to Microsoft handles
-their redirect back. ``StepTable`` holds the four steps and answers, for a phase, which step owns
-it, what to prompt and which job to run. It is built once, by ``bot.steps.table.build_steps``,
+A ``Step`` owns some phases of the workflow and one thread message (two for the consent step,
+one per consent), which it updates in place as the session moves through its phases: the
+prompt, whom it waits for, who did it. A working phase of it has a background job; a step that
+sends people to Microsoft handles their redirect back. ``StepTable`` holds the four steps and
+answers, for a phase, which step owns it, which steps a transition concerns and which job to
+run. It is built once, by ``bot.steps.table.build_steps``,
 and never changed afterwards.
 
 Its own module, apart from ``bot/steps/__init__.py``: the steps' models are imported by
@@ -18,7 +20,7 @@ from typing import Protocol, TypeVar
 
 from bot.jobs import Runner
 from bot.web import pages
-from bot.workflow import TERMINAL, Phase, Scope, Session
+from bot.workflow import TERMINAL, Phase, Scope, Session, Transition
 from state.oauth import OAuthState
 
 __all__ = ["AlreadyDone", "ReturnHandler", "Step", "StepTable"]
@@ -44,8 +46,10 @@ class Step(Protocol):
         """The phases in which this step is the one being worked on."""
         ...
 
-    async def prompt(self, session: Session) -> None:
-        """Show in the thread what ``session.phase`` (one of ``phases``) needs from people."""
+    async def show(self, transition: Transition) -> None:
+        """Bring the step's thread message up to date with ``transition``, which entered one
+        of its phases (prompt, and whom it waits for) or left them (who did it, or that the
+        session stopped)."""
         ...
 
     @property
@@ -94,19 +98,26 @@ class StepTable:
         """The step being worked on in ``phase`` (``None`` once the session has ended)."""
         return next((step for step in self.steps if phase in step.phases), None)
 
-    async def prompt(self, session: Session) -> None:
-        """What entering ``session.phase`` shows: in an upgrade, a step found done in Microsoft
-        is recorded instead (its transition prompts the next phase)."""
-        step = self.owner(session.phase)
-        if step is None:
+    async def show(self, transition: Transition) -> None:
+        """The steps a transition concerns show it: the step it leaves (who did it), then the
+        step it enters. In an upgrade, a step found done in Microsoft on entering is recorded
+        instead of prompted (that transition shows it)."""
+        before, after = transition.before, transition.after
+        left = self.owner(before.phase)
+        entered = self.owner(after.phase)
+        if left is not None and left is not entered:
+            await left.show(transition)
+        if entered is None:
             return
+        arrived = before.phase is not after.phase or before.root_ts is None  # or the thread opened
         if (
-            session.scope is Scope.UPGRADE
-            and session.phase in self.upgrade.phases
-            and await self.upgrade.record_if_done(session)
+            arrived
+            and after.scope is Scope.UPGRADE
+            and after.phase in self.upgrade.phases
+            and await self.upgrade.record_if_done(after)
         ):
             return
-        await step.prompt(session)
+        await entered.show(transition)
 
     @property
     def jobs(self) -> Mapping[Phase, Runner]:

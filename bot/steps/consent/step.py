@@ -24,9 +24,15 @@ from bot.steps.consent.model import (
     ConsentTargets,
     read_consent_redirect,
 )
-from bot.steps.consent.views import consent_app_title, consent_problem, consent_prompt
+from bot.steps.consent.views import (
+    consent_app_title,
+    consent_done,
+    consent_problem,
+    consent_prompt,
+    consent_stopped,
+)
 from bot.web import pages
-from bot.workflow import Event, Phase, Session, TransitionNotAllowed
+from bot.workflow import Event, Phase, Session, Transition, TransitionNotAllowed
 from state.oauth import OAuthState
 
 __all__ = ["ConsentDesk"]
@@ -53,9 +59,24 @@ class ConsentDesk:
     def returns(self) -> Mapping[str, ConsentDesk]:
         return {app.value: self for app in ConsentApp}
 
-    async def prompt(self, session: Session) -> None:
-        app = CONSENT_FOR_PHASE[session.phase]
-        await self._provisioner.post_in_thread(session, await self.consent_prompt(session, app))
+    async def show(self, transition: Transition) -> None:
+        """Entering step 1 or 3: its message with a fresh link. Leaving it: who consented (a
+        Global Administrator: Microsoft's redirect does not say who), or that it stopped."""
+        after = transition.after
+        app = CONSENT_FOR_PHASE.get(after.phase)
+        if app is not None:
+            await self._show(after, app, await self.consent_prompt(after, app))
+            return
+        left = CONSENT_FOR_PHASE[transition.before.phase]
+        event = transition.event
+        if event.kind is CONSENT_EVENT[left]:
+            done = consent_done(after, left.value, by=event.actor, at=event.at)
+            await self._show(after, left, done)
+        else:
+            await self._show(after, left, consent_stopped(after, left.value, phase=after.phase))
+
+    async def _show(self, session: Session, app: ConsentApp, message: Message) -> None:
+        await self._provisioner.show_step(session, f"consent_{app.value}", message)
 
     async def consent_prompt(self, session: Session, app: ConsentApp) -> Message:
         """A consent step message with a fresh single-use link."""
@@ -177,9 +198,11 @@ class ConsentDesk:
     async def _explain_and_offer_again(
         self, session: Session, app: ConsentApp, problem: Message
     ) -> None:
+        """What went wrong is a message of its own (someone has to act); the step's own
+        message gets the new link."""
         await self._provisioner.post_in_thread(session, problem)
         if CONSENT_FOR_PHASE.get(session.phase) is app:
-            await self._provisioner.post_in_thread(session, await self.consent_prompt(session, app))
+            await self._show(session, app, await self.consent_prompt(session, app))
 
     async def _audit(
         self, session: Session, binding: OAuthState, result: str, detail: Mapping[str, str]

@@ -23,7 +23,8 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from bot.blocks import Message
+from bot.blocks import Message, mention, when
+from bot.blocks import section as _section
 from bot.jobs import Runner
 from bot.microsoft.access import MicrosoftAccess, VerifyContext
 from bot.microsoft.errors import MicrosoftError
@@ -56,6 +57,7 @@ from bot.workflow import (
     Phase,
     Scope,
     Session,
+    Transition,
     TransitionNotAllowed,
     TransitionRefused,
     Why,
@@ -66,6 +68,8 @@ __all__ = ["MailFlowDesk", "Survey"]
 logger = logging.getLogger(__name__)
 
 DECISION = "mailflow_decision"  # the Submit / Check again message, kept under the plan's version
+_MAX_BLOCKS = 50  # Slack's limit per message
+_MAX_TEXT = 3900
 
 
 @dataclass(frozen=True)
@@ -109,10 +113,13 @@ class MailFlowDesk:
     def returns(self) -> Mapping[str, ReturnHandler]:
         return {}
 
-    async def prompt(self, session: Session) -> None:
-        if session.phase is Phase.PLAN_SHOWN:
-            await self.show_plan(session)
-        # APPLYING and FAILED: the job reports its progress and its outcome itself.
+    async def show(self, transition: Transition) -> None:
+        """Entering the plan: read the tenant and show it. Submit and the job edit the Submit
+        message themselves (it becomes the progress of applying)."""
+        if transition.after.phase is Phase.PLAN_SHOWN and transition.before.phase is not (
+            Phase.PLAN_SHOWN
+        ):
+            await self.show_plan(transition.after)
 
     # -- reading the tenant ------------------------------------------------------------------
 
@@ -176,11 +183,18 @@ class MailFlowDesk:
         recorded = await self._record_plan(session, shown, detail)
         if recorded is None:
             return
-        await provisioner.post_in_thread(recorded, domains_message(recorded, survey.domains))
-        checklist = preflight_message(survey.findings)
-        await provisioner.post_in_thread(
-            recorded, with_button_value(checklist, ACTION_ACKNOWLEDGE, recorded.id)
+        domains = domains_message(recorded, survey.domains)
+        checklist = with_button_value(
+            preflight_message(survey.findings), ACTION_ACKNOWLEDGE, recorded.id
         )
+        # One message: which domains the plan protects, and what the checks found there.
+        together = [*domains.blocks, *checklist.blocks]
+        if len(together) <= _MAX_BLOCKS:
+            text = f"{domains.text}\n{checklist.text}"
+            await provisioner.post_in_thread(recorded, Message(text[:_MAX_TEXT], together))
+        else:
+            await provisioner.post_in_thread(recorded, domains)
+            await provisioner.post_in_thread(recorded, checklist)
         await provisioner.post_in_thread(recorded, plan_message(survey.plan))
         plan_state = recorded.plan
         decision = decision_message(
@@ -275,7 +289,7 @@ class MailFlowDesk:
                 "warnings_acknowledged_by": plan_state.acknowledged_by,
             }
         try:
-            transition = await provisioner.handle(
+            await provisioner.handle(
                 session_id, Event(EventKind.SUBMIT, user_id, provisioner.now(), detail)
             )
         except TransitionRefused as refused:
@@ -295,7 +309,7 @@ class MailFlowDesk:
                 result="blocked" if refused.why is Why.BLOCKED else "warnings_not_acknowledged",
             )
             return refusal
-        await self._update_decision(transition.after, submitted_by=user_id)
+        # The job edits the Submit message into its progress, saying who submitted.
         return None
 
     # -- APPLYING (background job) -------------------------------------------------------------
@@ -306,9 +320,7 @@ class MailFlowDesk:
         progress_ts = await self._start_progress(session)
 
         async def show(message: Message) -> None:
-            await provisioner.slack.chat_update(
-                channel=session.channel_id, ts=progress_ts, text=message.text, blocks=message.blocks
-            )
+            await provisioner.edit(session, progress_ts, self._submitted(session, message))
 
         async def on_progress(done: int, total: int, change: Change) -> None:
             await show(progress_message(done, total, change))
@@ -353,15 +365,43 @@ class MailFlowDesk:
         await self._conclude(session, Event(EventKind.APPLY_SUCCEEDED, "system", 0.0, detail))
 
     async def _start_progress(self, session: Session) -> str:
-        """The one thread message this run edits (the same one when a resumed job runs again)."""
+        """The Submit message, which this run edits into its progress (the same one when a
+        resumed job or a Retry runs again)."""
         provisioner = self._provisioner
-        existing = await provisioner.kept(session, "apply")
+        plan_state = session.plan
+        existing = (
+            await provisioner.kept(session, DECISION, plan_state.shown_in) if plan_state else None
+        ) or await provisioner.kept(session, "apply")
+        resumed = session.last(EventKind.RETRY) is not None or existing == await provisioner.kept(
+            session, "apply"
+        )
+        text = (
+            ":arrows_counterclockwise: Reading the tenant again and continuing…"
+            if resumed
+            else ":hourglass_flowing_sand: Reading the tenant's Exchange Online configuration…"
+        )
+        message = self._submitted(session, notice(text))
         if existing:
-            text = ":arrows_counterclockwise: Resumed: reading the tenant again and continuing…"
-            await provisioner.edit(session, existing, notice(text))
+            await provisioner.edit(session, existing, message)
             return existing
-        text = ":hourglass_flowing_sand: Reading the tenant's Exchange Online configuration…"
-        return await provisioner.post_kept(session, "apply", notice(text))
+        return await provisioner.post_kept(session, "apply", message)
+
+    def _submitted(self, session: Session, progress: Message) -> Message:
+        """``progress`` under who submitted the plan (and who retried it)."""
+        lines = []
+        submitted = session.last(EventKind.SUBMIT)
+        if submitted is not None:
+            lines.append(
+                f":rocket: {mention(submitted.actor)} submitted the change plan "
+                f"{when(submitted.at)}."
+            )
+        retried = session.last(EventKind.RETRY)
+        if retried is not None:
+            lines.append(f"{mention(retried.actor)} pressed Retry {when(retried.at)}.")
+        if not lines:
+            return progress
+        head = " ".join(lines)
+        return Message(f"{head} {progress.text}", [_section(head), *progress.blocks])
 
     async def _failed(self, session: Session, failed: ApplyFailed) -> None:
         await self._provisioner.post_in_thread(
