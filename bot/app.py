@@ -11,7 +11,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import httpx
@@ -37,11 +37,10 @@ from bot.session.service import Provisioner
 from bot.steps.consent.model import ConsentApp, ConsentTarget, ConsentTargets
 from bot.steps.consent.step import ConsentDesk
 from bot.steps.mailflow.step import MailFlowDesk
-from bot.steps.mailflow.upgrade import UpgradeSteps
 from bot.steps.role.step import RoleStep, RoleStepSettings
-from bot.steps.verify.step import VerificationJob
+from bot.steps.table import StepServices, build_steps
 from bot.web.callback import MicrosoftReturns
-from bot.workflow import Phase, Session
+from bot.workflow import Session
 from state.connection import connect
 from state.oauth import OAuthStates
 from state.sessions import SessionStore
@@ -73,7 +72,7 @@ class Runtime:
     jobs: Jobs
     mailflow_app: MicrosoftApp
     dirsync_app: MicrosoftApp
-    mailflow: MailFlowDesk = field(init=False)  # step 4's plan, Submit and apply job
+    mailflow: MailFlowDesk  # step 4's plan, Submit and apply job
 
     async def aclose(self) -> None:
         """Let acked work finish (bounded), hand background jobs back, close the connections."""
@@ -148,23 +147,11 @@ def build_runtime(
             ),
         },
     )
-    jobs = Jobs(store, {})
     mailflow_app, dirsync_app = microsoft_apps(settings)
-    provisioner = Provisioner(
-        store=store,
-        slack=slack,
-        clock=clock,
-        idle_seconds=settings.session_idle_seconds,
-        oauth=OAuthStates(redis),
-        consent=consent_targets,
-        jobs=jobs,
-        notify_channel=settings.notify_channel,
-    )
     access = AccessPolicy(slack, admins=settings.admins, approvers=settings.approvers, clock=clock)
-    consents = ConsentDesk(provisioner)
-    role_step = RoleStep(
-        provisioner=provisioner,
-        settings=RoleStepSettings(
+    services = StepServices(
+        consent=consent_targets,
+        role=RoleStepSettings(
             mailflow_app_id=settings.mailflow_app.client_id,
             graph_url=settings.microsoft_graph_url,
             redirect_uri=settings.callback_url,
@@ -173,9 +160,24 @@ def build_runtime(
         ),
         access=access,
         http=http,
+        microsoft=MicrosoftAccess(
+            settings=settings, mailflow=mailflow_app, dirsync=dirsync_app, http=http
+        ),
         new_dirsync_app=lambda: microsoft_app(settings, settings.dirsync_app),
         sealer=Sealer(sealing_key_material(settings)),
+        sleep=sleep,
+        monotonic=monotonic,
     )
+    provisioner = Provisioner(
+        store=store,
+        slack=slack,
+        clock=clock,
+        idle_seconds=settings.session_idle_seconds,
+        oauth=OAuthStates(redis),
+        steps=lambda built: build_steps(built, services),
+        notify_channel=settings.notify_channel,
+    )
+    steps = provisioner.steps
     runtime = Runtime(
         settings=settings,
         bolt=bolt,
@@ -187,31 +189,15 @@ def build_runtime(
         access=access,
         tenants=TenantDirectory(http, settings.microsoft_login_url),
         provisioner=provisioner,
-        consents=consents,
-        role_step=role_step,
-        callbacks=MicrosoftReturns(
-            provisioner, {"mailflow": consents, "dirsync": consents, "role": role_step}
-        ),
+        consents=steps.find(ConsentDesk),
+        role_step=steps.find(RoleStep),
+        mailflow=steps.find(MailFlowDesk),
+        callbacks=MicrosoftReturns(provisioner),
         metrics=metrics,
         inflight=InFlight(),
-        jobs=jobs,
+        jobs=provisioner.jobs,
         mailflow_app=mailflow_app,
         dirsync_app=dirsync_app,
     )
-    microsoft = MicrosoftAccess(
-        settings=settings,
-        mailflow=mailflow_app,
-        dirsync=dirsync_app,
-        http=http,
-    )
-    verification = VerificationJob(
-        provisioner=provisioner, microsoft=microsoft, sleep=sleep, monotonic=monotonic
-    )
-    jobs.add_runner(Phase.VERIFYING, verification.run)
-    runtime.mailflow = MailFlowDesk(provisioner=provisioner, microsoft=microsoft)
-    provisioner.on_phase(Phase.PLAN_SHOWN, runtime.mailflow.show_plan)
-    jobs.add_runner(Phase.APPLYING, runtime.mailflow.run)
-    # Last of the prompters: it wraps those of steps 1-3 for upgrade sessions.
-    UpgradeSteps(provisioner=provisioner, microsoft=microsoft).install()
     runtime.web = wire(runtime, sweep_interval_seconds=sweep_interval_seconds)
     return runtime

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import json
 import logging
 import os
 import re
@@ -332,13 +333,10 @@ class Demo:
             user_id=user, channel_id=CHANNEL, message_ts=ts, action_id=action_id
         )
 
-    async def consent(self, root_ts: str, count: int, what: str) -> None:
-        """Grace opens the newest consent link, signs in and accepts."""
+    async def consent(self, root_ts: str, app: str, what: str) -> None:
+        """Grace opens the consent link of ``app`` (its step's message), signs in and accepts."""
         await self.slack.wait_for(
-            lambda s: (
-                len([m for m in self.thread(root_ts) if ACTION_CONSENT_OPEN in str(m.blocks)])
-                >= count
-            )
+            lambda s: any(f'"consent_{app}"' in json.dumps(m.blocks) for m in self.thread(root_ts))
         )
         _, button = self.button(root_ts, ACTION_CONSENT_OPEN)
         self.transcript.person(
@@ -371,8 +369,9 @@ class Demo:
         await self.click(APPROVER, root_ts, ACTION_ACKNOWLEDGE_ROLE, "Acknowledge")
         ts, button = await self.slack.wait_for(lambda s: self._find(root_ts, ACTION_ASSIGN_SIGN_IN))
         self.transcript.person(
-            "Priya (Global Administrator of Northwind)",
-            "clicks [Assign for me], signs in at Microsoft and consents",
+            names[ADMIN],
+            "clicks [Assign for me] and hands the sign-in to Priya (Global Administrator of "
+            "Northwind), who signs in at Microsoft and consents",
         )
         await self.driver.click(
             user_id=ADMIN, channel_id=CHANNEL, message_ts=ts, action_id=ACTION_ASSIGN_SIGN_IN
@@ -431,10 +430,10 @@ async def _conversation(demo: Demo) -> None:
     [session] = [s for s in await demo.runtime.store.active() if s.root_ts == root_ts]
     demo.session_ids.append(session.id)
 
-    await demo.consent(root_ts, 1, "that the service may configure Exchange mail flow")
+    await demo.consent(root_ts, "mailflow", "that the service may configure Exchange mail flow")
     await demo.wait_phase(root_ts, Phase.MAILFLOW_CONSENTED)
     await demo.role_step(root_ts)
-    await demo.consent(root_ts, 2, "that the service may read users and domains")
+    await demo.consent(root_ts, "dirsync", "that the service may read users and domains")
     await demo.wait_phase(root_ts, Phase.DIRECTORY_CONSENTED)
 
     await demo.click(ADMIN, root_ts, ACTION_VERIFY, "Verify")

@@ -47,6 +47,10 @@ class Jobs:
             return
         running = self._tasks.get(session.id)
         if running is not None and not running.done():
+            # The job of the phase before may still be finishing here (verification shows the
+            # plan from inside its job, and Submit can come before it returns): run this one
+            # after it. ``_run`` reads the phase again, so a duplicate launch does nothing.
+            running.add_done_callback(lambda _: self.launch(session))
             return
         task = asyncio.create_task(self._run(session), name=f"job-{session.id}")
         self._tasks[session.id] = task

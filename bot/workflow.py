@@ -27,6 +27,7 @@ from bot.steps.role.model import (
     Acknowledgement,
     AssignmentClaim,
     AssignmentFailed,
+    RoleAssigned,
     RoleRequest,
     RoleState,
     SeenRequest,
@@ -239,6 +240,7 @@ Payload = (
     | RoleRequirements
     | SeenRequest
     | AssignmentFailed
+    | RoleAssigned
     | PlanState
     | UpgradeFindings
     | Thread
@@ -311,10 +313,12 @@ class Effect(StrEnum):
     """What the executor must do after a transition has been stored."""
 
     REFRESH_ROOT = "refresh_root"  # re-render the root checklist (chat.update)
-    NOTE_IN_THREAD = "note_in_thread"  # say in the thread what happened
+    # The steps' own thread messages follow the move: the step left says who did it, the step
+    # entered posts (or updates) its prompt and says whom it waits for.
+    SHOW_STEPS = "show_steps"
+    NOTE_IN_THREAD = "note_in_thread"  # cancelled or expired: say so in the thread
     RELEASE_TENANT = "release_tenant"  # the session is over: another may start for this tenant
     ANNOUNCE = "announce"  # post "Exchange Online protected in inline mode." to the channel(s)
-    PROMPT = "prompt"  # post in the thread what the new phase needs from people, if anything
     RUN_JOB = "run_job"  # start the background job of a working phase
 
 
@@ -442,6 +446,8 @@ def _record(session: Session, event: Event, version: int) -> Session:
     elif kind is EventKind.ROLE_ASSIGNING:
         claim = AssignmentClaim(event.actor, event.at, _payload(event, SeenRequest).digest)
         role = replace(role, assigning=claim)
+    elif kind is EventKind.ROLE_ASSIGNED and isinstance(event.payload, RoleAssigned):
+        role = replace(role, assigning=None, assigned_as=event.payload.signed_in_as)
     elif kind is EventKind.ROLE_ASSIGN_FAILED:
         failed = event.payload if isinstance(event.payload, AssignmentFailed) else None
         tightened = failed.requirements if failed is not None else None
@@ -476,13 +482,13 @@ def advance(session: Session, event: Event) -> Transition:
     effects = [Effect.REFRESH_ROOT]
     if event.kind in _QUIET:
         return Transition(before=session, after=after, event=event, effects=tuple(effects))
-    effects.append(Effect.NOTE_IN_THREAD)
+    effects.append(Effect.SHOW_STEPS)
+    if target in (Phase.CANCELLED, Phase.EXPIRED):
+        effects.append(Effect.NOTE_IN_THREAD)
     if target in TERMINAL:
         effects.append(Effect.RELEASE_TENANT)
     if target is Phase.PROTECTED:
         effects.append(Effect.ANNOUNCE)
-    if target not in TERMINAL:
-        effects.append(Effect.PROMPT)
     if target in WORKING:
         effects.append(Effect.RUN_JOB)
     return Transition(before=session, after=after, event=event, effects=tuple(effects))

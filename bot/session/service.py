@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -24,12 +24,8 @@ from bot.session.views import (
     root_message,
     status_message,
     thread_note,
-    welcome_message,
 )
-from bot.steps.consent.model import CONSENT_FOR_PHASE, ConsentApp, ConsentTargets
-from bot.steps.consent.views import consent_prompt
 from bot.steps.mailflow.views import announcement_message
-from bot.steps.verify.views import verify_prompt
 from bot.workflow import (
     TRANSITIONS,
     Effect,
@@ -45,6 +41,9 @@ from bot.workflow import (
 from state.oauth import OAuthStates
 from state.sessions import SessionStore, TenantBusy, VersionConflict
 
+if TYPE_CHECKING:  # the steps themselves import this module
+    from bot.steps.protocol import StepTable
+
 __all__ = ["Busy", "NotInChannel", "Provisioner", "StartOutcome", "Started"]
 
 logger = logging.getLogger(__name__)
@@ -52,6 +51,9 @@ logger = logging.getLogger(__name__)
 _CHANNEL_PROBLEMS = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
 ANNOUNCEMENT = "Exchange Online protected in inline mode."
 STATUS_AUDIT_ENTRIES = 8  # the newest, per session, in ``/provision-inline status``
+# A step's own message is kept for the whole session, not under the transition that posted it:
+# every transition of the step edits the same message.
+STEP_MESSAGE = 0
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,12 @@ class NotInChannel:
 
 
 StartOutcome = Started | Busy | NotInChannel
-Prompter = Callable[[Session], Awaitable[None]]
+
+
+class StepsFactory(Protocol):
+    """Builds the table of steps for this provisioner (``bot.steps.table.build_steps``)."""
+
+    def __call__(self, provisioner: Provisioner) -> StepTable: ...
 
 
 class Provisioner:
@@ -86,22 +93,19 @@ class Provisioner:
         clock: Callable[[], float],
         idle_seconds: int,
         oauth: OAuthStates,
-        consent: ConsentTargets,
-        jobs: Jobs,
+        steps: StepsFactory,
         notify_channel: str | None = None,
     ) -> None:
+        """``steps`` builds the table of steps, once, here: they act through this provisioner,
+        and it prompts through them and runs their jobs."""
         self.store = store
-        self.jobs = jobs
-        self._prompters: dict[Phase, Prompter] = {}
-        for phase in CONSENT_FOR_PHASE:
-            self.on_phase(phase, self._consent_step)
-        self.on_phase(Phase.DIRECTORY_CONSENTED, self._verify_step)
         self.oauth = oauth
-        self.consent = consent
         self.slack = slack
         self._clock = clock
         self._idle_seconds = idle_seconds
         self._notify_channel = notify_channel
+        self.steps = steps(self)
+        self.jobs = Jobs(store, self.steps.jobs)
 
     def now(self) -> float:
         return self._clock()
@@ -146,10 +150,8 @@ class Provisioner:
             session.id,
             Event(EventKind.ROOT_POSTED, user_id, self._clock(), {"ts": ts}, payload=Thread(ts)),
         )
-        with_root = rooted.after
-        await self.post_in_thread(with_root, welcome_message(with_root))
-        await self._prompt(with_root)
-        return Started(with_root)
+        await self.steps.show(rooted)  # step 1's message opens the thread
+        return Started(rooted.after)
 
     async def handle(self, session_id: str, event: Event) -> Transition:
         """Apply ``event``: store the transition (retrying lost races), then carry out effects.
@@ -192,51 +194,16 @@ class Provisioner:
     async def _effect(self, effect: Effect, transition: Transition, session: Session) -> None:
         if effect is Effect.REFRESH_ROOT:
             await self.refresh_root(session)
+        elif effect is Effect.SHOW_STEPS:
+            await self.steps.show(transition)
         elif effect is Effect.NOTE_IN_THREAD:
             await self.post_in_thread(session, thread_note(transition))
         elif effect is Effect.RELEASE_TENANT:
             await self.store.release_tenant(session)
         elif effect is Effect.ANNOUNCE:
             await self._announce(session)
-        elif effect is Effect.PROMPT:
-            await self._prompt(session)
         elif effect is Effect.RUN_JOB:
             self.jobs.launch(session)
-
-    def on_phase(self, phase: Phase, prompter: Prompter) -> None:
-        """Register what to post in the thread when a session enters ``phase``."""
-        self._prompters[phase] = prompter
-
-    def prompter(self, phase: Phase) -> Prompter | None:
-        """What ``on_phase`` registered for ``phase`` (so another step can wrap it)."""
-        return self._prompters.get(phase)
-
-    async def _prompt(self, session: Session) -> None:
-        prompter = self._prompters.get(session.phase)
-        if prompter is not None:
-            await prompter(session)
-
-    async def _consent_step(self, session: Session) -> None:
-        app = CONSENT_FOR_PHASE[session.phase]
-        await self.post_in_thread(session, await self.consent_prompt(session, app))
-
-    async def _verify_step(self, session: Session) -> None:
-        latest = session.history[-1] if session.history else None
-        if latest is None or latest.kind is not EventKind.VERIFICATION_FAILED:
-            # (After a failed verification, its summary carries the Verify again button.)
-            await self.post_in_thread(session, verify_prompt(session))
-
-    async def consent_prompt(self, session: Session, app: ConsentApp) -> Message:
-        """A consent step message with a fresh single-use link."""
-        now = self._clock()
-        state = await self.oauth.issue(
-            session_id=session.id, tenant_id=session.tenant_id, purpose=app.value, now=now
-        )
-        url = self.consent.url(app, tenant_id=session.tenant_id, state=state)
-        await self.store.record(
-            session.id, actor="system", action=f"{app.value}_link_issued", result="ok"
-        )
-        return consent_prompt(session, app.value, url, state, now + self.oauth.lifetime)
 
     async def refresh_root(self, session: Session) -> None:
         if session.root_ts is None:
@@ -270,6 +237,15 @@ class Provisioner:
         ts = str(posted["ts"])
         at = session.version if version is None else version
         await self.store.keep_message(session.id, name, at, ts)
+        return ts
+
+    async def show_step(self, session: Session, name: str, message: Message) -> str:
+        """Post a step's own thread message, or edit it in place once it exists: each step
+        shows itself in one message for the whole session (kept under version 0)."""
+        ts = await self.kept(session, name, STEP_MESSAGE)
+        if ts is None:
+            return await self.post_kept(session, name, message, version=STEP_MESSAGE)
+        await self.edit(session, ts, message)
         return ts
 
     async def kept(self, session: Session, name: str, version: int | None = None) -> str | None:

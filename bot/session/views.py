@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from bot.blocks import Block, Message, mention, when
+from bot.blocks import Block, Message, escape, mention, when
 from bot.blocks import context as _context
 from bot.blocks import header as _header
 from bot.blocks import mrkdwn as _mrkdwn
@@ -20,6 +20,8 @@ from bot.workflow import (
     Phase,
     Scope,
     Session,
+    Step,
+    StepProgress,
     StepStatus,
     Transition,
     TransitionNotAllowed,
@@ -47,7 +49,6 @@ __all__ = [
     "started_modal",
     "status_message",
     "thread_note",
-    "welcome_message",
     "wrong_channel_message",
 ]
 
@@ -221,11 +222,26 @@ def phase_summary(phase: Phase) -> str:
     return _PHASE_SUMMARY[phase]
 
 
-def _step_line(index: int, title: str, status: StepStatus, by: str | None, at: float | None) -> str:
-    line = f"{_STATUS_ICON[status]} *{index}. {title}*"
-    if status is StepStatus.DONE and by and at is not None:
-        line += f" — done by {mention(by)}, {when(at)}"
-    elif status is StepStatus.CURRENT:
+def _done_by(session: Session, step: Step, by: str) -> str:
+    """Who did a step, as far as the bot knows it: Microsoft's consent redirect names nobody,
+    and a role assigned through a sign-in was assigned by the account that signed in."""
+    if by == "system" and step is not Step.VERIFY_AND_SUBMIT:
+        return "found in place by the bot"
+    if step in (Step.MAILFLOW_CONSENT, Step.DIRECTORY_CONSENT):
+        return "given by a Global Administrator of the tenant"
+    if step is Step.EXCHANGE_ROLE and session.role.assigned_as:
+        return f"assigned by {escape(session.role.assigned_as)}"
+    if step is Step.VERIFY_AND_SUBMIT:
+        submitted = session.last(EventKind.SUBMIT)
+        return f"submitted by {mention(submitted.actor)}" if submitted else "done by the bot"
+    return f"done by {mention(by)}"
+
+
+def _step_line(session: Session, index: int, row: StepProgress) -> str:
+    line = f"{_STATUS_ICON[row.status]} *{index}. {row.title}*"
+    if row.status is StepStatus.DONE and row.done_by and row.done_at is not None:
+        line += f" — {_done_by(session, row.step, row.done_by)}, {when(row.done_at)}"
+    elif row.status is StepStatus.CURRENT:
         line += " — in progress"
     return line
 
@@ -233,10 +249,7 @@ def _step_line(index: int, title: str, status: StepStatus, by: str | None, at: f
 def root_message(session: Session) -> Message:
     """The channel message that stays current for the whole session: the live checklist."""
     steps = checklist(session)
-    lines = [
-        _step_line(number, row.title, row.status, row.done_by, row.done_at)
-        for number, row in enumerate(steps, start=1)
-    ]
+    lines = [_step_line(session, number, row) for number, row in enumerate(steps, start=1)]
     summary = _PHASE_SUMMARY[session.phase]
     blocks: list[Block] = [
         _header(f"Inline Mode provisioning: {session.tenant_label}"),
@@ -412,7 +425,7 @@ def status_message(
         if link:
             title += f" — <{link}|open the thread>"
         steps = "\n".join(
-            _step_line(number, row.title, row.status, row.done_by, row.done_at)
+            _step_line(session, number, row)
             for number, row in enumerate(checklist(session), start=1)
         )
         blocks.append(_section(f"{title}\n{steps}\n*Status:* {_PHASE_SUMMARY[session.phase]}"))
@@ -445,22 +458,6 @@ def home_view(sessions: Sequence[Session], permalinks: Mapping[str, str]) -> dic
             )
         )
     return {"type": "home", "blocks": blocks}
-
-
-def welcome_message(session: Session) -> Message:
-    """The first message of the thread: what the four steps are and who must do them."""
-    text = (
-        f"Provisioning of *{session.tenant_label}* (tenant `{session.tenant_id}`) starts here; "
-        "every step will be posted in this thread.\n"
-        "*Step 1 — consent for mail flow.* A *Global Administrator* of the tenant signs in and "
-        "accepts that the service may configure Exchange Online mail flow.\n"
-        "*Step 2 — Exchange Administrator role* for the mail-flow app, with a justification "
-        "an approver acknowledges here.\n"
-        "*Step 3 — consent for directory sync* (Global Administrator again).\n"
-        "*Step 4 — verify and submit:* the bot checks every grant, shows the change plan, "
-        "and configures Exchange Online."
-    )
-    return Message(text=text, blocks=[_section(text)])
 
 
 def error_message(reference: str) -> Message:

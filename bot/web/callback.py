@@ -6,12 +6,12 @@ what for; the checks every redirect shares are made here, then the step's own ha
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
 
 from bot.session.service import Provisioner
+from bot.steps.protocol import ReturnHandler
 from bot.web import pages
-from bot.workflow import Phase, Session
-from state.oauth import OAuthState, RedemptionStatus
+from bot.workflow import Phase
+from state.oauth import RedemptionStatus
 
 __all__ = ["MicrosoftReturns", "ReturnHandler"]
 
@@ -22,20 +22,10 @@ _ENDED: Mapping[Phase, str] = {
 }
 
 
-class ReturnHandler(Protocol):
-    async def returned(
-        self,
-        session: Session,
-        binding: OAuthState,
-        params: Mapping[str, str],
-        thread: str | None,
-    ) -> pages.Page: ...
-
-
 class MicrosoftReturns:
-    def __init__(self, provisioner: Provisioner, handlers: Mapping[str, ReturnHandler]) -> None:
+    def __init__(self, provisioner: Provisioner) -> None:
         self._provisioner = provisioner
-        self._handlers = handlers
+        self._handlers = provisioner.steps.returns  # OAuth state purpose → its step
 
     async def returned(self, params: Mapping[str, str]) -> pages.Page:
         state = params.get("state")

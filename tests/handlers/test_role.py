@@ -28,7 +28,7 @@ from tests.handlers.conftest import (
     respond_to,
     submission_body,
 )
-from tests.integration.conftest import ADMIN, APPROVER, OUTSIDER, Harness
+from tests.integration.conftest import ADMIN, APPROVER, CHANNEL, OUTSIDER, Harness
 from tests.integration.test_role import JUSTIFICATION, at_step_two, phase_of, wait_button
 
 
@@ -98,7 +98,11 @@ async def test_assignment_help_and_the_sign_in_button(harness: Harness) -> None:
         ack=ack, body=body, respond=respond_to(body), context=context_for(harness)
     )
     assert acked(ack) == {}
-    assert len(harness.thread(root_ts)) == before + 1  # the portal's steps, in the thread
+    # The portal's steps, in the step's own message (edited, not a new post).
+    await harness.slack.wait_for(
+        lambda s: "Roles and administrators" in str(s.message(CHANNEL, ts).blocks)
+    )
+    assert len(harness.thread(root_ts)) == before
     # "I've assigned it" before directory sync is consented: recorded as said, not checked.
     ts = await wait_button(harness, root_ts, ACTION_CHECK)
     body = click_body(harness, ts, ACTION_CHECK, ADMIN)

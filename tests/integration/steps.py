@@ -14,11 +14,16 @@ from tests.conftest import MAILFLOW_CLIENT_ID
 from tests.integration.conftest import ADMIN, APPROVER, CONTOSO_ID, GLOBAL_ADMIN_UPN, Harness
 
 
-def consent_buttons(harness: Harness, root_ts: str) -> list[tuple[str, dict[str, Any]]]:
-    """(message ts, button) for every consent link button in the thread, oldest first."""
+def consent_buttons(
+    harness: Harness, root_ts: str, app: str | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """(message ts, button) for every consent link button in the thread now, oldest first (of
+    ``app``, "mailflow" or "dirsync", if given): a step's message loses its button once done."""
     found = []
     for message in harness.thread(root_ts):
         for block in message.blocks:
+            if app is not None and block.get("block_id") != f"consent_{app}":
+                continue
             for element in block.get("elements", []):
                 if element.get("action_id") == ACTION_CONSENT_OPEN:
                     found.append((message.ts, element))
@@ -41,11 +46,10 @@ async def follow(harness: Harness, url: str, upn: str, decision: str) -> httpx.R
 async def consent_now(
     harness: Harness, root_ts: str, upn: str = GLOBAL_ADMIN_UPN, *, nth: int = 1
 ) -> None:
-    """A Global Administrator uses the thread's ``nth`` consent link (1: step 1's, 2: step 3's,
-    once posted) and accepts."""
-    found = await harness.slack.wait_for(
-        lambda s: consent_buttons(harness, root_ts)[nth - 1 : nth] or None
-    )
+    """A Global Administrator uses the consent link of step 1 (``nth`` 1) or step 3 (2, once
+    posted) and accepts."""
+    app = "mailflow" if nth == 1 else "dirsync"
+    found = await harness.slack.wait_for(lambda s: consent_buttons(harness, root_ts, app) or None)
     page = await follow(harness, str(found[0][1]["url"]), upn, "accept")
     assert "Consent recorded" in page.text, page.text
 

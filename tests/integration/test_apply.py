@@ -145,8 +145,7 @@ async def outcome(harness: Harness, root_ts: str, session_id: str, after: int) -
 
     def concluded(_: Any) -> bool:
         return any(
-            "finished configuring Exchange Online" in m.text
-            or "stopped configuring Exchange Online" in m.text
+            "mail flow is configured" in m.text or m.text.startswith("Provisioning stopped")
             for m in harness.thread(root_ts)[after:]
         )
 

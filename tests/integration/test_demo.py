@@ -49,10 +49,10 @@ async def test_the_demo_plays_the_whole_conversation(
         "👤 ada clicks [Request the role (PIM)]",
         "Role request for review",
         "👤 april clicks [Acknowledge]",
-        "👤 Priya (Global Administrator of Northwind) clicks [Assign for me]",
-        "signed in at Microsoft as priya@northwind.example",
+        "👤 ada clicks [Assign for me] and hands the sign-in to Priya",
+        "priya@northwind.example assigned the Exchange Administrator role",
         "Exchange Administrator role assigned",
-        "consented to the directory-sync app (step 3 done)",
+        "Step 3 — consent for directory sync: given by a Global Administrator",
         "👤 ada clicks [Verify]",
         "Every grant is in place",
         "Exchange Online pre-flight checks",
@@ -70,6 +70,8 @@ async def test_the_demo_plays_the_whole_conversation(
         assert found >= 0, f"{milestone!r} missing (or out of order) in:\n{out}"
         position = found
     assert "Exchange Administrator role: acknowledged by @april" in out
+    # The thread tells the story in few messages: one per step, the plan, the summary.
+    assert out.count("↳ thread in") <= 10
     assert "<@" not in out  # mentions are shown as names
     # It leaves nothing of its sessions behind in a Redis it shares.
     assert await redis.keys("pi:{*") == []

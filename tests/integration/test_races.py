@@ -59,6 +59,16 @@ async def session_of(harness: Harness, session_id: str) -> Session:
     return session
 
 
+def button_url(harness: Harness, root_ts: str, action_id: str) -> str | None:
+    """The link of the newest ``action_id`` button in the thread."""
+    for message in reversed(harness.thread(root_ts)):
+        for block in message.blocks:
+            for element in block.get("elements", []):
+                if element.get("action_id") == action_id:
+                    return str(element.get("url"))
+    return None
+
+
 def schedule_justifications(harness: Harness) -> list[str]:
     """What Microsoft was asked to assign (PIM requests), in order."""
     return [r["justification"] for r in harness.microsoft.tenant(CONTOSO_ID).schedule_requests]
@@ -199,7 +209,7 @@ async def test_acknowledge_while_the_request_is_amended(harness: Harness) -> Non
         lambda s: len(with_button(harness, root_ts, ACTION_ACKNOWLEDGE)) == 1
     )
     await click(harness, root_ts, ACTION_ACKNOWLEDGE, SECOND_APPROVER)
-    page = await sign_in_and_assign(harness, root_ts, ROLE_ADMIN_UPN, nth=2)
+    page = await sign_in_and_assign(harness, root_ts, ROLE_ADMIN_UPN)
     assert "role assigned" in page.text
     assert schedule_justifications(harness) == [amended]
     [assigned] = harness.microsoft.tenant(CONTOSO_ID).schedule_requests
@@ -248,17 +258,18 @@ async def test_a_click_on_a_stale_review_acknowledges_nothing(harness: Harness) 
 
 async def test_sign_in_return_while_the_request_is_resubmitted(harness: Harness) -> None:
     root_ts, session_id = await at_step_two(harness)
+    # Another admin opens the request form while the step still offers it, and leaves it open.
+    form = await open_request_form(harness, root_ts, ACTION_REQUEST_OPEN_PIM, GROUP_ADMIN)
     await request_role(
         harness, root_ts, {"justification_input": JUSTIFICATION}, opener=ACTION_REQUEST_OPEN_PIM
     )
     await click(harness, root_ts, ACTION_ACKNOWLEDGE, APPROVER)
     acknowledged = (await session_of(harness, session_id)).role.request
     assert acknowledged is not None
-    action, fields = await sign_in_form(harness, root_ts, clicker=GROUP_ADMIN, upn=ROLE_ADMIN_UPN)
-    form = await open_request_form(harness, root_ts, ACTION_REQUEST_OPEN_PIM, ADMIN)
+    action, fields = await sign_in_form(harness, root_ts, clicker=ADMIN, upn=ROLE_ADMIN_UPN)
     changed = "A different justification, sent while the sign-in comes back"
     resubmit = harness.driver.build_view_submission(
-        user_id=ADMIN, view_id=form, values={"justification_input": changed}
+        user_id=GROUP_ADMIN, view_id=form, values={"justification_input": changed}
     )
 
     page, _ = await asyncio.gather(post_form(action, fields), harness.driver.send(resubmit))
@@ -267,8 +278,8 @@ async def test_sign_in_return_while_the_request_is_resubmitted(harness: Harness)
     if "role assigned" in page.text:
         # The sign-in was first: the acknowledged request went to Microsoft, the new one was
         # refused, and the admin is told who was first.
-        reply = await ephemeral_for(harness, ADMIN, "Nothing was changed")
-        assert f"<@{GROUP_ADMIN}>" in reply.text
+        reply = await ephemeral_for(harness, GROUP_ADMIN, "Nothing was changed")
+        assert f"<@{ADMIN}>" in reply.text
         assert session.phase is Phase.ROLE_ASSIGNED
         assert session.role.request == acknowledged
         assert schedule_justifications(harness) == [JUSTIFICATION]
@@ -283,7 +294,7 @@ async def test_sign_in_return_while_the_request_is_resubmitted(harness: Harness)
         lambda s: len(with_button(harness, root_ts, ACTION_ACKNOWLEDGE)) == 1
     )
     await click(harness, root_ts, ACTION_ACKNOWLEDGE, SECOND_APPROVER)
-    page = await sign_in_and_assign(harness, root_ts, ROLE_ADMIN_UPN, nth=2)
+    page = await sign_in_and_assign(harness, root_ts, ROLE_ADMIN_UPN)
     assert "role assigned" in page.text
     assert schedule_justifications(harness) == [changed]
 
@@ -351,7 +362,11 @@ async def test_a_sign_in_interrupted_before_microsoft_answered_is_released(
     assert session.phase is Phase.ROLE_ACKNOWLEDGED
     assert session.role.acknowledged_request == acknowledged
     assert any("was interrupted" in m.text for m in harness.thread(root_ts))
+    stale = button_url(harness, root_ts, ACTION_ASSIGN_SIGN_IN)
     await click(harness, root_ts, ACTION_NEW_SIGN_IN, ADMIN)  # the first link has expired
-    page = await sign_in_and_assign(harness, root_ts, ROLE_ADMIN_UPN, nth=2)
+    await harness.slack.wait_for(
+        lambda s: button_url(harness, root_ts, ACTION_ASSIGN_SIGN_IN) != stale
+    )
+    page = await sign_in_and_assign(harness, root_ts, ROLE_ADMIN_UPN)
     assert "role assigned" in page.text
     assert schedule_justifications(harness) == [JUSTIFICATION]

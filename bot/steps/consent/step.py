@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping
 
 from bot.blocks import Message
+from bot.jobs import Runner
 from bot.session.service import Provisioner
 from bot.session.views import notice
 from bot.steps.consent.model import (
@@ -20,11 +21,18 @@ from bot.steps.consent.model import (
     ConsentApp,
     ConsentGranted,
     ConsentRefused,
+    ConsentTargets,
     read_consent_redirect,
 )
-from bot.steps.consent.views import consent_app_title, consent_problem
+from bot.steps.consent.views import (
+    consent_app_title,
+    consent_done,
+    consent_problem,
+    consent_prompt,
+    consent_stopped,
+)
 from bot.web import pages
-from bot.workflow import Event, Session, TransitionNotAllowed
+from bot.workflow import Event, Phase, Session, Transition, TransitionNotAllowed
 from state.oauth import OAuthState
 
 __all__ = ["ConsentDesk"]
@@ -33,10 +41,54 @@ logger = logging.getLogger(__name__)
 
 
 class ConsentDesk:
-    def __init__(self, provisioner: Provisioner) -> None:
+    """Steps 1 and 3 (the ``Step`` protocol): a consent link, and Microsoft's redirect back."""
+
+    phases = frozenset(CONSENT_FOR_PHASE)
+
+    def __init__(self, provisioner: Provisioner, targets: ConsentTargets) -> None:
         self._provisioner = provisioner
         self._oauth = provisioner.oauth
         self._store = provisioner.store
+        self._targets = targets
+
+    @property
+    def jobs(self) -> Mapping[Phase, Runner]:
+        return {}
+
+    @property
+    def returns(self) -> Mapping[str, ConsentDesk]:
+        return {app.value: self for app in ConsentApp}
+
+    async def show(self, transition: Transition) -> None:
+        """Entering step 1 or 3: its message with a fresh link. Leaving it: who consented (a
+        Global Administrator: Microsoft's redirect does not say who), or that it stopped."""
+        after = transition.after
+        app = CONSENT_FOR_PHASE.get(after.phase)
+        if app is not None:
+            await self._show(after, app, await self.consent_prompt(after, app))
+            return
+        left = CONSENT_FOR_PHASE[transition.before.phase]
+        event = transition.event
+        if event.kind is CONSENT_EVENT[left]:
+            done = consent_done(after, left.value, by=event.actor, at=event.at)
+            await self._show(after, left, done)
+        else:
+            await self._show(after, left, consent_stopped(after, left.value, phase=after.phase))
+
+    async def _show(self, session: Session, app: ConsentApp, message: Message) -> None:
+        await self._provisioner.show_step(session, f"consent_{app.value}", message)
+
+    async def consent_prompt(self, session: Session, app: ConsentApp) -> Message:
+        """A consent step message with a fresh single-use link."""
+        now = self._provisioner.now()
+        state = await self._oauth.issue(
+            session_id=session.id, tenant_id=session.tenant_id, purpose=app.value, now=now
+        )
+        url = self._targets.url(app, tenant_id=session.tenant_id, state=state)
+        await self._store.record(
+            session.id, actor="system", action=f"{app.value}_link_issued", result="ok"
+        )
+        return consent_prompt(session, app.value, url, state, now + self._oauth.lifetime)
 
     async def opened(self, state: str, user_id: str) -> None:
         """The consent button was clicked: remember by whom (Microsoft will not tell us)."""
@@ -56,7 +108,7 @@ class ConsentDesk:
                 if done
                 else "This consent step is not open right now; no new link was made."
             )
-        prompt = await self._provisioner.consent_prompt(session, app)
+        prompt = await self.consent_prompt(session, app)
         await self._provisioner.slack.chat_update(
             channel=channel_id, ts=message_ts, text=prompt.text, blocks=prompt.blocks
         )
@@ -146,11 +198,11 @@ class ConsentDesk:
     async def _explain_and_offer_again(
         self, session: Session, app: ConsentApp, problem: Message
     ) -> None:
+        """What went wrong is a message of its own (someone has to act); the step's own
+        message gets the new link."""
         await self._provisioner.post_in_thread(session, problem)
         if CONSENT_FOR_PHASE.get(session.phase) is app:
-            await self._provisioner.post_in_thread(
-                session, await self._provisioner.consent_prompt(session, app)
-            )
+            await self._show(session, app, await self.consent_prompt(session, app))
 
     async def _audit(
         self, session: Session, binding: OAuthState, result: str, detail: Mapping[str, str]

@@ -8,14 +8,16 @@ from collections.abc import Mapping
 from bot.blocks import Message, mention, untrusted_text, when
 from bot.blocks import plain as _plain
 from bot.blocks import section as _section
-from bot.workflow import Session
+from bot.workflow import Phase, Session
 
 __all__ = [
     "ACTION_CONSENT_OPEN",
     "ACTION_CONSENT_RENEW",
     "consent_app_title",
+    "consent_done",
     "consent_problem",
     "consent_prompt",
+    "consent_stopped",
 ]
 
 ACTION_CONSENT_OPEN = "consent_open"
@@ -47,9 +49,9 @@ def consent_prompt(session: Session, app: str, url: str, state: str, expires_at:
     """The step message with the consent link (a button) and a way to get a fresh link."""
     heading, name, accepts = _CONSENT_WORDS[app]
     text = (
-        f"*{heading}.* A *Global Administrator* of *{session.tenant_label}* opens the link, "
-        f"signs in and accepts {accepts}. Microsoft then sends them back here and this thread "
-        f"records it.\nThe link works once and expires {when(expires_at)}; "
+        f"*{heading}.* Waiting for a *Global Administrator* of *{session.tenant_label}* to "
+        f"open the link, sign in and accept {accepts}. Microsoft then sends them back here, "
+        f"and this message records it.\nThe link works once and expires {when(expires_at)}; "
         "*New link* makes a fresh one."
     )
     return Message(
@@ -104,18 +106,47 @@ def consent_problem(
             f":warning: {who} gave consent for the {name} in tenant {elsewhere}, not in "
             f"*{session.tenant_label}* (`{session.tenant_id}`). Nothing was recorded. Sign in "
             f"with a Global Administrator account of {session.tenant_label} using the new link "
-            "below."
+            "in the step's message above."
         )
     elif cancelled:
         text = (
             f":leftwards_arrow_with_hook: {who} cancelled the consent for the {name} at "
-            "Microsoft. Nothing was recorded; use the new link below when ready."
+            "Microsoft. Nothing was recorded; the step's message above has a new link for when "
+            "you are ready."
         )
     else:
         text = (
             f":x: Microsoft refused the consent for the {name} (`{code}`)"
             + (f": {said}. " if said else ". ")
             + "Nothing was recorded. Sign in as a *Global Administrator* of "
-            f"{session.tenant_label} and try the new link below."
+            f"{session.tenant_label} and use the new link in the step's message above."
         )
+    return Message(text=text, blocks=[_section(text)])
+
+
+def consent_done(session: Session, app: str, *, by: str, at: float) -> Message:
+    """The step message once consent is recorded. Microsoft's redirect does not say who signed
+    in, so the thread does not guess: "a Global Administrator of the tenant"; ``by`` is who
+    opened the link from Slack (or ``system``: found in place by an upgrade)."""
+    heading = _CONSENT_WORDS[app][0]
+    if by == "system":
+        text = (
+            f":white_check_mark: *{heading}:* already in place in *{session.tenant_label}* "
+            f"(checked by the bot {when(at)}), so it was not asked again."
+        )
+    else:
+        text = (
+            f":white_check_mark: *{heading}:* given by a Global Administrator of "
+            f"*{session.tenant_label}* {when(at)}."
+        )
+        if by != "microsoft":
+            text += f" {mention(by)} opened the consent link from this thread."
+    return Message(text=text, blocks=[_section(text)])
+
+
+def consent_stopped(session: Session, app: str, *, phase: Phase) -> Message:
+    """The step message when the session ended before the consent was given."""
+    heading, _, _ = _CONSENT_WORDS[app]
+    why = "expired" if phase is Phase.EXPIRED else "was cancelled"
+    text = f":heavy_minus_sign: *{heading}:* not given; the session {why} first."
     return Message(text=text, blocks=[_section(text)])

@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from bot.blocks import Message
+from bot.blocks import Message, mention, when
+from bot.blocks import section as _section
+from bot.jobs import Runner
 from bot.microsoft.access import MicrosoftAccess, VerifyContext
 from bot.microsoft.errors import MicrosoftError
 from bot.microsoft.exchange import ExchangeClient
@@ -53,12 +56,14 @@ from bot.steps.mailflow.views import (
     survey_failed_message,
     with_button_value,
 )
+from bot.steps.protocol import ReturnHandler
 from bot.workflow import (
     Event,
     EventKind,
     Phase,
     Scope,
     Session,
+    Transition,
     TransitionNotAllowed,
     TransitionRefused,
     Why,
@@ -69,6 +74,8 @@ __all__ = ["MailFlowDesk", "Survey"]
 logger = logging.getLogger(__name__)
 
 DECISION = "mailflow_decision"  # the Submit / Check again message, kept under the plan's version
+_MAX_BLOCKS = 50  # Slack's limit per message
+_MAX_TEXT = 3900
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,10 @@ def _fingerprint(findings: tuple[Finding, ...]) -> str:
 
 
 class MailFlowDesk:
+    """Step 4, second half (the ``Step`` protocol): the plan, Submit, and the apply job."""
+
+    phases = frozenset({Phase.PLAN_SHOWN, Phase.APPLYING, Phase.FAILED})
+
     def __init__(
         self,
         *,
@@ -99,6 +110,22 @@ class MailFlowDesk:
         self._provisioner = provisioner
         self._microsoft = microsoft
         self._settings = microsoft.settings
+
+    @property
+    def jobs(self) -> Mapping[Phase, Runner]:
+        return {Phase.APPLYING: self.run}
+
+    @property
+    def returns(self) -> Mapping[str, ReturnHandler]:
+        return {}
+
+    async def show(self, transition: Transition) -> None:
+        """Entering the plan: read the tenant and show it. Submit and the job edit the Submit
+        message themselves (it becomes the progress of applying)."""
+        if transition.after.phase is Phase.PLAN_SHOWN and transition.before.phase is not (
+            Phase.PLAN_SHOWN
+        ):
+            await self.show_plan(transition.after)
 
     # -- reading the tenant ------------------------------------------------------------------
 
@@ -165,11 +192,18 @@ class MailFlowDesk:
         recorded = await self._record_plan(session, shown, detail)
         if recorded is None:
             return
-        await provisioner.post_in_thread(recorded, domains_message(recorded, survey.domains))
-        checklist = preflight_message(survey.findings)
-        await provisioner.post_in_thread(
-            recorded, with_button_value(checklist, ACTION_ACKNOWLEDGE, recorded.id)
+        domains = domains_message(recorded, survey.domains)
+        checklist = with_button_value(
+            preflight_message(survey.findings), ACTION_ACKNOWLEDGE, recorded.id
         )
+        # One message: which domains the plan protects, and what the checks found there.
+        together = [*domains.blocks, *checklist.blocks]
+        if len(together) <= _MAX_BLOCKS:
+            text = f"{domains.text}\n{checklist.text}"
+            await provisioner.post_in_thread(recorded, Message(text[:_MAX_TEXT], together))
+        else:
+            await provisioner.post_in_thread(recorded, domains)
+            await provisioner.post_in_thread(recorded, checklist)
         await provisioner.post_in_thread(recorded, plan_message(survey.plan))
         plan_state = recorded.plan
         decision = decision_message(
@@ -264,7 +298,7 @@ class MailFlowDesk:
                 "warnings_acknowledged_by": plan_state.acknowledged_by,
             }
         try:
-            transition = await provisioner.handle(
+            await provisioner.handle(
                 session_id, Event(EventKind.SUBMIT, user_id, provisioner.now(), detail)
             )
         except TransitionRefused as refused:
@@ -284,7 +318,7 @@ class MailFlowDesk:
                 result="blocked" if refused.why is Why.BLOCKED else "warnings_not_acknowledged",
             )
             return refusal
-        await self._update_decision(transition.after, submitted_by=user_id)
+        # The job edits the Submit message into its progress, saying who submitted.
         return None
 
     # -- APPLYING (background job) -------------------------------------------------------------
@@ -295,9 +329,7 @@ class MailFlowDesk:
         progress_ts = await self._start_progress(session)
 
         async def show(message: Message) -> None:
-            await provisioner.slack.chat_update(
-                channel=session.channel_id, ts=progress_ts, text=message.text, blocks=message.blocks
-            )
+            await provisioner.edit(session, progress_ts, self._submitted(session, message))
 
         async def on_progress(done: int, total: int, change: Change) -> None:
             await show(progress_message(done, total, change))
@@ -342,15 +374,43 @@ class MailFlowDesk:
         await self._conclude(session, Event(EventKind.APPLY_SUCCEEDED, "system", 0.0, detail))
 
     async def _start_progress(self, session: Session) -> str:
-        """The one thread message this run edits (the same one when a resumed job runs again)."""
+        """The Submit message, which this run edits into its progress (the same one when a
+        resumed job or a Retry runs again)."""
         provisioner = self._provisioner
-        existing = await provisioner.kept(session, "apply")
+        plan_state = session.plan
+        existing = (
+            await provisioner.kept(session, DECISION, plan_state.shown_in) if plan_state else None
+        ) or await provisioner.kept(session, "apply")
+        resumed = session.last(EventKind.RETRY) is not None or existing == await provisioner.kept(
+            session, "apply"
+        )
+        text = (
+            ":arrows_counterclockwise: Reading the tenant again and continuing…"
+            if resumed
+            else ":hourglass_flowing_sand: Reading the tenant's Exchange Online configuration…"
+        )
+        message = self._submitted(session, notice(text))
         if existing:
-            text = ":arrows_counterclockwise: Resumed: reading the tenant again and continuing…"
-            await provisioner.edit(session, existing, notice(text))
+            await provisioner.edit(session, existing, message)
             return existing
-        text = ":hourglass_flowing_sand: Reading the tenant's Exchange Online configuration…"
-        return await provisioner.post_kept(session, "apply", notice(text))
+        return await provisioner.post_kept(session, "apply", message)
+
+    def _submitted(self, session: Session, progress: Message) -> Message:
+        """``progress`` under who submitted the plan (and who retried it)."""
+        lines = []
+        submitted = session.last(EventKind.SUBMIT)
+        if submitted is not None:
+            lines.append(
+                f":rocket: {mention(submitted.actor)} submitted the change plan "
+                f"{when(submitted.at)}."
+            )
+        retried = session.last(EventKind.RETRY)
+        if retried is not None:
+            lines.append(f"{mention(retried.actor)} pressed Retry {when(retried.at)}.")
+        if not lines:
+            return progress
+        head = " ".join(lines)
+        return Message(f"{head} {progress.text}", [_section(head), *progress.blocks])
 
     async def _failed(self, session: Session, failed: ApplyFailed) -> None:
         await self._provisioner.post_in_thread(

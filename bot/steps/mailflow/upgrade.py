@@ -5,7 +5,8 @@ is recorded, not asked again: when an upgrade session reaches the phase of steps
 bot checks (``bot.verify.verify``: Graph read as the directory-sync app, where it has consent)
 whether the mail-flow consent, the Exchange Administrator role or the directory-sync consent is
 in place, and if so records the step as a ``system`` event with ``{"found": "existing"}``. A step
-that is not satisfied is prompted as usual (the prompter this wraps). The plan then covers the
+that is not satisfied is prompted as usual (``bot.steps.protocol.StepTable.prompt`` asks this
+first, for upgrade sessions only). The plan then covers the
 outbound objects only (``bot.steps.mailflow.step``: ``Scope.UPGRADE`` → ``Direction.OUTBOUND``).
 """
 
@@ -15,7 +16,7 @@ import logging
 from collections.abc import Mapping
 
 from bot.microsoft.access import MicrosoftAccess
-from bot.session.service import Prompter, Provisioner
+from bot.session.service import Provisioner
 from bot.steps.mailflow.model import UpgradeFindings
 from bot.steps.mailflow.views import upgrade_found_message
 from bot.steps.verify.checks import verify
@@ -56,18 +57,13 @@ class UpgradeSteps:
         self._provisioner = provisioner
         self._microsoft = microsoft
 
-    def install(self) -> None:
-        """Wrap the prompters of the phases of steps 1–3 (call after they are registered)."""
-        for phase in _STEPS:
-            self._provisioner.on_phase(phase, self._wrap(phase, self._provisioner.prompter(phase)))
+    phases = frozenset(_STEPS)
 
-    def _wrap(self, phase: Phase, original: Prompter | None) -> Prompter:
-        async def prompt(session: Session) -> None:
-            found = session.scope is Scope.UPGRADE and await self._found(phase, session)
-            if not found and original is not None:
-                await original(session)
-
-        return prompt
+    async def record_if_done(self, session: Session) -> bool:
+        """Record the step of ``session.phase`` if Microsoft shows it done; False to ask."""
+        if session.scope is not Scope.UPGRADE or session.phase not in _STEPS:
+            return False
+        return await self._found(session.phase, session)
 
     async def _check(self, session: Session) -> set[CheckName]:
         provisioner = self._provisioner

@@ -31,6 +31,7 @@ __all__ = [
     "Acknowledgement",
     "AssignmentClaim",
     "AssignmentFailed",
+    "RoleAssigned",
     "RoleRequest",
     "RoleState",
     "SeenRequest",
@@ -179,6 +180,14 @@ class AssignmentFailed:
 
 
 @dataclass(frozen=True)
+class RoleAssigned:
+    """An event's payload: the role is assigned; ``signed_in_as`` is the Microsoft account the
+    bot assigned it with (``None``: assigned in the portal, or found in place)."""
+
+    signed_in_as: str | None = None
+
+
+@dataclass(frozen=True)
 class RoleState:
     """Everything step 2 knows between clicks; changed only by workflow transitions.
 
@@ -194,6 +203,7 @@ class RoleState:
     acknowledgement: Acknowledgement | None = None
     sign_in_opened_by: str | None = None
     assigning: AssignmentClaim | None = None
+    assigned_as: str | None = None  # who signed in at Microsoft for the assignment (a UPN)
 
     @property
     def acknowledged_request(self) -> RoleRequest | None:

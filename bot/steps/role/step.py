@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import httpx
 
 from bot.blocks import Message, mention
+from bot.jobs import Runner
 from bot.microsoft.errors import MicrosoftError, PremiumLicenseRequired
 from bot.microsoft.graph import GraphClient
 from bot.microsoft.identity import MicrosoftApp, SignInFlow
@@ -32,18 +33,21 @@ from bot.session.access import AccessCheckFailed, AccessPolicy
 from bot.session.service import Provisioner
 from bot.session.views import notice, refusal_message, refused_transition_message
 from bot.steps.role.assign import Assigned, NeedsMore, RoleSignIn, audit_detail, check_assignment
-from bot.steps.role.model import AssignmentFailed, RoleRequest, SeenRequest
+from bot.steps.role.model import AssignmentFailed, RoleAssigned, RoleRequest, SeenRequest
 from bot.steps.role.requirements import RoleRequirements
 from bot.steps.role.views import (
     Decision,
     app_message,
     assignment_choice_message,
     check_message,
-    decided_message,
     outcome_message,
     own_request_message,
     portal_steps_message,
+    previous_request_line,
     review_message,
+    role_done_message,
+    role_stopped_message,
+    with_request,
 )
 from bot.web import pages
 from bot.workflow import Event, EventKind, Payload, Phase, Session, Transition, TransitionNotAllowed
@@ -56,7 +60,7 @@ logger = logging.getLogger(__name__)
 APP_NAME = "Inline mail flow"  # how the thread names the mail-flow app registration
 SIGN_IN_PURPOSE = "role"
 
-_REVIEW = "role_review"  # the review message, kept under the version of its request
+_MESSAGE = "role"  # the step's one thread message
 # A sign-in claimed this long ago without an answer was interrupted (the process stopped).
 _STALE_CLAIM_SECONDS = 15 * 60
 
@@ -100,9 +104,67 @@ class RoleStep:
             redirect_uri=settings.redirect_uri,
         )
         self._sealer = sealer
-        provisioner.on_phase(Phase.MAILFLOW_CONSENTED, self.offer)
-        provisioner.on_phase(Phase.ROLE_REQUESTED, self.review)
-        provisioner.on_phase(Phase.ROLE_ACKNOWLEDGED, self.offer_assignment)
+
+    # -- the Step protocol ------------------------------------------------------------------
+
+    phases = frozenset(
+        {
+            Phase.MAILFLOW_CONSENTED,
+            Phase.ROLE_REQUESTED,
+            Phase.ROLE_ACKNOWLEDGED,
+            Phase.ROLE_ASSIGNING,
+        }
+    )
+
+    @property
+    def jobs(self) -> Mapping[Phase, Runner]:
+        return {}
+
+    @property
+    def returns(self) -> Mapping[str, RoleStep]:
+        return {SIGN_IN_PURPOSE: self}
+
+    async def show(self, transition: Transition) -> None:
+        """The step's one message: the request button, the request waiting for an approver,
+        the two ways to assign, then who assigned it (or that the session stopped)."""
+        after = transition.after
+        event = transition.event
+        if after.phase is Phase.MAILFLOW_CONSENTED:
+            decision = _DECISIONS.get(event.kind)
+            await self.offer(after, (decision, event.actor, event.at) if decision else None)
+        elif after.phase is Phase.ROLE_REQUESTED:
+            await self.review(after)
+        elif after.phase is Phase.ROLE_ACKNOWLEDGED:
+            await self.offer_assignment(after)
+        elif after.phase is Phase.ROLE_ASSIGNED:
+            # After a sign-in or a check in Graph, the step showed Microsoft's answer already.
+            if "outcome" not in event.detail and event.detail.get("checked") != "yes":
+                done = role_done_message(
+                    app_name=APP_NAME,
+                    app_id=self._settings.mailflow_app_id,
+                    by=event.actor,
+                    at=event.at,
+                    checked=False,
+                )
+                await self._show(after, self._with_request(after, done))
+        elif not after.is_active:
+            word = "expired" if after.phase is Phase.EXPIRED else "was cancelled"
+            await self._show(after, role_stopped_message(word))
+
+    async def _show(self, session: Session, message: Message) -> None:
+        await self._provisioner.show_step(session, _MESSAGE, message)
+
+    def _with_request(self, session: Session, lead: Message) -> Message:
+        role = session.role
+        ack = role.acknowledgement
+        return with_request(
+            lead,
+            role.request,
+            role.requirements or RoleRequirements.assumed_pim(),
+            requested_at=role.requested_at,
+            acknowledged_by=ack.by if ack else None,
+            acknowledged_at=ack.at if ack else None,
+        )
 
     # -- what the step needs between clicks ------------------------------------------------
 
@@ -190,20 +252,24 @@ class RoleStep:
 
     # -- prompts (what the thread shows when the session enters a phase) --------------------
 
-    async def offer(self, session: Session) -> None:
-        """After step 1 (or a declined request): the app, the role, and the request button."""
+    async def offer(
+        self, session: Session, previous: tuple[Decision, str, float] | None = None
+    ) -> None:
+        """After step 1 (or a request that was declined, withdrawn or expired: ``previous``):
+        the app, the role, and the request button."""
         requirements = await self._read_policy(session)
         if requirements is not None:
             await self.remember_requirements(session.id, requirements)
-        await self._provisioner.post_in_thread(
-            session,
-            app_message(
-                app_name=APP_NAME,
-                app_id=self._settings.mailflow_app_id,
-                requirements=requirements,
-                value=session.id,
-            ),
+        message = app_message(
+            app_name=APP_NAME,
+            app_id=self._settings.mailflow_app_id,
+            requirements=requirements,
+            value=session.id,
         )
+        if previous is not None:
+            line = previous_request_line(*previous)
+            message = Message(message.text, [*message.blocks, line])
+        await self._show(session, message)
 
     async def review(self, session: Session) -> None:
         """A submitted request, posted for the approvers with Acknowledge and Decline."""
@@ -220,7 +286,7 @@ class RoleStep:
             # The click names the request the approver saw.
             value=f"{session.id}:{role.request.digest()}",
         )
-        await self._provisioner.post_kept(session, _REVIEW, message, version=role.request_version)
+        await self._show(session, message)
 
     async def offer_assignment(self, session: Session) -> None:
         """After acknowledgement: "Assign for me" (a fresh sign-in link) or the portal."""
@@ -235,17 +301,15 @@ class RoleStep:
             state=flow.state,
             sealed=self._sealer.seal(flow.to_json()),
         )
-        await self._provisioner.post_in_thread(
-            session,
-            assignment_choice_message(
-                requirements,
-                app_name=APP_NAME,
-                app_id=self._settings.mailflow_app_id,
-                sign_in_url=flow.auth_uri,
-                link_expires_at=now + self._provisioner.oauth.lifetime,
-                value=session.id,
-            ),
+        choice = assignment_choice_message(
+            requirements,
+            app_name=APP_NAME,
+            app_id=self._settings.mailflow_app_id,
+            sign_in_url=flow.auth_uri,
+            link_expires_at=now + self._provisioner.oauth.lifetime,
+            value=session.id,
         )
+        await self._show(session, self._with_request(session, choice))
 
     # -- decisions ------------------------------------------------------------------------
 
@@ -285,7 +349,7 @@ class RoleStep:
         # The checks above are for a clear reply; the guards of the transition decide, on the
         # record the compare-and-set stores.
         try:
-            transition = await self._move(
+            await self._move(
                 session_id,
                 kind,
                 user_id,
@@ -294,25 +358,7 @@ class RoleStep:
             )
         except TransitionNotAllowed as refused:
             return refused_transition_message(refused)
-        await self._mark_review(transition.after, kind, user_id, transition.event.at)
         return None
-
-    async def _mark_review(self, session: Session, kind: EventKind, by: str, at: float) -> None:
-        role = session.role
-        review_ts = await self._provisioner.kept(session, _REVIEW, role.request_version)
-        if not review_ts or role.request is None:
-            return
-        message = decided_message(
-            role.request,
-            role.requirements or RoleRequirements.assumed_pim(),
-            app_name=APP_NAME,
-            app_id=self._settings.mailflow_app_id,
-            requested_at=role.requested_at or at,
-            decision=_DECISIONS[kind],
-            by=by,
-            at=at,
-        )
-        await self._provisioner.edit(session, review_ts, message)
 
     async def remind_and_expire(self) -> None:
         """Remind approvers of a request left waiting; close it when it has waited too long;
@@ -329,18 +375,13 @@ class RoleStep:
                 continue
             waited = now - role.requested_at
             if waited >= self._settings.expire_after_seconds:
-                try:
-                    transition = await self._move(
+                with contextlib.suppress(TransitionNotAllowed):
+                    await self._move(
                         session.id,
                         EventKind.ROLE_REQUEST_EXPIRED,
                         "system",
                         detail={"reason": "no approver acknowledged it in time"},
                     )
-                except TransitionNotAllowed:
-                    continue
-                await self._mark_review(
-                    transition.after, EventKind.ROLE_REQUEST_EXPIRED, "system", now
-                )
             elif waited >= self._settings.remind_after_seconds and role.reminded_at is None:
                 try:  # the compare-and-set makes one replica the one that reminds
                     reminded = await self._move(session.id, EventKind.ROLE_REMINDED, "system")
@@ -397,16 +438,14 @@ class RoleStep:
         request = session.role.acknowledged_request
         if request is None:
             return notice("The role is not waiting to be assigned right now.")
-        await self._provisioner.post_in_thread(
-            session,
-            portal_steps_message(
-                request,
-                session.role.requirements or RoleRequirements.assumed_pim(),
-                app_name=APP_NAME,
-                app_id=self._settings.mailflow_app_id,
-                value=session.id,
-            ),
+        steps = portal_steps_message(
+            request,
+            session.role.requirements or RoleRequirements.assumed_pim(),
+            app_name=APP_NAME,
+            app_id=self._settings.mailflow_app_id,
+            value=session.id,
         )
+        await self._show(session, self._with_request(session, steps))
         return None
 
     async def check(self, session_id: str, user_id: str) -> Message | None:
@@ -426,19 +465,31 @@ class RoleStep:
                 {"checked": "no", "why": "directory-sync app not consented yet"},
             )
             return None
-        await provisioner.post_in_thread(
-            session,
-            check_message(found, value=session.id, checked_by=user_id, at=provisioner.now()),
+        answer = check_message(found, value=session.id, checked_by=user_id, at=provisioner.now())
+        if not found.assigned:
+            await provisioner.post_in_thread(session, answer)  # someone has to act again
+            return None
+        await self._show(session, self._with_request(session, answer))
+        await self._assigned(
+            session, user_id, {"checked": "yes", "via": "pim" if found.via_pim else "direct"}
         )
-        if found.assigned:
-            await self._assigned(
-                session, user_id, {"checked": "yes", "via": "pim" if found.via_pim else "direct"}
-            )
         return None
 
-    async def _assigned(self, session: Session, actor: str, detail: Mapping[str, str]) -> None:
+    async def _assigned(
+        self,
+        session: Session,
+        actor: str,
+        detail: Mapping[str, str],
+        signed_in_as: str | None = None,
+    ) -> None:
         try:
-            await self._move(session.id, EventKind.ROLE_ASSIGNED, actor, detail=detail)
+            await self._move(
+                session.id,
+                EventKind.ROLE_ASSIGNED,
+                actor,
+                detail=detail,
+                payload=RoleAssigned(signed_in_as),
+            )
         except TransitionNotAllowed:
             logger.info("role for session %s was already recorded", session.id)
 
@@ -501,8 +552,8 @@ class RoleStep:
             value=session.id,
         )
         if isinstance(outcome, Assigned):
-            await self._provisioner.post_in_thread(session, message)
-            await self._assigned(session, actor, audit_detail(outcome))
+            await self._show(session, self._with_request(session, message))
+            await self._assigned(session, actor, audit_detail(outcome), outcome.assigned_by)
             how = "through a PIM request" if outcome.via == "pim" else "directly"
             return pages.role_assigned(session.tenant_label, how, thread)
         # Stored before the message: its "Complete the request" opens the form with them.

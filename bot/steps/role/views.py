@@ -84,8 +84,12 @@ __all__ = [
     "outcome_message",
     "own_request_message",
     "portal_steps_message",
+    "previous_request_line",
     "request_modal",
     "review_message",
+    "role_done_message",
+    "role_stopped_message",
+    "with_request",
 ]
 
 ACTION_REQUEST_OPEN = "role_request_open"
@@ -107,8 +111,8 @@ Decision = Literal["acknowledged", "declined", "withdrawn", "expired"]
 
 
 _WHO_MAY_ASSIGN = (
-    "at least a *Privileged Role Administrator* (or a Global Administrator); an Exchange "
-    "Administrator cannot assign roles"
+    "a *Privileged Role Administrator* or a *Global Administrator* (an Exchange Administrator "
+    "cannot assign roles)"
 )
 
 
@@ -457,8 +461,8 @@ def assignment_choice_message(
         else "assigns the role directly"
     )
     lines = [
-        f"*Assign the role.* Someone who is {_WHO_MAY_ASSIGN} now gives "
-        f"{_app_line(app_name, app_id)} the Exchange Administrator role. Two ways:",
+        f"*Assign the role.* Waiting for {_WHO_MAY_ASSIGN} to give "
+        f"{_app_line(app_name, app_id)} the Exchange Administrator role, in one of two ways:",
         f"• *Assign for me*: sign in with Microsoft; the bot {what} on your behalf, reports "
         f"the result here, and forgets the sign-in. The link works once and expires "
         f"{when(link_expires_at)}; *New sign-in link* makes a fresh one.",
@@ -497,7 +501,7 @@ def portal_steps_message(
     """The exact portal steps for this tenant (PIM or not), with "I've assigned it"."""
     app = _escape(app_name)
     open_portal = (
-        f"Open the <{portal_url}|Microsoft Entra admin center> signed in as {_WHO_MAY_ASSIGN}."
+        f"Open the <{portal_url}|Microsoft Entra admin center>, signed in as {_WHO_MAY_ASSIGN}."
     )
     find_role = (
         "Go to *Roles and administrators* (Identity › Roles & admins) and open "
@@ -553,6 +557,7 @@ def portal_steps_message(
         _actions(
             "role_portal_actions",
             _button(ACTION_CHECK, "I've assigned it", value, style="primary"),
+            _button(ACTION_NEW_SIGN_IN, "Assign for me instead", value),
         ),
     ]
     text = (
@@ -621,7 +626,12 @@ def outcome_message(
         blocks.append(_section("\n".join(parts)))
         if outcome.schedule_request_id:
             blocks.append(_context(f"PIM request {_code(outcome.schedule_request_id)}"))
-        fallback = "The Exchange Administrator role is assigned to the mail-flow app."
+        fallback = (
+            "The mail-flow app already holds the Exchange Administrator role."
+            if outcome.already
+            else f"{outcome.assigned_by or 'The signed-in administrator'} assigned the Exchange "
+            "Administrator role to the mail-flow app."
+        )
     elif isinstance(outcome, Pending):
         blocks.append(
             _section(
@@ -783,3 +793,69 @@ def check_message(check: AssignmentCheck, *, value: str, checked_by: str, at: fl
         else "The Exchange Administrator role is not active for the mail-flow app yet."
     )
     return Message(text=fallback, blocks=blocks)
+
+
+# -- (g) the step's one message: how it ended ---------------------------------------------------
+
+
+def with_request(
+    lead: Message,
+    request: RoleRequest | None,
+    requirements: RoleRequirements,
+    *,
+    requested_at: float | None,
+    acknowledged_by: str | None,
+    acknowledged_at: float | None,
+) -> Message:
+    """``lead`` followed by the request it is about: who asked, how, and who acknowledged."""
+    if request is None:
+        return lead
+    story = f"Requested by {mention(request.requested_by)}"
+    if requested_at is not None:
+        story += f" {when(requested_at)}"
+    if acknowledged_by is not None:
+        story += f" · acknowledged by {mention(acknowledged_by)}"
+        if acknowledged_at is not None:
+            story += f" {when(acknowledged_at)}"
+    blocks = [*lead.blocks, _request_fields(request, requirements), _context(story)]
+    return Message(text=lead.text, blocks=blocks[:50])
+
+
+def previous_request_line(decision: Decision, by: str, at: float) -> Block:
+    """Above the request button again: how the last request ended."""
+    icon, word = _DECISION_WORDS[decision]
+    if decision == "expired":
+        text = f"{icon} The last request expired {when(at)}: nobody acknowledged it in time."
+    else:
+        text = f"{icon} The last request was {word.lower()} by {mention(by)} {when(at)}."
+    return _context(text)
+
+
+def role_done_message(*, app_name: str, app_id: str, by: str, at: float, checked: bool) -> Message:
+    """Step 2 recorded without a sign-in of the bot's: found in place by an upgrade
+    (``by`` ``system``), or confirmed by someone in Slack (``checked``: seen in Microsoft)."""
+    app = _app_line(app_name, app_id)
+    if by == "system":
+        text = (
+            f":white_check_mark: *Step 2 — Exchange Administrator role:* {app} already holds "
+            f"it (checked by the bot {when(at)}), so it was not asked again."
+        )
+    elif checked:
+        text = (
+            f":white_check_mark: *Step 2 — Exchange Administrator role:* assigned to {app}; "
+            f"{mention(by)} said it was done in the portal and Microsoft shows it ({when(at)})."
+        )
+    else:
+        text = (
+            f":white_check_mark: *Step 2 — Exchange Administrator role:* {mention(by)} said it "
+            f"is assigned to {app} ({when(at)}). The bot could not look yet; step 4 checks it."
+        )
+    return Message(text=text, blocks=[_section(text)])
+
+
+def role_stopped_message(phase_word: str) -> Message:
+    text = (
+        f":heavy_minus_sign: *Step 2 — Exchange Administrator role:* not assigned; the session "
+        f"{phase_word} first."
+    )
+    return Message(text=text, blocks=[_section(text)])

@@ -13,30 +13,41 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 
 from bot.blocks import Message
+from bot.jobs import Runner
 from bot.microsoft.access import MicrosoftAccess
-from bot.session.service import Provisioner
-from bot.session.views import notice
+from bot.session.service import STEP_MESSAGE, Provisioner
+from bot.steps.protocol import ReturnHandler
 from bot.steps.verify.model import Verification, VerifyOutcome
 from bot.steps.verify.ready import verify_until_ready
 from bot.steps.verify.views import (
     ACTION_VERIFY,
+    checking_message,
     checklist_message,
     progress_message,
+    stopped_message,
+    stopped_on_error_message,
     summary_message,
+    verify_pressed,
     verify_prompt,
 )
-from bot.workflow import Event, EventKind, Session, TransitionNotAllowed
+from bot.workflow import Event, EventKind, Phase, Session, Transition, TransitionNotAllowed
 
 __all__ = ["VerificationJob"]
+
+_MESSAGE = "verify"  # the step's one thread message
 
 logger = logging.getLogger(__name__)
 
 
 class VerificationJob:
+    """Step 4, first half (the ``Step`` protocol): the Verify prompt and the verification job."""
+
+    phases = frozenset({Phase.DIRECTORY_CONSENTED, Phase.VERIFYING})
+
     def __init__(
         self,
         *,
@@ -53,6 +64,31 @@ class VerificationJob:
         self._sleep = sleep
         self._monotonic = monotonic
         self._limit = limit
+
+    @property
+    def jobs(self) -> Mapping[Phase, Runner]:
+        return {Phase.VERIFYING: self.run}
+
+    @property
+    def returns(self) -> Mapping[str, ReturnHandler]:
+        return {}
+
+    async def show(self, transition: Transition) -> None:
+        """The step's one message: the Verify button, then who pressed it and the checks as
+        the job runs them (the job shows how they ended)."""
+        after = transition.after
+        event = transition.event
+        if after.phase is Phase.DIRECTORY_CONSENTED:
+            if event.kind is not EventKind.VERIFICATION_FAILED:  # (the job showed that)
+                await self._show(after, verify_prompt(after))
+        elif after.phase is Phase.VERIFYING:
+            await self._show(after, checking_message(event.actor, event.at))
+        elif not after.is_active:
+            word = "expired" if after.phase is Phase.EXPIRED else "was cancelled"
+            await self._show(after, stopped_message(word))
+
+    async def _show(self, session: Session, message: Message) -> str:
+        return await self._provisioner.show_step(session, _MESSAGE, message)
 
     async def run(self, session: Session) -> None:
         """Verify, show the outcome and move the session on; never leaves it stuck verifying."""
@@ -77,8 +113,11 @@ class VerificationJob:
             )
             with contextlib.suppress(TransitionNotAllowed):  # it moved on meanwhile
                 moved = await self._provisioner.handle(session.id, event)
-                # No summary (with its Verify again button) was posted: offer Verify anew.
-                await self._provisioner.post_in_thread(moved.after, verify_prompt(moved.after))
+                # Someone has to act: say why in a message of its own, with Verify anew.
+                await self._show(moved.after, stopped_on_error_message())
+                await self._provisioner.post_in_thread(
+                    moved.after, verify_prompt(moved.after, problem=event.detail["reason"])
+                )
 
     async def _verify(self, session: Session) -> None:
         provisioner = self._provisioner
@@ -89,7 +128,7 @@ class VerificationJob:
             attempt: int, elapsed: timedelta, next_in: timedelta, verification: Verification
         ) -> None:
             message = progress_message(attempt, elapsed, next_in, verification, limit=self._limit)
-            await self._show(session, progress_ts, message)
+            await self._edit(session, progress_ts, message)
 
         outcome = await verify_until_ready(
             context,
@@ -98,27 +137,34 @@ class VerificationJob:
             clock=self._monotonic,
             on_progress=on_progress,
         )
-        await self._show(session, progress_ts, checklist_message(outcome.verification))
-        await provisioner.post_in_thread(
-            session,
-            summary_message(
-                outcome, verify_again_action_id=ACTION_VERIFY, verify_again_value=session.id
-            ),
-        )
+        pressed = session.last(EventKind.VERIFY)
+        if outcome.ready:
+            done = summary_message(outcome)
+            if pressed is not None:
+                done = Message(done.text, [*done.blocks, verify_pressed(pressed.actor, pressed.at)])
+            await self._edit(session, progress_ts, done)
+        else:
+            await self._edit(session, progress_ts, checklist_message(outcome.verification))
+            # A failure needs someone to act: a message of its own, with Verify again.
+            await provisioner.post_in_thread(
+                session,
+                summary_message(
+                    outcome, verify_again_action_id=ACTION_VERIFY, verify_again_value=session.id
+                ),
+            )
         await self._conclude(session, outcome)
 
     async def _start_progress(self, session: Session) -> str:
-        """The one thread message this run keeps editing (reused if the job restarts)."""
-        existing = await self._provisioner.kept(session, "verify")
+        """The step's message, which this run keeps editing (also when the job restarts)."""
+        existing = await self._provisioner.kept(session, _MESSAGE, STEP_MESSAGE)
         if existing:
             return existing
-        text = ":hourglass_flowing_sand: Checking every grant with Microsoft…"
-        return await self._provisioner.post_kept(session, "verify", notice(text))
+        pressed = session.last(EventKind.VERIFY)
+        actor, at = (pressed.actor, pressed.at) if pressed else ("system", session.updated_at)
+        return await self._show(session, checking_message(actor, at))
 
-    async def _show(self, session: Session, ts: str, message: Message) -> None:
-        await self._provisioner.slack.chat_update(
-            channel=session.channel_id, ts=ts, text=message.text, blocks=message.blocks
-        )
+    async def _edit(self, session: Session, ts: str, message: Message) -> None:
+        await self._provisioner.edit(session, ts, message)
 
     async def _conclude(self, session: Session, outcome: VerifyOutcome) -> None:
         provisioner = self._provisioner

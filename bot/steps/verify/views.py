@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bot.blocks import Block, Message, when
+from bot.blocks import Block, Message, mention, when
 from bot.blocks import clip as _clip
 from bot.blocks import context as _context
 from bot.blocks import escape as _escape
@@ -32,11 +32,15 @@ from bot.workflow import Session
 
 __all__ = [
     "ACTION_VERIFY",
+    "checking_message",
     "checklist_blocks",
     "checklist_message",
     "format_duration",
     "progress_message",
+    "stopped_message",
+    "stopped_on_error_message",
     "summary_message",
+    "verify_pressed",
     "verify_prompt",
 ]
 
@@ -199,8 +203,8 @@ def summary_message(
 ACTION_VERIFY = "verify_start"
 
 
-def verify_prompt(session: Session) -> Message:
-    """Step 4's first half: what Verify checks, and the button."""
+def verify_prompt(session: Session, *, problem: str | None = None) -> Message:
+    """Step 4's first half: what Verify checks, and the button (after ``problem``, again)."""
     text = (
         "*Step 4 — verify and submit.* Press *Verify*: the bot checks with Microsoft that the "
         "mail-flow app is consented and holds *Exchange.ManageAsApp*, that it has an active "
@@ -209,8 +213,12 @@ def verify_prompt(session: Session) -> Message:
         "Nothing is changed in the tenant. A role assigned minutes ago can take up to 30 "
         "minutes to reach Exchange; the bot keeps checking and continues by itself."
     )
+    if problem:
+        text = f":warning: Verification stopped: {_escape(problem)}\n{text}"
     return Message(
-        text=f"Step 4 for {session.tenant_label}: press Verify to check every grant.",
+        text=f"Verification stopped: {problem}"
+        if problem
+        else f"Step 4 for {session.tenant_label}: press Verify to check every grant.",
         blocks=[
             _section(text),
             {
@@ -228,3 +236,28 @@ def verify_prompt(session: Session) -> Message:
             },
         ],
     )
+
+
+def checking_message(pressed_by: str, at: float) -> Message:
+    """The step's message while the job starts: who pressed Verify."""
+    text = (
+        f":hourglass_flowing_sand: *Step 4 — verify:* {mention(pressed_by)} pressed Verify "
+        f"{when(at)}; the bot is checking every grant with Microsoft…"
+    )
+    if pressed_by == "system":
+        text = ":hourglass_flowing_sand: *Step 4 — verify:* checking every grant with Microsoft…"
+    return Message(text=text, blocks=[_section(text)])
+
+
+def verify_pressed(pressed_by: str, at: float) -> Block:
+    return _context(f"Verify pressed by {mention(pressed_by)} {when(at)} · checked by the bot")
+
+
+def stopped_on_error_message() -> Message:
+    text = ":x: *Step 4 — verify:* stopped on an error; see below and press *Verify* again."
+    return Message(text=text, blocks=[_section(text)])
+
+
+def stopped_message(phase_word: str) -> Message:
+    text = f":heavy_minus_sign: *Step 4 — verify:* not done; the session {phase_word} first."
+    return Message(text=text, blocks=[_section(text)])

@@ -222,7 +222,7 @@ def test_assignment_choice() -> None:
 def test_portal_steps_with_pim() -> None:
     message = portal_steps_message(REQUEST, STRICT, app_name=APP, app_id=APP_ID, value="s1")
     assert validate_blocks(message.blocks, surface="message") == []
-    assert action_ids(message.blocks) == [ACTION_CHECK]
+    assert action_ids(message.blocks) == [ACTION_CHECK, ACTION_NEW_SIGN_IN]
     text = mrkdwn_of(message.blocks)
     for phrase in (
         "*Roles and administrators*",
