@@ -38,18 +38,27 @@ def _executable() -> str:
 
 class RedisServer:
     """One redis-server. ``options`` are added to its command line (``--replicaof …``,
-    ``--cluster-enabled yes`` …)."""
+    ``--cluster-enabled yes`` …); with ``password`` it requires it (and gives it to a master
+    it replicates)."""
 
-    def __init__(self, options: Sequence[str] = ()) -> None:
+    def __init__(self, options: Sequence[str] = (), *, password: str | None = None) -> None:
         self._executable = _executable()
+        self.password = password
         self._options = list(options)
+        if password is not None:
+            self._options += ["--requirepass", password, "--masterauth", password]
         self.directory = Path(tempfile.mkdtemp(prefix="pi-redis-"))
         self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        credentials = f":{self.password}@" if self.password is not None else ""
+        return f"redis://{credentials}127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        """A (synchronous) client of this server, for setting it up."""
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
 
     @property
     def log(self) -> str:
@@ -136,7 +145,9 @@ class RedisClusterServers:
     """``masters`` redis-servers on loopback joined into a Redis Cluster (no replicas), the
     slots split evenly between them (``CLUSTER ADDSLOTS``, then ``CLUSTER MEET``)."""
 
-    def __init__(self, masters: int = 3, *, node_timeout_ms: int = 2000) -> None:
+    def __init__(
+        self, masters: int = 3, *, node_timeout_ms: int = 2000, password: str | None = None
+    ) -> None:
         # The bus ports are chosen too: port + 10000 may be taken, or past 65535.
         self.bus_ports = [free_port() for _ in range(masters)]
         self.nodes = [
@@ -150,7 +161,8 @@ class RedisClusterServers:
                     str(node_timeout_ms),
                     "--cluster-port",
                     str(bus_port),
-                ]
+                ],
+                password=password,
             )
             for bus_port in self.bus_ports
         ]
@@ -169,7 +181,7 @@ class RedisClusterServers:
         once every node reports the cluster ``ok`` (all slots served, every node known)."""
         for node in self.nodes:
             node.start()
-        clients = [redis.Redis(port=node.port, host="127.0.0.1") for node in self.nodes]
+        clients = [node.client() for node in self.nodes]
         try:
             share = SLOTS // len(self.nodes)
             for index, client in enumerate(clients):
@@ -223,16 +235,16 @@ class SentinelServer(RedisServer):
         *,
         down_after_ms: int = 1000,
         failover_timeout_ms: int = 10000,
+        password: str | None = None,
+        master_password: str | None = None,
     ) -> None:
         super().__init__()
+        self.password = password  # the sentinel's own (requirepass)
+        self._master_password = master_password
         self.name = name
         self._master_port = master_port
         self._down_after_ms = down_after_ms
         self._failover_timeout_ms = failover_timeout_ms
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
 
     def _command(self) -> list[str]:
         config = self.directory / "sentinel.conf"
@@ -244,19 +256,36 @@ class SentinelServer(RedisServer):
                 f"sentinel monitor {self.name} 127.0.0.1 {self._master_port} 1\n"
                 f"sentinel down-after-milliseconds {self.name} {self._down_after_ms}\n"
                 f"sentinel failover-timeout {self.name} {self._failover_timeout_ms}\n"
+                + (f"requirepass {self.password}\n" if self.password else "")
+                + (
+                    f"sentinel auth-pass {self.name} {self._master_password}\n"
+                    if self._master_password
+                    else ""
+                )
             )
         return [self._executable, str(config), "--sentinel"]
 
 
 class SentinelServers:
-    """A master, one replica of it and a sentinel watching both, as ``name``."""
+    """A master, one replica of it and a sentinel watching both, as ``name``; ``password`` for
+    the servers, ``sentinel_password`` for the sentinel."""
 
-    def __init__(self, name: str = "pi-primary") -> None:
+    def __init__(
+        self,
+        name: str = "pi-primary",
+        *,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+    ) -> None:
         self.name = name
         # A replica's first sync starts at once (not after the default 5 s wait for others).
-        self.master = RedisServer(["--repl-diskless-sync-delay", "0"])
-        self.replica = RedisServer(["--replicaof", "127.0.0.1", str(self.master.port)])
-        self.sentinel = SentinelServer(name, self.master.port)
+        self.master = RedisServer(["--repl-diskless-sync-delay", "0"], password=password)
+        self.replica = RedisServer(
+            ["--replicaof", "127.0.0.1", str(self.master.port)], password=password
+        )
+        self.sentinel = SentinelServer(
+            name, self.master.port, password=sentinel_password, master_password=password
+        )
 
     @property
     def sentinels(self) -> list[tuple[str, int]]:
@@ -267,13 +296,13 @@ class SentinelServers:
         knows the replica (so it has a server to promote)."""
         self.master.start()
         self.replica.start()
-        with redis.Redis(host="127.0.0.1", port=self.master.port) as master:
+        with self.master.client() as master:
             # WAIT blocks in the master until the replica has acknowledged everything written.
             master.set("pi:sandbox:started", "1")
             if master.wait(1, int(timeout * 1000)) != 1:
                 raise RuntimeError(f"the replica did not catch up:\n{self.replica.log}")
         self.sentinel.start()
-        with redis.Redis(host="127.0.0.1", port=self.sentinel.port) as sentinel:
+        with self.sentinel.client() as sentinel:
             pubsub = sentinel.pubsub(ignore_subscribe_messages=True)
             pubsub.subscribe("+slave")  # before looking, so its announcement cannot be missed
             try:

@@ -34,6 +34,9 @@ from tests.integration.test_apply import expected_named, named_objects, plan_sho
 from tests.integration.test_apply import submit_and_finish as submit_and_finish_apply
 
 TENANT = "0f1e2d3c-4b5a-4697-8899-aabbccddeeff"
+# The module's deployments require passwords, as production ones do.
+SERVER_PASSWORD = "server-password-0123"
+SENTINEL_PASSWORD = "sentinel-password-4567"
 
 
 # -- the deployments ------------------------------------------------------------------------------
@@ -41,7 +44,7 @@ TENANT = "0f1e2d3c-4b5a-4697-8899-aabbccddeeff"
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[RedisClusterServers]:
-    servers = RedisClusterServers(3)
+    servers = RedisClusterServers(3, password=SERVER_PASSWORD)
     servers.start()
     try:
         yield servers
@@ -51,7 +54,7 @@ def cluster() -> Iterator[RedisClusterServers]:
 
 @pytest.fixture(scope="module")
 def sentinels() -> Iterator[SentinelServers]:
-    servers = SentinelServers()
+    servers = SentinelServers(password=SERVER_PASSWORD, sentinel_password=SENTINEL_PASSWORD)
     servers.start()
     try:
         yield servers
@@ -76,6 +79,11 @@ class Topology:
             cluster=settings.redis_cluster,
             sentinels=settings.redis_sentinels,
             sentinel_master=settings.redis_sentinel_master,
+            sentinel_password=(
+                settings.redis_sentinel_password.reveal()
+                if settings.redis_sentinel_password
+                else None
+            ),
         )
 
 
@@ -94,9 +102,10 @@ def topology(request: pytest.FixtureRequest) -> Topology:
         "sentinel",
         {
             # Only the scheme, credentials and database count: the sentinels name the master.
-            "REDIS_URL": "redis://unused.invalid:1/0",
+            "REDIS_URL": f"redis://:{SERVER_PASSWORD}@unused.invalid:1/0",
             "REDIS_SENTINELS": ",".join(f"{host}:{port}" for host, port in watched.sentinels),
             "REDIS_SENTINEL_MASTER": watched.name,
+            "REDIS_SENTINEL_PASSWORD": SENTINEL_PASSWORD,
         },
         watched.master.url,
         [watched.master.url],
@@ -353,7 +362,7 @@ class _NodePubSub:
         tag = pattern[pattern.index("{") : pattern.index("}") + 1]
         await self._cluster.initialize()
         holder = self._cluster.get_node_from_key(tag)
-        self._node = Redis(host=holder.host, port=holder.port)
+        self._node = Redis(host=holder.host, port=holder.port, password=SERVER_PASSWORD)
         self._pubsub = self._node.pubsub()
         await self._pubsub.psubscribe(pattern)
 
