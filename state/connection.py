@@ -34,8 +34,10 @@ _OPTIONS: dict[str, Any] = {
     "socket_connect_timeout": 2,
     "socket_timeout": 5,
     "health_check_interval": 30,
-    "retry_on_timeout": True,
 }
+# A single server's client retries a timed-out command; the cluster client always does (and
+# also on MOVED/ASK, CLUSTERDOWN and lost connections, re-reading the slot map).
+_SINGLE = {**_OPTIONS, "retry_on_timeout": True}
 
 
 class TopologyError(RedisError):
@@ -71,7 +73,7 @@ def connect(
         if not sentinel_master:
             raise ValueError("Sentinel needs the name of the master it watches")
         return _through_sentinel(url, sentinels, sentinel_master, sentinel_password)
-    client: Redis = Redis.from_url(url, **_OPTIONS)
+    client: Redis = Redis.from_url(url, **_SINGLE)
     return client
 
 
@@ -94,7 +96,7 @@ def _through_sentinel(
             "password": sentinel_password,
             **({"ssl": True, **tls_options} if tls else {}),
         },
-        **_OPTIONS,
+        **_SINGLE,
     )
     client: _SentinelManaged = sentinel.master_for(
         master, redis_class=_SentinelManaged, ssl=tls, **options
@@ -112,10 +114,9 @@ async def verify(client: RedisClient) -> None:
     if isinstance(client, RedisCluster):
         try:
             await client.ping(target_nodes=RedisCluster.PRIMARIES)
-        except RedisClusterException as error:  # e.g. "Cluster mode is not enabled"
-            raise TopologyError(
-                f"REDIS_CLUSTER is set but the server is no Redis Cluster node: {error}"
-            ) from error
+        except RedisClusterException as error:  # not a RedisError: /healthz would answer 500
+            # e.g. "Cluster mode is not enabled on this node", or no node reachable at all
+            raise TopologyError(f"Redis Cluster (REDIS_CLUSTER=1) unusable: {error}") from error
         return
     try:
         info = await client.info("cluster")
