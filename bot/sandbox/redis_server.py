@@ -19,7 +19,7 @@ from pathlib import Path
 
 import redis
 
-from bot.sandbox.server import free_port
+from bot.sandbox.server import SandboxTLS, free_port
 
 __all__ = ["SLOTS", "RedisClusterServers", "RedisServer", "SentinelServer", "SentinelServers"]
 
@@ -39,11 +39,19 @@ def _executable() -> str:
 class RedisServer:
     """One redis-server. ``options`` are added to its command line (``--replicaof …``,
     ``--cluster-enabled yes`` …); with ``password`` it requires it (and gives it to a master
-    it replicates)."""
+    it replicates); with ``tls`` it speaks TLS only (also to its master), with the sandbox CA's
+    certificate for 127.0.0.1."""
 
-    def __init__(self, options: Sequence[str] = (), *, password: str | None = None) -> None:
+    def __init__(
+        self,
+        options: Sequence[str] = (),
+        *,
+        password: str | None = None,
+        tls: SandboxTLS | None = None,
+    ) -> None:
         self._executable = _executable()
         self.password = password
+        self.tls = tls
         self._options = list(options)
         if password is not None:
             self._options += ["--requirepass", password, "--masterauth", password]
@@ -54,11 +62,33 @@ class RedisServer:
     @property
     def url(self) -> str:
         credentials = f":{self.password}@" if self.password is not None else ""
-        return f"redis://{credentials}127.0.0.1:{self.port}/0"
+        if self.tls is None:
+            return f"redis://{credentials}127.0.0.1:{self.port}/0"
+        return f"rediss://{credentials}127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls.ca_file}"
 
     def client(self) -> redis.Redis:
         """A (synchronous) client of this server, for setting it up."""
-        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            password=self.password,
+            ssl=self.tls is not None,
+            ssl_ca_certs=str(self.tls.ca_file) if self.tls else None,
+        )
+
+    def _tls_settings(self) -> list[tuple[str, str]]:
+        """(name, value) of the settings that make the server speak TLS only."""
+        if self.tls is None:
+            return []
+        return [
+            ("port", "0"),
+            ("tls-port", str(self.port)),
+            ("tls-cert-file", str(self.tls.cert_file)),
+            ("tls-key-file", str(self.tls.key_file)),
+            ("tls-ca-cert-file", str(self.tls.ca_file)),
+            ("tls-auth-clients", "no"),
+            ("tls-replication", "yes"),
+        ]
 
     @property
     def log(self) -> str:
@@ -81,6 +111,7 @@ class RedisServer:
             "--save",
             "",
             *self._options,
+            *(part for name, value in self._tls_settings() for part in (f"--{name}", value)),
         ]
 
     def start(self, timeout: float = 10.0) -> None:
@@ -237,8 +268,9 @@ class SentinelServer(RedisServer):
         failover_timeout_ms: int = 10000,
         password: str | None = None,
         master_password: str | None = None,
+        tls: SandboxTLS | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(tls=tls)
         self.password = password  # the sentinel's own (requirepass)
         self._master_password = master_password
         self.name = name
@@ -256,6 +288,7 @@ class SentinelServer(RedisServer):
                 f"sentinel monitor {self.name} 127.0.0.1 {self._master_port} 1\n"
                 f"sentinel down-after-milliseconds {self.name} {self._down_after_ms}\n"
                 f"sentinel failover-timeout {self.name} {self._failover_timeout_ms}\n"
+                + "".join(f"{name} {value}\n" for name, value in self._tls_settings())
                 + (f"requirepass {self.password}\n" if self.password else "")
                 + (
                     f"sentinel auth-pass {self.name} {self._master_password}\n"
@@ -268,7 +301,7 @@ class SentinelServer(RedisServer):
 
 class SentinelServers:
     """A master, one replica of it and a sentinel watching both, as ``name``; ``password`` for
-    the servers, ``sentinel_password`` for the sentinel."""
+    the servers, ``sentinel_password`` for the sentinel; ``tls`` for all three."""
 
     def __init__(
         self,
@@ -276,15 +309,16 @@ class SentinelServers:
         *,
         password: str | None = None,
         sentinel_password: str | None = None,
+        tls: SandboxTLS | None = None,
     ) -> None:
         self.name = name
         # A replica's first sync starts at once (not after the default 5 s wait for others).
-        self.master = RedisServer(["--repl-diskless-sync-delay", "0"], password=password)
+        self.master = RedisServer(["--repl-diskless-sync-delay", "0"], password=password, tls=tls)
         self.replica = RedisServer(
-            ["--replicaof", "127.0.0.1", str(self.master.port)], password=password
+            ["--replicaof", "127.0.0.1", str(self.master.port)], password=password, tls=tls
         )
         self.sentinel = SentinelServer(
-            name, self.master.port, password=sentinel_password, master_password=password
+            name, self.master.port, password=sentinel_password, master_password=password, tls=tls
         )
 
     @property

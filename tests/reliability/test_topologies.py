@@ -24,6 +24,7 @@ from redis.asyncio import Redis, RedisCluster
 
 from bot.config import ConfigError, load_settings
 from bot.sandbox.redis_server import RedisClusterServers, SentinelServers
+from bot.sandbox.server import SandboxTLS
 from bot.workflow import Event, EventKind, Phase, Scope, Session, TransitionNotAllowed, advance
 from state.connection import RedisClient, TopologyError, connect, verify
 from state.oauth import OAuthStates, RedemptionStatus
@@ -473,3 +474,42 @@ async def test_the_store_carries_on_after_a_sentinel_failover() -> None:
         await watcher.aclose()
         await client.aclose()
         servers.close()
+
+
+# -- TLS ------------------------------------------------------------------------------------------
+
+
+async def exercise(client: RedisClient) -> None:
+    """The store's main moves on ``client``: create, change, race-free claim, audit."""
+    await verify(client)
+    await client.flushall()
+    store = SessionStore(client, decode=Session.from_json, active_ttl=60, retention_ttl=60)
+    session = await store.create(new_session("s1"), detail={})
+    moved = advance(session, Event(EventKind.MAILFLOW_CONSENT, "U0GA", 2.0)).after
+    await store.replace(session, moved, actor="U0GA", action="mailflow_consent")
+    assert await store.claim_once("delivery-1")
+    assert not await store.claim_once("delivery-1")
+    assert [e.action for e in await store.audit("s1")] == ["start", "mailflow_consent"]
+    assert [s.id for s in await store.active()] == ["s1"]
+
+
+async def test_tls_and_passwords_through_sentinel(tls: SandboxTLS) -> None:
+    """rediss:// with passwords, through a sentinel to a master that speak TLS only (no plain
+    port at all): the URL's TLS options reach the sentinels and the master."""
+    watched = SentinelServers(
+        password=SERVER_PASSWORD, sentinel_password=SENTINEL_PASSWORD, tls=tls
+    )
+    try:
+        await asyncio.to_thread(watched.start)
+        client = connect(
+            f"rediss://:{SERVER_PASSWORD}@unused.invalid:1/0?ssl_ca_certs={tls.ca_file}",
+            sentinels=watched.sentinels,
+            sentinel_master=watched.name,
+            sentinel_password=SENTINEL_PASSWORD,
+        )
+        try:
+            await exercise(client)
+        finally:
+            await client.aclose()
+    finally:
+        watched.close()
