@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import httpx
-from redis.asyncio import Redis
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -41,7 +40,7 @@ from bot.steps.role.step import RoleStep, RoleStepSettings
 from bot.steps.table import StepServices, build_steps
 from bot.web.callback import MicrosoftReturns
 from bot.workflow import Session
-from state.connection import connect
+from state.connection import RedisClient, connect
 from state.oauth import OAuthStates
 from state.sessions import SessionStore
 
@@ -58,7 +57,7 @@ class Runtime:
     bolt: AsyncApp
     web: Starlette
     slack: AsyncWebClient
-    redis: Redis
+    redis: RedisClient
     http: httpx.AsyncClient
     store: SessionStore[Session]
     access: AccessPolicy
@@ -126,7 +125,14 @@ def build_runtime(
         process_before_response=False,
         logger=logging.getLogger("bot.bolt"),
     )
-    redis = connect(settings.redis_url.reveal())
+    sentinel_password = settings.redis_sentinel_password
+    redis = connect(
+        settings.redis_url.reveal(),
+        cluster=settings.redis_cluster,
+        sentinels=settings.redis_sentinels,
+        sentinel_master=settings.redis_sentinel_master,
+        sentinel_password=sentinel_password.reveal() if sentinel_password else None,
+    )
     store = SessionStore(
         redis,
         decode=Session.from_json,

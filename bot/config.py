@@ -148,6 +148,11 @@ class Settings:
     role_request_expire_seconds: int = 24 * 3600
     # /metrics answers only ``Authorization: Bearer <metrics_token>``; without one it is off.
     metrics_token: Secret | None = None
+    # Redis topology (DESIGN §6): one server at ``redis_url`` unless one of these says otherwise.
+    redis_cluster: bool = False
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str | None = None
+    redis_sentinel_password: Secret | None = None
 
     @property
     def callback_url(self) -> str:
@@ -327,6 +332,86 @@ def _check_redis_url(value: str) -> str | None:
     return "must start with redis://, rediss:// or unix://."
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class _RedisTopology:
+    cluster: bool = False
+    sentinels: tuple[tuple[str, int], ...] = ()
+    sentinel_master: str | None = None
+    sentinel_password: str | None = None
+
+
+def _sentinel_address(item: str) -> tuple[str, int] | None:
+    host, _, port = item.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")  # [::1]:26379
+    if host and port.isdigit() and 0 < int(port) < 65536 and " " not in host:
+        return host, int(port)
+    return None
+
+
+def _redis_topology(reader: _Reader, redis_url: str) -> _RedisTopology:
+    """REDIS_CLUSTER, or REDIS_SENTINELS + REDIS_SENTINEL_MASTER (+ REDIS_SENTINEL_PASSWORD)."""
+    cluster_value = (reader.raw("REDIS_CLUSTER") or "0").lower()
+    cluster = cluster_value in _TRUE
+    if cluster_value not in _TRUE + _FALSE:
+        reader.problems.append("REDIS_CLUSTER must be 1 (Redis Cluster) or 0 (default).")
+    listed = reader.raw("REDIS_SENTINELS")
+    master = reader.raw("REDIS_SENTINEL_MASTER")
+    password = reader.raw("REDIS_SENTINEL_PASSWORD")
+    sentinels: list[tuple[str, int]] = []
+    if listed:
+        items = [item.strip() for item in listed.split(",") if item.strip()]
+        bad = [item for item in items if _sentinel_address(item) is None]
+        if bad:
+            reader.problems.append(
+                f"REDIS_SENTINELS must list sentinels as host:port, comma-separated; not "
+                f"host:port: {', '.join(bad)}."
+            )
+        sentinels = [address for item in items if (address := _sentinel_address(item))]
+        if not items:
+            reader.problems.append("REDIS_SENTINELS lists no sentinel.")
+        if master is None:
+            reader.problems.append(
+                "REDIS_SENTINEL_MASTER is missing: the name under which the sentinels watch the "
+                "master (their `sentinel monitor <name> …`)."
+            )
+    else:
+        for name, value in (
+            ("REDIS_SENTINEL_MASTER", master),
+            ("REDIS_SENTINEL_PASSWORD", password),
+        ):
+            if value is not None:
+                reader.problems.append(
+                    f"{name} is set but REDIS_SENTINELS is not: list the sentinels."
+                )
+    if cluster and listed:
+        reader.problems.append(
+            "REDIS_CLUSTER and REDIS_SENTINELS are both set: a deployment is a Redis Cluster or "
+            "a master watched by sentinels; keep one."
+        )
+    parts = urlsplit(redis_url)
+    if (cluster or listed) and parts.scheme == "unix":
+        topology = "REDIS_CLUSTER" if cluster else "REDIS_SENTINELS"
+        reader.problems.append(
+            f"REDIS_URL is a unix:// socket, but {topology} "
+            "needs TCP: use redis:// or rediss:// (with Sentinel, only its scheme, credentials and "
+            "database are used)."
+        )
+    if cluster and parts.path.strip("/") not in ("", "0"):
+        reader.problems.append(
+            "REDIS_URL names a database other than 0: Redis Cluster has database 0 only."
+        )
+    return _RedisTopology(
+        cluster=cluster,
+        sentinels=tuple(sentinels),
+        sentinel_master=master if listed else None,
+        sentinel_password=password if listed else None,
+    )
+
+
 def _ip_ranges(reader: _Reader) -> tuple[str, ...]:
     value = reader.required("INLINE_IP_RANGES", "the IPs/CIDRs the protection service sends from")
     ranges: list[str] = []
@@ -413,6 +498,7 @@ def load_settings(environ: Mapping[str, str], mode: Mode = Mode.HTTP) -> Setting
             read.problems.append("SLACK_APP_TOKEN must be an app-level token starting with xapp-.")
     redis_url = read.raw("REDIS_URL") or "redis://localhost:6379/0"
     read.checked("REDIS_URL", redis_url, _check_redis_url)
+    topology = _redis_topology(read, redis_url)
     idle_hours = _positive_int(read, "SESSION_IDLE_HOURS", 7 * 24)
     retention_days = _positive_int(read, "AUDIT_RETENTION_DAYS", 90)
     notify = read.raw("NOTIFY_CHANNEL")
@@ -485,6 +571,12 @@ def load_settings(environ: Mapping[str, str], mode: Mode = Mode.HTTP) -> Setting
         role_request_expire_seconds=_positive_int(read, "ROLE_REQUEST_EXPIRE_HOURS", 24) * 3600,
         audit_retention_seconds=retention_days * 24 * 3600,
         metrics_token=_metrics_token(read),
+        redis_cluster=topology.cluster,
+        redis_sentinels=topology.sentinels,
+        redis_sentinel_master=topology.sentinel_master,
+        redis_sentinel_password=(
+            Secret(topology.sentinel_password) if topology.sentinel_password else None
+        ),
     )
     if read.problems:
         raise ConfigError(read.problems)

@@ -17,7 +17,7 @@ import secrets
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 
-from redis.asyncio import Redis
+from state.connection import RedisClient
 
 __all__ = ["OAuthState", "OAuthStates", "Redemption", "RedemptionStatus"]
 
@@ -63,7 +63,7 @@ def _used_key(digest: str) -> str:
 
 
 class OAuthStates:
-    def __init__(self, redis: Redis, *, lifetime: int = 15 * 60) -> None:
+    def __init__(self, redis: RedisClient, *, lifetime: int = 15 * 60) -> None:
         self._redis = redis
         self.lifetime = lifetime
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from redis.asyncio import Redis
+from state.connection import RedisClient, verify
 
 __all__ = [
     "REFUSALS_KEPT",
@@ -228,7 +228,7 @@ class SessionStore(Generic[R]):
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         *,
         decode: Callable[[str | bytes], R],
         active_ttl: int,
@@ -248,7 +248,7 @@ class SessionStore(Generic[R]):
         self._renew = redis.register_script(_RENEW_IF_HELD)
 
     @property
-    def redis(self) -> Redis:
+    def redis(self) -> RedisClient:
         return self._redis
 
     def _ttl_for(self, session: R) -> int:
@@ -461,4 +461,7 @@ class SessionStore(Generic[R]):
         return bool(await self._redis.set(_once_key(key), "1", nx=True, ex=ttl))
 
     async def ping(self) -> bool:
-        return bool(await self._redis.ping())
+        """True when Redis answers as the deployment the client was made for (every master of a
+        cluster; a plain server, not a cluster node, otherwise); raises ``RedisError`` if not."""
+        await verify(self._redis)
+        return True
