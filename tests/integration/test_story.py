@@ -70,6 +70,10 @@ async def test_a_whole_provisioning_tells_its_story_in_at_most_ten_messages(
     assert f"acknowledged by <@{APPROVER}>" in story
     assert f"{ROLE_ADMIN_UPN} assigned the *Exchange Administrator* role" in story
     assert f"<@{ADMIN}> assigned" not in story
+    # The approvers were told by a post (an edit of the step's message notifies nobody).
+    [asked] = [m for m in thread if ":bell:" in m.text and "Acknowledge" in m.text]
+    assert f"<@{APPROVER}>" in asked.text
+    assert "<!subteam^S0APPROVERS>" in asked.text
     # Verify and Submit: who pressed them.
     assert f"Verify pressed by <@{ADMIN}>" in story
     assert f"<@{ADMIN}> submitted the change plan" in story

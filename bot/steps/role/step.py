@@ -38,6 +38,7 @@ from bot.steps.role.requirements import RoleRequirements
 from bot.steps.role.views import (
     Decision,
     app_message,
+    approval_wanted_message,
     assignment_choice_message,
     check_message,
     outcome_message,
@@ -134,6 +135,15 @@ class RoleStep:
             await self.offer(after, (decision, event.actor, event.at) if decision else None)
         elif after.phase is Phase.ROLE_REQUESTED:
             await self.review(after)
+            if event.kind is EventKind.ROLE_REQUEST and after.role.request is not None:
+                # The review is an edit of the step's message, which notifies nobody: one
+                # short post mentions the approvers.
+                await self._provisioner.post_in_thread(
+                    after,
+                    approval_wanted_message(
+                        after.role.request.requested_by, self._access.approvers
+                    ),
+                )
         elif after.phase is Phase.ROLE_ACKNOWLEDGED:
             await self.offer_assignment(after)
         elif after.phase is Phase.ROLE_ASSIGNED:

@@ -78,6 +78,7 @@ __all__ = [
     "ENTRA_PORTAL",
     "Decision",
     "app_message",
+    "approval_wanted_message",
     "assignment_choice_message",
     "check_message",
     "decided_message",
@@ -335,6 +336,16 @@ def own_request_message(approvers: Sequence[str]) -> Message:
     text = (
         "You made this request, so you can't acknowledge it yourself: a privileged role needs a "
         f"second person. Ask another approver ({', '.join(mention(a) for a in approvers)})."
+    )
+    return Message(text=text, blocks=[_section(text)])
+
+
+def approval_wanted_message(requested_by: str, approvers: Sequence[str]) -> Message:
+    """A new post that notifies the approvers (an edit of the step's message notifies nobody)."""
+    who = ", ".join(mention(a) for a in approvers) or "Approvers"
+    text = (
+        f":bell: {who}: {mention(requested_by)} asks for the *Exchange Administrator* role for the "
+        "mail-flow app. Review the request in step 2 above, then *Acknowledge* or *Decline* it."
     )
     return Message(text=text, blocks=[_section(text)])
 
