@@ -30,8 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import httpx
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from bot.app import Runtime, Wire, build_runtime
 from bot.config import load_settings
@@ -54,6 +52,8 @@ from bot.steps.role.views import ACTION_ACKNOWLEDGE as ACTION_ACKNOWLEDGE_ROLE
 from bot.steps.role.views import ACTION_ASSIGN_SIGN_IN, ACTION_REQUEST_OPEN_PIM
 from bot.steps.verify.views import ACTION_VERIFY
 from bot.workflow import Phase
+from state.connection import answers
+from state.sessions import purge_sessions
 
 __all__ = ["main", "run_demo"]
 
@@ -94,21 +94,11 @@ class DemoError(Exception):
 # -- Redis ---------------------------------------------------------------------------------------
 
 
-async def _answers(url: str) -> bool:
-    client = Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
-    try:
-        return bool(await client.ping())
-    except (RedisError, OSError, ValueError):
-        return False
-    finally:
-        await client.aclose()
-
-
 @contextlib.asynccontextmanager
 async def _redis(environ: Mapping[str, str], say: Any) -> AsyncIterator[str]:
     """A Redis URL to use: REDIS_URL if it answers, else a private redis-server."""
     url = environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-    if await _answers(url):
+    if await answers(url):
         shown = re.sub(r"//[^@/]*@", "//***@", url)  # never print a password
         say(f"Redis: using {shown} (it answered; the demo adds only its own keys, removed at end)")
         yield url
@@ -470,16 +460,7 @@ async def _conversation(demo: Demo) -> None:
 
 
 async def _cleanup(redis_url: str, tenant_id: str, session_ids: list[str]) -> None:
-    client = Redis.from_url(redis_url)
-    try:
-        for session_id in session_ids:
-            keys = [key async for key in client.scan_iter(match=f"pi:{{{session_id}}}:*")]
-            if keys:
-                await client.delete(*keys)
-            await client.srem("pi:sessions", session_id)
-        await client.delete(f"pi:tenant:{{{tenant_id}}}")
-    finally:
-        await client.aclose()
+    await purge_sessions(redis_url, session_ids, [tenant_id])
 
 
 async def run_demo(out: TextIO, environ: Mapping[str, str], wire: Wire) -> None:

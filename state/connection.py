@@ -128,3 +128,14 @@ async def verify(client: RedisClient) -> None:
             "the server is a Redis Cluster node: set REDIS_CLUSTER=1 so that keys are sent to "
             "the node that holds them"
         )
+
+
+async def answers(url: str) -> bool:
+    """Whether a single Redis server answers PING at ``url`` within a second."""
+    client: Redis = Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return bool(await client.ping())
+    except (RedisError, OSError, ValueError):
+        return False
+    finally:
+        await client.aclose()

@@ -21,11 +21,11 @@ with its audit entry: either both are stored or neither is.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from state.connection import RedisClient, verify
+from state.connection import RedisClient, connect, verify
 
 __all__ = [
     "REFUSALS_KEPT",
@@ -36,6 +36,7 @@ __all__ = [
     "StateError",
     "TenantBusy",
     "VersionConflict",
+    "purge_sessions",
 ]
 
 
@@ -221,6 +222,27 @@ def _audit_entry(
             if key.startswith("detail.")
         },
     )
+
+
+async def purge_sessions(url: str, session_ids: Sequence[str], tenant_ids: Sequence[str]) -> None:
+    """Delete every key of these sessions and their tenants' locks (the demo's clean-up, on a
+    Redis it shares with others: only what it made itself)."""
+    client = connect(url)
+    try:
+        for session_id in session_ids:
+            keys = [
+                _session_key(session_id),
+                _audit_key(session_id),
+                _refusals_key(session_id),
+                _lease_key(session_id),
+                _messages_key(session_id),
+            ]
+            await client.delete(*keys)
+            await client.srem(_ACTIVE_INDEX, session_id)
+        for tenant_id in tenant_ids:
+            await client.delete(_tenant_key(tenant_id))
+    finally:
+        await client.aclose()
 
 
 class SessionStore(Generic[R]):
