@@ -34,6 +34,7 @@ from bot.ops.inflight import InFlight
 from bot.ops.metrics import Metrics
 from bot.session.access import AccessPolicy
 from bot.session.service import Provisioner
+from bot.steps.consent.confirm import confirm_with_microsoft
 from bot.steps.consent.model import ConsentApp, ConsentTarget, ConsentTargets
 from bot.steps.consent.step import ConsentDesk
 from bot.steps.mailflow.step import MailFlowDesk
@@ -161,7 +162,13 @@ def build_runtime(
         notify_channel=settings.notify_channel,
     )
     access = AccessPolicy(slack, admins=settings.admins, approvers=settings.approvers, clock=clock)
-    consents = ConsentDesk(provisioner)
+    microsoft = MicrosoftAccess(
+        settings=settings,
+        mailflow=mailflow_app,
+        dirsync=dirsync_app,
+        http=http,
+    )
+    consents = ConsentDesk(provisioner, confirm_with_microsoft(microsoft))
     role_step = RoleStep(
         provisioner=provisioner,
         settings=RoleStepSettings(
@@ -197,12 +204,6 @@ def build_runtime(
         jobs=jobs,
         mailflow_app=mailflow_app,
         dirsync_app=dirsync_app,
-    )
-    microsoft = MicrosoftAccess(
-        settings=settings,
-        mailflow=mailflow_app,
-        dirsync=dirsync_app,
-        http=http,
     )
     verification = VerificationJob(
         provisioner=provisioner, microsoft=microsoft, sleep=sleep, monotonic=monotonic

@@ -6,8 +6,9 @@ import hashlib
 import json
 from urllib.parse import parse_qs, urlsplit
 
+from bot.actors import TENANT_GLOBAL_ADMIN
 from bot.steps.consent.views import ACTION_CONSENT_OPEN, ACTION_CONSENT_RENEW
-from bot.workflow import Phase
+from bot.workflow import EventKind, Phase
 from tests.browser import assert_renders, browser_page
 from tests.conftest import DIRSYNC_CLIENT_ID, MAILFLOW_CLIENT_ID
 from tests.integration.conftest import (
@@ -73,11 +74,18 @@ async def test_mailflow_consent_in_a_real_browser(harness: Harness) -> None:
     note = await harness.slack.wait_for(
         lambda s: [m for m in harness.thread(root_ts) if "consented to the mail-flow app" in m.text]
     )
-    assert note[0].text.startswith(f"<@{ADMIN}> consented")
+    # Microsoft's redirect names no person: the step is the tenant's Global Administrator's,
+    # and the admin who clicked the link in Slack is kept beside it, in the audit.
+    assert note[0].text.startswith("A Global Administrator of the tenant consented")
     root = harness.slack.message(CHANNEL, root_ts)
-    assert f"done by <@{ADMIN}>" in json.dumps(root.blocks)
+    assert "done by a Global Administrator of the tenant" in json.dumps(root.blocks)
     [session] = await harness.runtime.store.active()
     assert session.phase is Phase.MAILFLOW_CONSENTED
+    assert session.last(EventKind.MAILFLOW_CONSENT).actor == TENANT_GLOBAL_ADMIN
+    audit = await harness.runtime.store.audit(session.id)
+    [recorded] = [e for e in audit if e.action == "mailflow_consent"]
+    assert recorded.actor == TENANT_GLOBAL_ADMIN
+    assert recorded.detail["clicked_by"] == ADMIN
     tenant = harness.microsoft.tenant(CONTOSO_ID)
     assert tenant.service_principal(MAILFLOW_CLIENT_ID) is not None
 

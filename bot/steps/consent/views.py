@@ -14,6 +14,7 @@ __all__ = [
     "ACTION_CONSENT_OPEN",
     "ACTION_CONSENT_RENEW",
     "consent_app_title",
+    "consent_not_confirmed",
     "consent_problem",
     "consent_prompt",
 ]
@@ -118,4 +119,23 @@ def consent_problem(
             + "Nothing was recorded. Sign in as a *Global Administrator* of "
             f"{session.tenant_label} and try the new link below."
         )
+    return Message(text=text, blocks=[_section(text)])
+
+
+def consent_not_confirmed(session: Session, app: str, reason: str, *, retry: bool) -> Message:
+    """Posted in the thread when Microsoft's redirect said "consented" but Microsoft itself does
+    not show the grant in the session's tenant (yet): nothing is recorded, the step stays open."""
+    name = _CONSENT_WORDS[app][1]
+    then = (
+        "If a Global Administrator has just accepted, Microsoft may need a minute to show it: "
+        "wait a minute, then open the new link below and accept again (it changes nothing "
+        "twice) so the bot checks again."
+        if retry
+        else "Ask the bot's operator to look at its log; then use the new link below."
+    )
+    text = (
+        f":hourglass_flowing_sand: Microsoft has not confirmed the consent for the {name} in "
+        f"*{session.tenant_label}* (`{session.tenant_id}`): {reason} Nothing was recorded; "
+        f"the step stays open. {then}"
+    )
     return Message(text=text, blocks=[_section(text)])

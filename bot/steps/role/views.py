@@ -711,6 +711,11 @@ def outcome_message(
             reason = "The Microsoft sign-in was cancelled."
         elif outcome.error == "state_mismatch":
             reason = "That sign-in link was already used or belongs to another request."
+        elif outcome.error == "nonce_mismatch":
+            reason = (
+                "A sign-in answer came back whose ID token was not issued for the bot's sign-in"
+                " link (its nonce did not match), so it was not used."
+            )
         elif outcome.error == "wrong_tenant":
             reason = f"{_escape(outcome.description)} Sign in with an account of this tenant."
         elif outcome.error == "token_expired":
