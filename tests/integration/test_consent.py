@@ -230,3 +230,11 @@ async def test_directory_sync_consent_is_step_three(harness: Harness) -> None:
     [session] = await harness.runtime.store.active()
     assert session.phase is Phase.DIRECTORY_CONSENTED
     assert harness.microsoft.tenant(CONTOSO_ID).service_principal(DIRSYNC_CLIENT_ID) is not None
+    # Recorded once Graph showed the app's principal with its permissions, as the tenant's
+    # Global Administrator's.
+    audit = await harness.runtime.store.audit(session.id)
+    [recorded] = [e for e in audit if e.action == "directory_consent"]
+    assert recorded.actor == TENANT_GLOBAL_ADMIN
+    assert recorded.detail["confirmed_by"] == "graph_app_role_assignments"
+    graph_reads = [r.path for r in harness.microsoft.requests_to("graph")]
+    assert any(f"servicePrincipals(appId='{DIRSYNC_CLIENT_ID}')" in p for p in graph_reads)
