@@ -50,7 +50,7 @@ async def test_the_demo_plays_the_whole_conversation(
         "Role request for review",
         "👤 april clicks [Acknowledge]",
         "👤 Priya (Global Administrator of Northwind) clicks [Assign for me]",
-        "signed in at Microsoft as priya@northwind.example",
+        "`priya@northwind.example` (signed in at Microsoft) assigned the Exchange Administrator",
         "Exchange Administrator role assigned",
         "consented to the directory-sync app (step 3 done)",
         "👤 ada clicks [Verify]",
