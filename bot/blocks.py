@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.actors import LEGACY_MICROSOFT, TENANT_GLOBAL_ADMIN, microsoft_user
+
 __all__ = [
     "TEXT_LIMIT",
     "Block",
@@ -115,11 +117,17 @@ class Message:
 
 
 def mention(principal: str) -> str:
-    """How Slack renders a user (U…/W…), a user group (S…) or the bot itself ("system")."""
+    """How Slack renders a user (U…/W…), a user group (S…), the bot itself ("system"), or an
+    actor Microsoft vouches for (``bot.actors``: its name is data, escaped in a code span)."""
     if principal == "system":
         return "the bot"
-    if principal == "microsoft":
+    if principal == TENANT_GLOBAL_ADMIN:
+        return "a Global Administrator of the tenant"
+    if principal == LEGACY_MICROSOFT:
         return "an administrator of the tenant"
+    signed_in = microsoft_user(principal)
+    if signed_in is not None:
+        return f"{untrusted_text(signed_in, 120)} (signed in at Microsoft)"
     if principal.startswith("S"):
         return f"<!subteam^{principal}>"
     return f"<@{principal}>"

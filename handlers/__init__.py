@@ -88,11 +88,12 @@ def wire(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Starlette
     )
     bolt.event("app_home_opened")(home.home_opened)
 
-    # The root message and the consent steps (anyone may open a link: Microsoft decides; in the
-    # session's channel only, as every click).
-    bolt.action(ACTION_CONSENT_OPEN, middleware=[require_anyone("open the consent link")])(
-        actions.consent_link_opened
-    )
+    # The root message and the consent steps. A link's URL opens whoever clicks it and
+    # Microsoft decides on the consent; the bot notes the click (audit detail, never the actor)
+    # for admins only, in the session's channel only, as every click.
+    bolt.action(
+        ACTION_CONSENT_OPEN, middleware=[require_admin("open the consent link for this session")]
+    )(actions.consent_link_opened)
     bolt.action(ACTION_CONSENT_RENEW, middleware=[require_admin("make a new consent link")])(
         actions.consent_link_renewed
     )
@@ -119,9 +120,10 @@ def wire(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Starlette
     bolt.action(role_views.ACTION_WITHDRAW, middleware=[require_anyone("withdraw the request")])(
         role.decided
     )
-    bolt.action(role_views.ACTION_ASSIGN_SIGN_IN, middleware=[require_anyone("open the sign-in")])(
-        role.sign_in_opened
-    )
+    bolt.action(
+        role_views.ACTION_ASSIGN_SIGN_IN,
+        middleware=[require_admin("open the sign-in for this session")],
+    )(role.sign_in_opened)
     for helper in (
         role_views.ACTION_NEW_SIGN_IN,
         role_views.ACTION_PORTAL,

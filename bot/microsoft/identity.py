@@ -16,6 +16,7 @@ Secrets and tokens never appear in reprs, logs or error messages.
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import contextvars
 import functools
@@ -45,6 +46,7 @@ from bot.microsoft.errors import (
 
 __all__ = [
     "AppCredentials",
+    "AppToken",
     "DelegatedToken",
     "MicrosoftApp",
     "SignInFlow",
@@ -160,6 +162,21 @@ class DelegatedToken:
     user_object_id: str | None
     user_principal_name: str | None
     display_name: str | None
+
+
+@dataclass(frozen=True)
+class AppToken:
+    """An app-only token and the application permissions (``roles``) it carries. The token
+    itself never shows in ``repr``."""
+
+    access_token: str = field(repr=False)
+    expires_at: float
+    roles: frozenset[str]
+
+    def provider(self) -> TokenProvider:
+        return _StaticTokenProvider(
+            DelegatedToken(self.access_token, self.expires_at, (), None, None, None, None)
+        )
 
 
 @dataclass(frozen=True)
@@ -332,7 +349,9 @@ class MicrosoftApp:
             raise MicrosoftError(f"MSAL refused the configuration: {error}") from None
 
     async def _call(self, tenant: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        application = await self._msal(tenant)
+        return await self._call_on(await self._msal(tenant), method, *args, **kwargs)
+
+    async def _call_on(self, application: Any, method: str, *args: Any, **kwargs: Any) -> Any:
         try:
             return await self._in_thread(getattr(application, method), *args, **kwargs)
         except httpx.TransportError as error:
@@ -357,6 +376,24 @@ class MicrosoftApp:
             result.get("token_source", "identity_provider"),
         )
         return token
+
+    async def fresh_app_token(self, tenant_id: str, resource_url: str) -> AppToken:
+        """An app-only token for ``resource_url`` in ``tenant_id`` straight from Microsoft,
+        past MSAL's cache (a throw-away MSAL application): what the tenant grants the app now.
+
+        Microsoft issues it only once the app has a service principal in the tenant
+        (``ConsentMissing`` otherwise); its ``roles`` are the application permissions the app
+        holds there on that resource. Use it to confirm a consent, then let it go."""
+        application = await self._in_thread(self._build, tenant_id)
+        result = await self._call_on(
+            application, "acquire_token_for_client", scopes=[resource_scope(resource_url)]
+        )
+        token = _check(result)
+        return AppToken(
+            access_token=token,
+            expires_at=time.time() + float(result.get("expires_in", 0)),
+            roles=frozenset(_access_token_claims(token).get("roles") or ()),
+        )
 
     async def initiate_sign_in(
         self,
@@ -406,6 +443,11 @@ class MicrosoftApp:
                 "state_mismatch",
                 "The sign-in response does not belong to this sign-in; start again.",
             ) from error
+        except RuntimeError as error:  # MSAL's id_token checks (nonce; max_age) raise this
+            raise TokenError(
+                "nonce_mismatch",
+                "The sign-in answer's ID token does not belong to this sign-in; start again.",
+            ) from error
         token = _check(result)
         claims = result.get("id_token_claims") or {}
         return DelegatedToken(
@@ -417,6 +459,21 @@ class MicrosoftApp:
             user_principal_name=claims.get("preferred_username"),
             display_name=claims.get("name"),
         )
+
+
+def _access_token_claims(token: str) -> Mapping[str, Any]:
+    """The claims of an access token Microsoft just issued to this app (over TLS, from the
+    token endpoint): read to learn what was granted, never to let anyone in, so the signature
+    is not checked. A token that is not a readable JWT has no claims."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return {}
+    try:
+        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        claims = json.loads(payload)
+    except (ValueError, json.JSONDecodeError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
 
 
 def _check(result: Any) -> str:

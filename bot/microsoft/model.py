@@ -13,7 +13,9 @@ __all__ = [
     "EXCHANGE_MANAGE_AS_APP",
     "EXCHANGE_ONLINE_APP_ID",
     "GLOBAL_ADMINISTRATOR",
+    "GRAPH_APP_ROLES",
     "PRIVILEGED_ROLE_ADMINISTRATOR",
+    "VERIFY_GRAPH_PERMISSIONS",
     "ActiveAssignments",
     "AppRoleAssignment",
     "Domain",
@@ -35,6 +37,19 @@ PRIVILEGED_ROLE_ADMINISTRATOR = "e8611ab8-c189-46e8-94e1-60213ab1f814"
 GLOBAL_ADMINISTRATOR = "62e90394-69f5-4237-9190-012177145e10"
 EXCHANGE_ONLINE_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
 EXCHANGE_MANAGE_AS_APP = "dc50a0fb-09a3-484d-be87-e023b12c6440"
+#: Microsoft Graph application permissions (app roles of resource app
+#: ``00000003-0000-0000-c000-000000000000``) by name, as ``appRoleAssignments`` name them by id.
+GRAPH_APP_ROLES = {
+    "Application.Read.All": "9a5d68dd-52b0-4cc2-bd40-abcf44ac3a30",
+    "Domain.Read.All": "dbb9058a-0e50-45d7-ae91-66909b5d4664",
+    "RoleManagement.Read.Directory": "483bed4a-2ad3-4361-a73b-c83ccdbdc53c",
+}
+#: What the directory-sync app reads verification with (service principals, domains, roles).
+VERIFY_GRAPH_PERMISSIONS = (
+    "Application.Read.All",
+    "Domain.Read.All",
+    "RoleManagement.Read.Directory",
+)
 
 
 # -- results -------------------------------------------------------------------------------------

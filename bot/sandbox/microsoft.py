@@ -508,6 +508,9 @@ class SandboxMicrosoft:
         self.token_lifetime = token_lifetime
         # A fault on demand: paging links that point at another origin (a tampered answer).
         self.next_link_origin: str | None = None
+        # A fault on demand: id_tokens that name this tenant instead of the one signed in to
+        # (a tampered or misrouted sign-in answer).
+        self.id_token_tenant: str | None = None
         self.requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
         self.latency: dict[Service | None, float] = {}
@@ -1171,7 +1174,35 @@ class SandboxMicrosoft:
         roles: Iterable[str] = (),
         scopes: Iterable[str] = (),
     ) -> str:
-        value = "sbx-at-" + secrets.token_urlsafe(32)
+        """An access token shaped like Microsoft's: a JWT whose claims say for whom it is
+        (``aud``, ``tid``, ``appid``, ``oid``) and what it may do (``roles`` for an app-only
+        token, present only when the app holds some; ``scp`` for a delegated one). It is not
+        signed: the sandbox knows its tokens by value, and the random last part keeps the value
+        unguessable."""
+        now = int(time.time())
+        resource = next(r for r in RESOURCES if r.service == service)
+        sp = tenant.service_principal(app.client_id)
+        claims: dict[str, Any] = {
+            "aud": resource.identifier,
+            "iss": f"https://sts.windows.net/{tenant.tenant_id}/",
+            "iat": now,
+            "nbf": now,
+            "exp": now + int(self.token_lifetime),
+            "appid": app.client_id,
+            "appidacr": "1",
+            "idtyp": "user" if user is not None else "app",
+            "tid": tenant.tenant_id,
+            "ver": "1.0",
+        }
+        if user is not None:
+            claims.update(oid=user.user_id, upn=user.user_principal_name, scp=" ".join(scopes))
+        else:
+            claims["oid"] = claims["sub"] = sp.id if sp is not None else ""
+            if roles:
+                claims["roles"] = sorted(roles)
+        header = _b64url(json.dumps({"typ": "JWT", "alg": "RS256", "kid": "sandbox"}).encode())
+        body = _b64url(json.dumps(claims).encode())
+        value = f"{header}.{body}.sbx-at-{secrets.token_urlsafe(32)}"
         self._tokens[value] = IssuedToken(
             tenant_id=tenant.tenant_id,
             client_id=app.client_id,
@@ -1216,7 +1247,7 @@ class SandboxMicrosoft:
             "oid": user.user_id,
             "preferred_username": user.user_principal_name,
             "sub": hashlib.sha256(f"{user.user_id}{app.client_id}".encode()).hexdigest()[:43],
-            "tid": tenant.tenant_id,
+            "tid": self.id_token_tenant or tenant.tenant_id,
             "ver": "2.0",
             **({"nonce": nonce} if nonce else {}),
         }

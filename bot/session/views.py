@@ -6,10 +6,12 @@ fallback Slack shows where blocks cannot be, so it always says the whole thing i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from bot.blocks import Block, Message, escape, mention, when
+from bot.actors import microsoft_user, signed_in_at_microsoft
+from bot.blocks import Block, Message, mention, untrusted_text, when
 from bot.blocks import context as _context
 from bot.blocks import header as _header
 from bot.blocks import mrkdwn as _mrkdwn
@@ -230,7 +232,7 @@ def _done_by(session: Session, step: Step, by: str) -> str:
     if step in (Step.MAILFLOW_CONSENT, Step.DIRECTORY_CONSENT):
         return "given by a Global Administrator of the tenant"
     if step is Step.EXCHANGE_ROLE and session.role.assigned_as:
-        return f"assigned by {escape(session.role.assigned_as)}"
+        return f"assigned by {mention(signed_in_at_microsoft(session.role.assigned_as))}"
     if step is Step.VERIFY_AND_SUBMIT:
         submitted = session.last(EventKind.SUBMIT)
         return f"submitted by {mention(submitted.actor)}" if submitted else "done by the bot"
@@ -338,8 +340,8 @@ def thread_note(transition: Transition) -> Message:
             "stays. Start again with `/provision-inline` when you are ready."
         )
     signed_in_as = event.detail.get("signed_in_as")
-    if signed_in_as:
-        sentence = sentence[:-1] + f", signed in at Microsoft as {signed_in_as}."
+    if signed_in_as and microsoft_user(event.actor) is None:
+        sentence = sentence[:-1] + f", signed in at Microsoft as {untrusted_text(signed_in_as)}."
     reason = event.detail.get("reason")
     lines = [sentence]
     if reason:
@@ -392,6 +394,9 @@ def not_in_channel_message(channel_id: str) -> Message:
     return Message(text=text, blocks=[_section(text)])
 
 
+_SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,30}")
+
+
 def _audit_line(entry: AuditLine) -> str:
     line = f"{when(entry.at)} {mention(entry.actor)} {entry.action}: {entry.result}"
     shown = {
@@ -401,8 +406,13 @@ def _audit_line(entry: AuditLine) -> str:
         "reason": "reason",
     }
     extras = [
-        f"{label} {entry.detail[key]}" for key, label in shown.items() if entry.detail.get(key)
+        f"{label} {untrusted_text(entry.detail[key])}"
+        for key, label in shown.items()
+        if entry.detail.get(key)
     ]
+    clicked_by = entry.detail.get("clicked_by", "")
+    if _SLACK_USER.fullmatch(clicked_by):
+        extras.append(f"link opened in Slack by {mention(clicked_by)}")
     return line + (f" ({'; '.join(extras)})" if extras else "")
 
 

@@ -28,6 +28,7 @@ from bot.microsoft.identity import MicrosoftApp
 from bot.microsoft.sealing import Sealer
 from bot.session.access import AccessPolicy
 from bot.session.service import Provisioner
+from bot.steps.consent.confirm import confirm_with_microsoft
 from bot.steps.consent.model import ConsentTargets
 from bot.steps.consent.step import ConsentDesk
 from bot.steps.mailflow.step import MailFlowDesk
@@ -60,7 +61,7 @@ def build_steps(provisioner: Provisioner, services: StepServices) -> StepTable:
     microsoft = services.microsoft
     return StepTable(
         steps=(
-            ConsentDesk(provisioner, services.consent),
+            ConsentDesk(provisioner, services.consent, confirm_with_microsoft(microsoft)),
             RoleStep(
                 provisioner=provisioner,
                 settings=services.role,

@@ -45,9 +45,10 @@ class MicrosoftReturns:
         if redemption.status is RedemptionStatus.EXPIRED:
             await provisioner.store.record(
                 session.id,
-                actor=binding.opened_by or "microsoft",
+                actor="system",  # the bot received it; who was at Microsoft is unknown
                 action=f"{binding.purpose}_redirect",
                 result="expired_link",
+                detail={"clicked_by": binding.opened_by} if binding.opened_by else {},
             )
             return pages.link_expired(provisioner.oauth.lifetime // 60, thread)
         if not session.is_active:

@@ -27,6 +27,7 @@ class Page:
     paragraphs: tuple[str, ...]
     thread_url: str | None = None
     status: int = 200
+    action: tuple[str, str] | None = None  # (label, URL): what to do next, besides the thread
 
 
 _STYLE = """
@@ -57,6 +58,12 @@ def render(page: Page) -> str:
         if page.thread_url
         else ""
     )
+    if page.action is not None:
+        label, url = page.action
+        link = (
+            f'<p><a class="button" href="{escape(url, quote=True)}">{escape(label)}</a></p>\n'
+            + link
+        )
     return (
         "<!doctype html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -136,6 +143,29 @@ def consent_wrong_tenant(
         ),
         thread_url=thread,
         status=400,
+    )
+
+
+def consent_not_confirmed(
+    app_title: str, tenant_label: str, reason: str, retry: bool, thread: str | None
+) -> Page:
+    return Page(
+        title="Microsoft has not confirmed the consent yet",
+        tone=Tone.PROBLEM,
+        paragraphs=(
+            f"Microsoft sent you back saying the consent for the {app_title} was given, but "
+            f"Microsoft itself does not show it in {tenant_label} yet: {reason}",
+            "Nothing was recorded; the step stays open. "
+            + (
+                "If you have just accepted, Microsoft may need a minute: wait a minute, then "
+                "open the new consent link posted in the Slack thread and accept again."
+                if retry
+                else "Use the new consent link posted in the Slack thread once the bot's "
+                "operator has looked at it."
+            ),
+        ),
+        thread_url=thread,
+        status=409,
     )
 
 
@@ -246,6 +276,27 @@ def role_assigned(tenant_label: str, how: str, thread: str | None) -> Page:
             "shows the next step; you can close this page.",
         ),
         thread_url=thread,
+    )
+
+
+def sign_in_rejected(what: str, detail: str, fresh_link: str, thread: str | None) -> Page:
+    """A sign-in answer that does not belong to the session's sign-in (a wrong nonce, another
+    tenant): nothing was used, and a fresh link to sign in again."""
+    paragraphs = [what]
+    if detail:
+        paragraphs.append(f"Microsoft's answer said: {detail}")
+    paragraphs.append(
+        "Nothing was assigned and nothing was recorded. Sign in again with a Privileged Role "
+        "Administrator account of the session's tenant, using the new sign-in link below (also "
+        "posted in the Slack thread)."
+    )
+    return Page(
+        title="This sign-in could not be used",
+        tone=Tone.PROBLEM,
+        paragraphs=tuple(paragraphs),
+        thread_url=thread,
+        status=400,
+        action=("Sign in again", fresh_link),
     )
 
 

@@ -6,8 +6,9 @@ import hashlib
 import json
 from urllib.parse import parse_qs, urlsplit
 
+from bot.actors import TENANT_GLOBAL_ADMIN
 from bot.steps.consent.views import ACTION_CONSENT_OPEN, ACTION_CONSENT_RENEW
-from bot.workflow import Phase
+from bot.workflow import EventKind, Phase
 from tests.browser import assert_renders, browser_page
 from tests.conftest import DIRSYNC_CLIENT_ID, MAILFLOW_CLIENT_ID
 from tests.integration.conftest import (
@@ -84,6 +85,11 @@ async def test_mailflow_consent_in_a_real_browser(harness: Harness) -> None:
     assert f"done by <@{ADMIN}>" not in json.dumps(root.blocks)
     [session] = await harness.runtime.store.active()
     assert session.phase is Phase.MAILFLOW_CONSENTED
+    assert session.last(EventKind.MAILFLOW_CONSENT).actor == TENANT_GLOBAL_ADMIN
+    audit = await harness.runtime.store.audit(session.id)
+    [recorded] = [e for e in audit if e.action == "mailflow_consent"]
+    assert recorded.actor == TENANT_GLOBAL_ADMIN
+    assert recorded.detail["clicked_by"] == ADMIN
     tenant = harness.microsoft.tenant(CONTOSO_ID)
     assert tenant.service_principal(MAILFLOW_CLIENT_ID) is not None
 
@@ -231,3 +237,11 @@ async def test_directory_sync_consent_is_step_three(harness: Harness) -> None:
     [session] = await harness.runtime.store.active()
     assert session.phase is Phase.DIRECTORY_CONSENTED
     assert harness.microsoft.tenant(CONTOSO_ID).service_principal(DIRSYNC_CLIENT_ID) is not None
+    # Recorded once Graph showed the app's principal with its permissions, as the tenant's
+    # Global Administrator's.
+    audit = await harness.runtime.store.audit(session.id)
+    [recorded] = [e for e in audit if e.action == "directory_consent"]
+    assert recorded.actor == TENANT_GLOBAL_ADMIN
+    assert recorded.detail["confirmed_by"] == "graph_app_role_assignments"
+    graph_reads = [r.path for r in harness.microsoft.requests_to("graph")]
+    assert any(f"servicePrincipals(appId='{DIRSYNC_CLIENT_ID}')" in p for p in graph_reads)

@@ -50,7 +50,7 @@ async def test_the_demo_plays_the_whole_conversation(
         "Role request for review",
         "👤 april clicks [Acknowledge]",
         "👤 ada clicks [Assign for me] and hands the sign-in to Priya",
-        "priya@northwind.example assigned the Exchange Administrator role",
+        "`priya@northwind.example` (signed in at Microsoft) assigned the Exchange Administrator",
         "Exchange Administrator role assigned",
         "Step 3 — consent for directory sync: given by a Global Administrator",
         "👤 ada clicks [Verify]",

@@ -68,7 +68,8 @@ async def test_a_whole_provisioning_tells_its_story_in_at_most_ten_messages(
     # The role: requested by ada, acknowledged by april, assigned by whoever signed in.
     assert f"Requested by <@{ADMIN}>" in story
     assert f"acknowledged by <@{APPROVER}>" in story
-    assert f"{ROLE_ADMIN_UPN} assigned the *Exchange Administrator* role" in story
+    signed_in = f"`{ROLE_ADMIN_UPN}` (signed in at Microsoft)"
+    assert f"{signed_in} assigned the *Exchange Administrator*" in story
     assert f"<@{ADMIN}> assigned" not in story
     # The approvers were told by a post (an edit of the step's message notifies nobody).
     [asked] = [m for m in thread if ":bell:" in m.text and "Acknowledge" in m.text]
@@ -82,5 +83,5 @@ async def test_a_whole_provisioning_tells_its_story_in_at_most_ten_messages(
     # The channel's checklist names the same people.
     root = json.dumps(harness.slack.message(CHANNEL, root_ts).blocks)
     assert root.count("given by a Global Administrator of the tenant") == 2
-    assert f"assigned by {ROLE_ADMIN_UPN}" in root
+    assert f"assigned by `{ROLE_ADMIN_UPN}` (signed in at Microsoft)" in root
     assert f"submitted by <@{ADMIN}>" in root

@@ -68,6 +68,26 @@ async def test_wrong_certificate_is_refused(
     assert 700027 in caught.value.error_codes
 
 
+async def test_a_fresh_token_says_what_the_tenant_grants_now(
+    cloud: Cloud, make_app: AppFactory
+) -> None:
+    """Past MSAL's cache: no token before consent, the granted application permissions after,
+    and a grant taken away shows at once (a cached token would still carry it)."""
+    app = make_app()
+    with pytest.raises(ConsentMissing):
+        await app.fresh_app_token(CONTOSO, cloud.exchange_url)
+    cloud.sandbox.consent(CONTOSO, MAILFLOW_ID)
+    cached = await app.app_token(CONTOSO, cloud.exchange_url)
+    fresh = await app.fresh_app_token(CONTOSO, cloud.exchange_url)
+    assert fresh.roles == {"Exchange.ManageAsApp"}
+    assert fresh.access_token != cached
+    assert fresh.access_token not in repr(fresh)
+    tenant = cloud.sandbox.tenant(CONTOSO)
+    tenant.app_role_grants.clear()
+    assert (await app.fresh_app_token(CONTOSO, cloud.exchange_url)).roles == frozenset()
+    assert await app.app_token(CONTOSO, cloud.exchange_url) == cached  # MSAL's cache
+
+
 async def test_missing_consent(cloud: Cloud, make_app: AppFactory) -> None:
     with pytest.raises(ConsentMissing) as caught:
         await make_app().app_token(CONTOSO, cloud.exchange_url)

@@ -1,9 +1,14 @@
 """Steps 1 and 3 end to end: the link's click, its renewal, and Microsoft's redirect back.
 
 ``ConsentDesk.returned`` reads Microsoft's answer to a consent (``error`` before
-``admin_consent``), checks the tenant against the one bound to the state, records the step (or
-explains why not, in the thread) and returns the page the browser shows. The state itself was
-taken by ``bot.web.callback.MicrosoftReturns``.
+``admin_consent``), checks the tenant against the one bound to the state, confirms the grant with
+Microsoft itself (``bot.steps.consent.confirm``: a redirect alone proves nothing), records the
+step (or explains why not, in the thread) and returns the page the browser shows. The state
+itself was taken by ``bot.web.callback.MicrosoftReturns``.
+
+Microsoft's redirect names no person: the step is recorded as done by "a Global Administrator
+of the tenant" (``TENANT_GLOBAL_ADMIN``); the admin who clicked the link in Slack, if one did,
+is kept beside it (``clicked_by``), never as the actor.
 """
 
 from __future__ import annotations
@@ -11,10 +16,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from bot.actors import TENANT_GLOBAL_ADMIN
 from bot.blocks import Message
 from bot.jobs import Runner
 from bot.session.service import Provisioner
 from bot.session.views import notice
+from bot.steps.consent.confirm import ConfirmConsent, NotConfirmed
 from bot.steps.consent.model import (
     CONSENT_EVENT,
     CONSENT_FOR_PHASE,
@@ -27,12 +34,13 @@ from bot.steps.consent.model import (
 from bot.steps.consent.views import (
     consent_app_title,
     consent_done,
+    consent_not_confirmed,
     consent_problem,
     consent_prompt,
     consent_stopped,
 )
 from bot.web import pages
-from bot.workflow import Event, Phase, Session, Transition, TransitionNotAllowed
+from bot.workflow import Event, EventKind, Phase, Session, Transition, TransitionNotAllowed
 from state.oauth import OAuthState
 
 __all__ = ["ConsentDesk"]
@@ -45,8 +53,11 @@ class ConsentDesk:
 
     phases = frozenset(CONSENT_FOR_PHASE)
 
-    def __init__(self, provisioner: Provisioner, targets: ConsentTargets) -> None:
+    def __init__(
+        self, provisioner: Provisioner, targets: ConsentTargets, confirm: ConfirmConsent
+    ) -> None:
         self._provisioner = provisioner
+        self._confirm = confirm
         self._oauth = provisioner.oauth
         self._store = provisioner.store
         self._targets = targets
@@ -70,7 +81,13 @@ class ConsentDesk:
         left = CONSENT_FOR_PHASE[transition.before.phase]
         event = transition.event
         if event.kind is CONSENT_EVENT[left]:
-            done = consent_done(after, left.value, by=event.actor, at=event.at)
+            done = consent_done(
+                after,
+                left.value,
+                by=event.actor,
+                at=event.at,
+                clicked_by=event.detail.get("clicked_by"),
+            )
             await self._show(after, left, done)
         else:
             await self._show(after, left, consent_stopped(after, left.value, phase=after.phase))
@@ -91,7 +108,8 @@ class ConsentDesk:
         return consent_prompt(session, app.value, url, state, now + self._oauth.lifetime)
 
     async def opened(self, state: str, user_id: str) -> None:
-        """The consent button was clicked: remember by whom (Microsoft will not tell us)."""
+        """An admin clicked the consent button: remember who (for the audit, beside the actor;
+        Microsoft will not say who signed in)."""
         await self._oauth.note_opened(state, user_id)
 
     async def renew(
@@ -140,7 +158,7 @@ class ConsentDesk:
                 consent_problem(
                     session,
                     app.value,
-                    opened_by=binding.opened_by,
+                    opened_by=None,  # who clicked in Slack is not who answered at Microsoft
                     cancelled=outcome.cancelled,
                     error=outcome.error,
                     description=outcome.description,
@@ -158,7 +176,7 @@ class ConsentDesk:
             consent_problem(
                 session,
                 app.value,
-                opened_by=binding.opened_by,
+                opened_by=None,
                 cancelled=False,
                 error="wrong_tenant",
                 description="",
@@ -179,21 +197,59 @@ class ConsentDesk:
     ) -> pages.Page:
         title = consent_app_title(app.value)
         kind = CONSENT_EVENT[app]
+        if CONSENT_FOR_PHASE.get(session.phase) is not app:
+            return await self._again(session, binding, kind, outcome, title, thread)
+        # The redirect is anyone's to forge: only Microsoft's own answer records the step.
+        confirmation = await self._confirm(app, binding.tenant_id)
+        if isinstance(confirmation, NotConfirmed):
+            await self._audit(
+                session,
+                binding,
+                "not_confirmed",
+                {"reason": confirmation.code, "scope": outcome.scope[:500]},
+            )
+            await self._explain_and_offer_again(
+                session,
+                app,
+                consent_not_confirmed(
+                    session, app.value, confirmation.reason, retry=confirmation.retry
+                ),
+            )
+            return pages.consent_not_confirmed(
+                title, session.tenant_label, confirmation.reason, confirmation.retry, thread
+            )
         event = Event(
             kind,
-            actor=binding.opened_by or "microsoft",
+            actor=TENANT_GLOBAL_ADMIN,
             at=self._provisioner.now(),
-            detail={"tenant_id": binding.tenant_id, "scope": outcome.scope[:500]},
+            detail={
+                "tenant_id": binding.tenant_id,
+                "scope": outcome.scope[:500],
+                **({"clicked_by": binding.opened_by} if binding.opened_by else {}),
+                **confirmation.evidence,
+            },
         )
         try:
             await self._provisioner.handle(session.id, event)
         except TransitionNotAllowed as refused:
-            earlier = refused.session.last(kind)
-            await self._audit(session, binding, "consent_again", {"scope": outcome.scope[:500]})
-            return pages.consent_already_recorded(
-                title, session.tenant_label, earlier.at if earlier else None, thread
-            )
+            return await self._again(refused.session, binding, kind, outcome, title, thread)
         return pages.consent_recorded(title, session.tenant_label, event.at, thread)
+
+    async def _again(
+        self,
+        session: Session,
+        binding: OAuthState,
+        kind: EventKind,
+        outcome: ConsentGranted,
+        title: str,
+        thread: str | None,
+    ) -> pages.Page:
+        """A consent for a step that is not open (already recorded): nothing to record."""
+        earlier = session.last(kind)
+        await self._audit(session, binding, "consent_again", {"scope": outcome.scope[:500]})
+        return pages.consent_already_recorded(
+            title, session.tenant_label, earlier.at if earlier else None, thread
+        )
 
     async def _explain_and_offer_again(
         self, session: Session, app: ConsentApp, problem: Message
@@ -207,10 +263,12 @@ class ConsentDesk:
     async def _audit(
         self, session: Session, binding: OAuthState, result: str, detail: Mapping[str, str]
     ) -> None:
+        # The bot received the redirect; who answered at Microsoft is unknown.
+        clicked = {"clicked_by": binding.opened_by} if binding.opened_by else {}
         await self._store.record(
             session.id,
-            actor=binding.opened_by or "microsoft",
+            actor="system",
             action=f"{binding.purpose}_consent_redirect",
             result=result,
-            detail=detail,
+            detail={**detail, **clicked},
         )

@@ -15,6 +15,7 @@ __all__ = [
     "ACTION_CONSENT_RENEW",
     "consent_app_title",
     "consent_done",
+    "consent_not_confirmed",
     "consent_problem",
     "consent_prompt",
     "consent_stopped",
@@ -124,10 +125,12 @@ def consent_problem(
     return Message(text=text, blocks=[_section(text)])
 
 
-def consent_done(session: Session, app: str, *, by: str, at: float) -> Message:
+def consent_done(
+    session: Session, app: str, *, by: str, at: float, clicked_by: str | None = None
+) -> Message:
     """The step message once consent is recorded. Microsoft's redirect does not say who signed
-    in, so the thread does not guess: "a Global Administrator of the tenant"; ``by`` is who
-    opened the link from Slack (or ``system``: found in place by an upgrade)."""
+    in, so the thread does not guess: "a Global Administrator of the tenant"; ``clicked_by`` is
+    who opened the link from Slack; ``by`` is ``system`` when an upgrade found it in place."""
     heading = _CONSENT_WORDS[app][0]
     if by == "system":
         text = (
@@ -137,10 +140,10 @@ def consent_done(session: Session, app: str, *, by: str, at: float) -> Message:
     else:
         text = (
             f":white_check_mark: *{heading}:* given by a Global Administrator of "
-            f"*{session.tenant_label}* {when(at)}."
+            f"*{session.tenant_label}* {when(at)}, confirmed with Microsoft."
         )
-        if by != "microsoft":
-            text += f" {mention(by)} opened the consent link from this thread."
+        if clicked_by:
+            text += f" {mention(clicked_by)} opened the consent link from this thread."
     return Message(text=text, blocks=[_section(text)])
 
 
@@ -149,4 +152,24 @@ def consent_stopped(session: Session, app: str, *, phase: Phase) -> Message:
     heading, _, _ = _CONSENT_WORDS[app]
     why = "expired" if phase is Phase.EXPIRED else "was cancelled"
     text = f":heavy_minus_sign: *{heading}:* not given; the session {why} first."
+    return Message(text=text, blocks=[_section(text)])
+
+
+def consent_not_confirmed(session: Session, app: str, reason: str, *, retry: bool) -> Message:
+    """Posted in the thread when Microsoft's redirect said "consented" but Microsoft itself does
+    not show the grant in the session's tenant (yet): nothing is recorded, the step stays open."""
+    name = _CONSENT_WORDS[app][1]
+    then = (
+        "If a Global Administrator has just accepted, Microsoft may need a minute to show it: "
+        "wait a minute, then open the new link in the step's message above and accept again "
+        "(accepting twice changes nothing) so the bot checks again."
+        if retry
+        else "Ask the bot's operator to look at its log; then use the new link in the step's "
+        "message above."
+    )
+    text = (
+        f":hourglass_flowing_sand: Microsoft has not confirmed the consent for the {name} in "
+        f"*{session.tenant_label}* (`{session.tenant_id}`): {reason} Nothing was recorded; "
+        f"the step stays open. {then}"
+    )
     return Message(text=text, blocks=[_section(text)])

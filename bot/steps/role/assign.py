@@ -36,7 +36,7 @@ from bot.microsoft.errors import (
     TokenError,
 )
 from bot.microsoft.graph import GraphClient
-from bot.microsoft.identity import MicrosoftApp, SignInFlow, delegated_provider
+from bot.microsoft.identity import DelegatedToken, MicrosoftApp, SignInFlow, delegated_provider
 from bot.microsoft.model import EXCHANGE_ADMINISTRATOR, RoleAssignment, ServicePrincipal
 from bot.microsoft.retry import DEFAULT_RETRY, RetryPolicy
 from bot.steps.role.model import (
@@ -61,6 +61,7 @@ __all__ = [
     "PendingRequest",
     "RoleSignIn",
     "SignInFailed",
+    "SignedIn",
     "assign_with_delegated_token",
     "audit_detail",
     "check_assignment",
@@ -175,6 +176,15 @@ class SignInFailed:
     user: str | None = None
     request_ids: tuple[str, ...] = ()
     kind: Literal["sign_in_failed"] = field(default="sign_in_failed", init=False)
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """A redeemed sign-in to the session's tenant: ``user`` is who Microsoft's id_token names
+    (their UPN as Microsoft returned it); the token never shows in ``repr``."""
+
+    token: DelegatedToken = field(repr=False)
+    user: str
 
 
 @dataclass(frozen=True)
@@ -496,6 +506,74 @@ class RoleSignIn:
         finally:
             app.close()
 
+    async def redeem(
+        self, tenant_id: str, flow: SignInFlow, auth_response: Mapping[str, str]
+    ) -> SignedIn | SignInFailed | Failed:
+        """Redeem the posted answer for a token and say who signed in (the id_token's user),
+        changing nothing in the tenant. A wrong state or nonce (``state_mismatch``,
+        ``nonce_mismatch``) or a sign-in to another tenant (``wrong_tenant``) is a
+        ``SignInFailed``; so is a cancel or a refusal."""
+        app = self.new_app()
+        try:
+            token = await app.complete_sign_in(tenant_id, flow, auth_response)
+        except MicrosoftUnavailable as error:
+            return Failed(code="MicrosoftUnavailable", message=str(error), retryable=True)
+        except TokenError as error:
+            return _sign_in_failure(error)
+        except MicrosoftError as error:
+            return Failed(code=type(error).__name__, message=str(error), retryable=False)
+        finally:
+            app.close()
+        user = token.user_principal_name or token.display_name or token.user_object_id
+        if (token.tenant_id or "").lower() != tenant_id.lower():
+            return SignInFailed(
+                error="wrong_tenant",
+                description=f"{user or 'The account'} signed in to tenant "
+                f"{token.tenant_id or 'unknown'}, not to {tenant_id}.",
+                user=user,
+            )
+        return SignedIn(token=token, user=user or "unknown")
+
+    async def assign_as(
+        self,
+        signed_in: SignedIn,
+        tenant_id: str,
+        *,
+        http: httpx.AsyncClient,
+        principal_id: str | None = None,
+        app_id: str | None = None,
+        request: RoleRequest,
+        requirements: RoleRequirements,
+    ) -> AssignmentOutcome:
+        """Assign the role with ``signed_in``'s token, then drop it. Never raises for a
+        Microsoft answer. The principal is ``principal_id``, or the service principal of
+        ``app_id`` looked up with the same sign-in (step 2 comes before any app-only Graph
+        access exists)."""
+        watch_request_ids(http)
+        graph = GraphClient(
+            http, self.graph_url, delegated_provider(signed_in.token), retry=self.retry
+        )
+        if principal_id is None:
+            found = await _principal_of(graph, app_id or "")
+            if isinstance(found, Failed):
+                return found
+            principal_id = found
+        outcome = await assign_with_delegated_token(
+            graph,
+            principal_id=principal_id,
+            request=request,
+            requirements=requirements,
+            assigned_by=signed_in.user,
+        )
+        del graph
+        log.info(
+            "role assignment for service principal %s in tenant %s: %s",
+            principal_id,
+            tenant_id,
+            audit_detail(outcome),
+        )
+        return outcome
+
     async def assign(
         self,
         tenant_id: str,
@@ -508,54 +586,20 @@ class RoleSignIn:
         request: RoleRequest,
         requirements: RoleRequirements,
     ) -> AssignmentOutcome:
-        """On the redirect: redeem ``auth_response`` (the posted form fields) for a token, assign
-        the role with it, and drop it. Never raises for a Microsoft answer.
-
-        The principal is ``principal_id``, or the service principal of ``app_id`` looked up with
-        the same sign-in (step 2 comes before any app-only Graph access exists)."""
-        watch_request_ids(http)
-        app = self.new_app()
-        try:
-            try:
-                token = await app.complete_sign_in(tenant_id, flow, auth_response)
-            except MicrosoftUnavailable as error:
-                return Failed(code="MicrosoftUnavailable", message=str(error), retryable=True)
-            except TokenError as error:
-                return _sign_in_failure(error)
-            except MicrosoftError as error:
-                return Failed(code=type(error).__name__, message=str(error), retryable=False)
-            user = token.user_principal_name
-            if (token.tenant_id or "").lower() != tenant_id.lower():
-                return SignInFailed(
-                    error="wrong_tenant",
-                    description=f"{user or 'The account'} signed in to tenant "
-                    f"{token.tenant_id or 'unknown'}, not to {tenant_id}.",
-                    user=user,
-                )
-            graph = GraphClient(http, self.graph_url, delegated_provider(token), retry=self.retry)
-            del token
-            if principal_id is None:
-                found = await _principal_of(graph, app_id or "")
-                if isinstance(found, Failed):
-                    return found
-                principal_id = found
-            outcome = await assign_with_delegated_token(
-                graph,
-                principal_id=principal_id,
-                request=request,
-                requirements=requirements,
-                assigned_by=user,
-            )
-            del graph
-        finally:
-            app.close()
-        log.info(
-            "role assignment for service principal %s in tenant %s: %s",
-            principal_id,
+        """``redeem`` then ``assign_as``: on the redirect, redeem ``auth_response`` (the posted
+        form fields) for a token, assign the role with it, and drop it."""
+        signed_in = await self.redeem(tenant_id, flow, auth_response)
+        if not isinstance(signed_in, SignedIn):
+            return signed_in
+        return await self.assign_as(
+            signed_in,
             tenant_id,
-            audit_detail(outcome),
+            http=http,
+            principal_id=principal_id,
+            app_id=app_id,
+            request=request,
+            requirements=requirements,
         )
-        return outcome
 
 
 async def _principal_of(graph: GraphClient, app_id: str) -> str | Failed:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from bot.actors import signed_in_at_microsoft
 from bot.blocks import Message, mention
 from bot.jobs import Runner
 from bot.microsoft.errors import MicrosoftError, PremiumLicenseRequired
@@ -32,7 +33,16 @@ from bot.microsoft.sealing import Sealer, UnsealError
 from bot.session.access import AccessCheckFailed, AccessPolicy
 from bot.session.service import Provisioner
 from bot.session.views import notice, refusal_message, refused_transition_message
-from bot.steps.role.assign import Assigned, NeedsMore, RoleSignIn, audit_detail, check_assignment
+from bot.steps.role.assign import (
+    Assigned,
+    Failed,
+    NeedsMore,
+    RoleSignIn,
+    SignedIn,
+    SignInFailed,
+    audit_detail,
+    check_assignment,
+)
 from bot.steps.role.model import AssignmentFailed, RoleAssigned, RoleRequest, SeenRequest
 from bot.steps.role.requirements import RoleRequirements
 from bot.steps.role.views import (
@@ -300,6 +310,10 @@ class RoleStep:
 
     async def offer_assignment(self, session: Session) -> None:
         """After acknowledgement: "Assign for me" (a fresh sign-in link) or the portal."""
+        await self._offer_sign_in(session)
+
+    async def _offer_sign_in(self, session: Session) -> str:
+        """Post "Assign for me" with a fresh sign-in link; the link."""
         requirements = session.role.requirements or RoleRequirements.assumed_pim()
         flow = await self._sign_in.start(session.tenant_id)
         now = self._provisioner.now()
@@ -320,6 +334,7 @@ class RoleStep:
             value=session.id,
         )
         await self._show(session, self._with_request(session, choice))
+        return flow.auth_uri
 
     # -- decisions ------------------------------------------------------------------------
 
@@ -430,7 +445,8 @@ class RoleStep:
     # -- assigning ----------------------------------------------------------------------------
 
     async def sign_in_opened(self, session_id: str, user_id: str) -> None:
-        """ "Assign for me" was clicked: remember by whom (Microsoft will not tell us)."""
+        """An admin clicked "Assign for me": remember who (recorded beside the actor, who is the
+        user the sign-in's id_token names)."""
         with contextlib.suppress(TransitionNotAllowed):
             await self._move(session_id, EventKind.ROLE_SIGN_IN_OPENED, user_id)
 
@@ -510,8 +526,10 @@ class RoleStep:
         params: Mapping[str, str],
         thread: str | None,
     ) -> pages.Page:
-        """Microsoft posted the sign-in back: claim the acknowledged request (compare-and-set),
-        assign exactly that request with the sign-in, then forget the sign-in."""
+        """Microsoft posted the sign-in back: redeem it and learn who signed in (the id_token's
+        user is the actor; a wrong nonce or tenant changes nothing and gets a fresh link), claim
+        the acknowledged request (compare-and-set), assign exactly that request with the
+        sign-in, then forget the sign-in."""
         request = session.role.acknowledged_request
         if session.phase is not Phase.ROLE_ACKNOWLEDGED or request is None or not binding.sealed:
             return _not_waiting(session, thread)
@@ -519,13 +537,18 @@ class RoleStep:
             flow = SignInFlow.from_json(self._sealer.unseal(binding.sealed, max_age_seconds=3600))
         except UnsealError:
             return pages.link_unknown()
-        actor = session.role.sign_in_opened_by or "microsoft"
+        signed_in = await self._sign_in.redeem(session.tenant_id, flow, params)
+        if not isinstance(signed_in, SignedIn):
+            return await self._sign_in_failed(session, signed_in, request, thread)
+        actor = signed_in_at_microsoft(signed_in.user)
+        opened_by = session.role.sign_in_opened_by
+        clicked = {"clicked_by": opened_by} if opened_by else {}
         try:
             claimed = await self._move(
                 session.id,
                 EventKind.ROLE_ASSIGNING,
                 actor,
-                detail={"request_digest": request.digest()},
+                detail={"request_digest": request.digest(), **clicked},
                 payload=SeenRequest(request.digest()),
             )
         except TransitionNotAllowed as refused:
@@ -535,10 +558,9 @@ class RoleStep:
         assert request is not None  # the guard of ROLE_ASSIGNING saw it
         requirements = session.role.requirements or RoleRequirements.assumed_pim()
         try:
-            outcome = await self._sign_in.assign(
+            outcome = await self._sign_in.assign_as(
+                signed_in,
                 session.tenant_id,
-                flow,
-                params,
                 http=self._http,
                 app_id=self._settings.mailflow_app_id,
                 request=request,
@@ -547,12 +569,14 @@ class RoleStep:
         except Exception:
             await self._release_claim(session, actor, {"reason": "unexpected error"}, None)
             raise
+        finally:
+            del signed_in  # the token goes with it
         await self._store.record(
             session.id,
             actor=actor,
             action="role_assignment",
             result=outcome.kind,
-            detail=audit_detail(outcome),
+            detail={**audit_detail(outcome), **clicked},
         )
         message = outcome_message(
             outcome,
@@ -563,13 +587,48 @@ class RoleStep:
         )
         if isinstance(outcome, Assigned):
             await self._show(session, self._with_request(session, message))
-            await self._assigned(session, actor, audit_detail(outcome), outcome.assigned_by)
+            await self._assigned(
+                session, actor, {**audit_detail(outcome), **clicked}, outcome.assigned_by
+            )
             how = "through a PIM request" if outcome.via == "pim" else "directly"
             return pages.role_assigned(session.tenant_label, how, thread)
         # Stored before the message: its "Complete the request" opens the form with them.
         tightened = outcome.requirements if isinstance(outcome, NeedsMore) else None
         await self._release_claim(session, actor, {"outcome": outcome.kind}, tightened)
         await self._provisioner.post_in_thread(session, message)
+        return pages.role_not_assigned(message.text, thread)
+
+    async def _sign_in_failed(
+        self,
+        session: Session,
+        outcome: SignInFailed | Failed,
+        request: RoleRequest,
+        thread: str | None,
+    ) -> pages.Page:
+        """The answer gave no usable sign-in (cancelled, refused, a wrong nonce, another
+        tenant): nothing was claimed, assigned or recorded as done. Said in the thread; a
+        sign-in answer that does not belong to this session also gets a fresh link."""
+        opened_by = session.role.sign_in_opened_by
+        await self._store.record(
+            session.id,
+            actor="system",  # the bot received it; nobody is vouched for
+            action="role_assignment",
+            result=outcome.kind,
+            detail={**audit_detail(outcome), **({"clicked_by": opened_by} if opened_by else {})},
+        )
+        message = outcome_message(
+            outcome,
+            request,
+            app_name=APP_NAME,
+            app_id=self._settings.mailflow_app_id,
+            value=session.id,
+        )
+        await self._provisioner.post_in_thread(session, message)
+        if isinstance(outcome, SignInFailed) and outcome.error in _FOREIGN_ANSWERS:
+            fresh = await self._offer_sign_in(session)
+            return pages.sign_in_rejected(
+                _FOREIGN_ANSWERS[outcome.error], outcome.description, fresh, thread
+            )
         return pages.role_not_assigned(message.text, thread)
 
     async def _release_claim(
@@ -589,6 +648,15 @@ class RoleStep:
             )
         except TransitionNotAllowed:
             logger.info("role claim of session %s was already released", session.id)
+
+
+# Sign-in answers that do not belong to this session's sign-in: what the page says of each.
+_FOREIGN_ANSWERS: Mapping[str, str] = {
+    "state_mismatch": "This sign-in answer does not belong to the sign-in link it came back for.",
+    "nonce_mismatch": "The ID token in this sign-in answer was not issued for the sign-in link"
+    " the bot made (its nonce does not match).",
+    "wrong_tenant": "The sign-in was to another tenant than this provisioning session's.",
+}
 
 
 def _not_waiting(session: Session, thread: str | None) -> pages.Page:

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from datetime import UTC, timedelta
 from typing import Any, Literal
 
+from bot.actors import signed_in_at_microsoft
 from bot.blocks import Block, Message, mention, when
 from bot.blocks import actions as _actions
 from bot.blocks import button as _button
@@ -582,7 +583,8 @@ def portal_steps_message(
 
 
 def _signed_in(user: str | None) -> str:
-    return _escape(user) if user else "The signed-in administrator"
+    """Who signed in at Microsoft, rendered as every Microsoft-vouched actor is (``mention``)."""
+    return mention(signed_in_at_microsoft(user)) if user else "The signed-in administrator"
 
 
 def _ids_context(request_ids: Sequence[str]) -> list[Block]:
@@ -640,8 +642,8 @@ def outcome_message(
         fallback = (
             "The mail-flow app already holds the Exchange Administrator role."
             if outcome.already
-            else f"{outcome.assigned_by or 'The signed-in administrator'} assigned the Exchange "
-            "Administrator role to the mail-flow app."
+            else f"{_signed_in(outcome.assigned_by)} assigned the Exchange Administrator role to "
+            "the mail-flow app."
         )
     elif isinstance(outcome, Pending):
         blocks.append(
@@ -732,6 +734,11 @@ def outcome_message(
             reason = "The Microsoft sign-in was cancelled."
         elif outcome.error == "state_mismatch":
             reason = "That sign-in link was already used or belongs to another request."
+        elif outcome.error == "nonce_mismatch":
+            reason = (
+                "A sign-in answer came back whose ID token was not issued for the bot's sign-in"
+                " link (its nonce did not match), so it was not used."
+            )
         elif outcome.error == "wrong_tenant":
             reason = f"{_escape(outcome.description)} Sign in with an account of this tenant."
         elif outcome.error == "token_expired":
