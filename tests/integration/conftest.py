@@ -247,7 +247,15 @@ class Harness:
             user_id=user_id, view_id=view_id, values={"tenant_input": tenant}
         )
         assert self.driver.view_errors(response) == {}
-        return await self.wait_for_root(tenant.lower(), known=known)
+        root_ts = await self.wait_for_root(tenant.lower(), known=known)
+        # Under load the tenant look-up can outlast Slack's budget: the form then shows
+        # "Looking up…" and is updated after the session has started. Wait for that too, so
+        # the start's last Slack call has been made when a test takes its snapshot.
+        await self.slack.wait_for(
+            lambda s: not any("Looking up" in str(v.view) for v in s.open_views(user_id)),
+            timeout=20,
+        )
+        return root_ts
 
 
 def contoso() -> SandboxTenant:

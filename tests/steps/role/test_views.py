@@ -262,7 +262,7 @@ OUTCOMES: list[tuple[AssignmentOutcome, list[str], str]] = [
     (
         Assigned("pim", False, (ASSIGNMENT,), schedule_request_id="r1", assigned_by="pra@x"),
         [],
-        "pra@x assigned the *Exchange Administrator* role",
+        "`pra@x` (signed in at Microsoft) assigned the *Exchange Administrator* role",
     ),
     (Assigned("direct", True, ()), [], "already holds an active"),
     (Pending("r1", "PendingProvisioning"), [ACTION_CHECK], "*PendingProvisioning*"),
