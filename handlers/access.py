@@ -13,7 +13,9 @@ Home tab has no channel; the listener's own checks apply there).
 The check runs before the listener, so before its ack: it is bounded (user groups are listed by
 Slack, cached for at most a minute; ``fresh=True`` asks Slack every time, for the commitments:
 a modal's submission, Submit, acknowledging a role request), and the reply and the record are
-made after the ack.
+made after the ack. The session read that binds a click to its channel rides out a Redis blip
+(``handlers.blips``); past the request's deadline the request is acked and the user told to try
+again (nothing recorded: Redis is what is missing).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 from slack_bolt.context.ack.async_ack import AsyncAck
@@ -31,8 +34,10 @@ from slack_bolt.response import BoltResponse
 from bot.blocks import Message
 from bot.session.access import AccessCheckFailed
 from bot.session.views import notice, refusal_message, wrong_channel_message
+from handlers.blips import before_ack, tell_redis_unavailable
 from handlers.reply import reply_ephemeral, response_url_of, say, session_of
 from handlers.services import Services, services
+from state.patience import RedisUnavailable
 
 __all__ = [
     "ACCESS_CHECK_BUDGET_SECONDS",
@@ -90,13 +95,15 @@ def clicked_in(body: dict[str, Any]) -> str | None:
     return str(channel) if channel else None
 
 
-async def _outside_channel(found: Services, body: dict[str, Any]) -> str | None:
+async def _outside_channel(
+    found: Services, body: dict[str, Any], context: AsyncBoltContext
+) -> str | None:
     """The session's channel when ``body`` is a click on its button in another channel."""
     channel = clicked_in(body)
     session_id = session_of(body)
     if channel is None or session_id is None:
         return None
-    session = await found.store.get(session_id)
+    session = await before_ack(context, "channel check", partial(found.store.get, session_id))
     if session is None or session.channel_id == channel:
         return None
     return session.channel_id
@@ -134,7 +141,9 @@ def _require(action: str, *, admins: bool, approvers: bool, fresh: bool) -> List
                     or (admins and await found.access.is_admin(user_id, fresh=fresh))
                     or (approvers and await found.access.is_approver(user_id, fresh=fresh))
                 )
-                elsewhere = await _outside_channel(found, body) if allowed else None
+                elsewhere = await _outside_channel(found, body, context) if allowed else None
+        except RedisUnavailable:
+            return await tell_redis_unavailable(body, found, ack, "channel check")
         except AccessCheckFailed as failure:
             answer, reason = _could_not_check(failure), f"could not list {failure.group_id}"
         except TimeoutError:

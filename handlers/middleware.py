@@ -12,7 +12,9 @@ verified requests get here), for HTTP and Socket Mode alike:
    carrying another one (its own or a modal's carried ``response_url``) is acked, logged and
    dropped, so nothing is ever POSTed there.
 4. ``drop_duplicate_deliveries``: Slack's redeliveries and exact replays of a signed request are
-   acked and dropped before any listener sees them.
+   acked and dropped before any listener sees them. Its claims ride out a Redis blip (retried
+   until the request's deadline, ``handlers.blips``); past it the request is acked, nothing is
+   done and the user is told to try again in a few seconds.
 
 Why an ack that stays given: when a listener that has already acked fails within Bolt's 10 ms
 polling of the ack, Bolt's runner resets the ack to None and Slack sees a 404 after three
@@ -24,8 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from slack_bolt.context.ack.async_ack import AsyncAck
@@ -37,8 +41,10 @@ from slack_bolt.response import BoltResponse
 
 from bot.ops.inflight import InFlight
 from bot.ops.metrics import Metrics
+from handlers.blips import REDIS_DEADLINE_KEY, before_ack, tell_redis_unavailable
 from handlers.reply import ReplyOrigins, carried_response_urls
 from handlers.services import CONTEXT_KEY, Services, services
+from state.patience import BEFORE_ACK_BUDGET_SECONDS, RedisUnavailable
 
 __all__ = [
     "SIGNATURE_WINDOW_SECONDS",
@@ -122,6 +128,10 @@ class RequestScope(AsyncMiddleware):
         next: Callable[[], Awaitable[BoltResponse]],
     ) -> BoltResponse | None:
         req.context[CONTEXT_KEY] = self._services
+        # One deadline for every Redis call before the ack (see handlers.blips).
+        req.context[REDIS_DEADLINE_KEY] = (
+            asyncio.get_running_loop().time() + BEFORE_ACK_BUDGET_SECONDS
+        )
         req.context["ack"] = TrackedAck(
             kind=kind_of(req.body),
             metrics=self._services.metrics,
@@ -266,8 +276,10 @@ async def drop_duplicate_deliveries(
     request: AsyncBoltRequest | None = None,
 ) -> BoltResponse | None:
     """Global middleware: the first delivery claims its id and its signature in Redis
-    (``SET NX``); any later one carrying either is acked and dropped."""
+    (``SET NX``); any later one carrying either is acked and dropped. When Redis does not answer
+    within the request's deadline, the request is acked, dropped, and its user told."""
     found = services(context)
+    token = secrets.token_hex(8)  # this delivery's: a retried claim recognises itself
     claims = [
         (key, ttl)
         for key, ttl in (
@@ -277,7 +289,12 @@ async def drop_duplicate_deliveries(
         if key is not None
     ]
     for key, ttl in claims:
-        if not await found.store.claim_once(key, ttl=ttl):
+        try:
+            claim = partial(found.store.claim_once, key, ttl=ttl, token=token)
+            first = await before_ack(context, "duplicate filter", claim)
+        except RedisUnavailable:
+            return await tell_redis_unavailable(body, found, ack, "duplicate filter")
+        if not first:
             found.metrics.count_duplicate()
             logger.info("dropped a duplicate Slack delivery (%s)", key.split(":", 1)[0])
             return await ack()

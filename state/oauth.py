@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 
 from state.connection import RedisClient
+from state.patience import TRANSIENT, RedisUnavailable
 
 __all__ = ["OAuthState", "OAuthStates", "Redemption", "RedemptionStatus"]
 
@@ -117,9 +118,14 @@ class OAuthStates:
             return Redemption(RedemptionStatus.REPLAYED, OAuthState(**json.loads(used)))
         binding = OAuthState(**json.loads(raw))
         spent = OAuthState(**{**asdict(binding), "sealed": None})
-        await self._redis.set(
-            _used_key(digest), json.dumps(asdict(spent)), ex=_KEEP_RECORDS_SECONDS
-        )
+        try:
+            await self._redis.set(
+                _used_key(digest), json.dumps(asdict(spent)), ex=_KEEP_RECORDS_SECONDS
+            )
+        except TRANSIENT as error:  # taken but not recorded: this link cannot work again
+            raise RedisUnavailable(
+                "OAuth state taken, its use not recorded", consumed=True
+            ) from error
         if now > binding.expires_at:
             return Redemption(RedemptionStatus.EXPIRED, binding)
         return Redemption(RedemptionStatus.VALID, binding)

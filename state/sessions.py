@@ -478,9 +478,17 @@ class SessionStore(Generic[R]):
         value = await self._redis.hget(_messages_key(session_id), f"{name}@{version}")
         return _text(value) if value is not None else None
 
-    async def claim_once(self, key: str, *, ttl: int = 3600) -> bool:
-        """True the first time ``key`` is claimed within ``ttl`` seconds, False afterwards."""
-        return bool(await self._redis.set(_once_key(key), "1", nx=True, ex=ttl))
+    async def claim_once(self, key: str, *, ttl: int = 3600, token: str | None = None) -> bool:
+        """True the first time ``key`` is claimed within ``ttl`` seconds, False afterwards.
+
+        ``token``, unique to the claimant, makes the claim safe to retry: when the server set the
+        key but its answer was lost (a connection cut by a restart), the retry finds its own
+        token and is still the first.
+        """
+        once = _once_key(key)
+        if await self._redis.set(once, token or "1", nx=True, ex=ttl):
+            return True
+        return token is not None and _text(await self._redis.get(once)) == token
 
     async def ping(self) -> bool:
         """True when Redis answers as the deployment the client was made for (every master of a

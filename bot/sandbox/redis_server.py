@@ -147,6 +147,11 @@ class RedisServer:
                 self.stop()
                 raise RuntimeError(f"redis-server did not become ready:\n{log}") from None
 
+    @property
+    def running(self) -> bool:
+        """Started and not stopped since (by this object)."""
+        return self._process is not None
+
     def stop(self) -> None:
         if self._process is None:
             return

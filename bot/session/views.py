@@ -34,6 +34,7 @@ from bot.workflow import (
 
 __all__ = [
     "ACTION_CANCEL",
+    "REDIS_UNAVAILABLE",
     "START_CALLBACK",
     "busy_message",
     "checking_modal",
@@ -44,6 +45,7 @@ __all__ = [
     "notice",
     "notice_modal",
     "phase_summary",
+    "redis_unavailable_message",
     "refusal_message",
     "refused_transition_message",
     "root_message",
@@ -559,6 +561,16 @@ def busy_message(session: Session, permalink: str | None) -> Message:
         "Nothing new was started."
     )
     return Message(text=text, blocks=[_section(text)])
+
+
+REDIS_UNAVAILABLE = (
+    "Redis is unavailable for a moment: nothing was changed. Try again in a few seconds."
+)
+
+
+def redis_unavailable_message() -> Message:
+    """The answer to a request whose Redis calls before the ack ran out of time."""
+    return notice(f":warning: {REDIS_UNAVAILABLE}")
 
 
 def notice_modal(message: Message) -> dict[str, Any]:

@@ -211,6 +211,26 @@ def request_too_large(limit: int) -> Page:
     )
 
 
+def redis_unavailable(*, link_kept: bool) -> Page:
+    """Redis did not answer: nothing was recorded. ``link_kept``: the link was not used up, so
+    the same page may simply be loaded again."""
+    again = (
+        "Reload this page in a few seconds: the link has not been used and still works."
+        if link_kept
+        else "In a few seconds, go back to the provisioning thread in Slack and press New "
+        "link under the step, then sign in again."
+    )
+    return Page(
+        title="Redis is unavailable for a moment",
+        tone=Tone.PROBLEM,
+        paragraphs=(
+            "Redis is unavailable for a moment: nothing was changed. Try again in a few seconds.",
+            again,
+        ),
+        status=503,
+    )
+
+
 def link_unknown() -> Page:
     return Page(
         title="This link is not valid",
