@@ -38,9 +38,6 @@ class Jobs:
         self._owner = f"process-{secrets.token_hex(6)}"
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    def add_runner(self, phase: Phase, runner: Runner) -> None:
-        self._runners[phase] = runner
-
     def launch(self, session: Session) -> None:
         """Start the job for ``session``'s phase here, unless one already runs in this process."""
         if session.phase not in self._runners:

@@ -372,14 +372,6 @@ def temporary_name(name: str) -> str:
     return f"{name[:57]} (new)"
 
 
-def _parameters(target: DesiredObject, record: str | None) -> dict[str, Any]:
-    parameters = target.new_parameters()
-    for setting in target.settings:
-        if setting.role is Role.RECORD and record is not None:
-            parameters[setting.name] = record
-    return parameters
-
-
 def _with_record(target: DesiredObject, record: str | None) -> DesiredObject:
     if record is None:
         return target

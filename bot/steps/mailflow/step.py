@@ -257,13 +257,7 @@ class MailFlowDesk:
         await self._update_decision(transition.after, acknowledged_by=user_id)
         return None
 
-    async def _update_decision(
-        self,
-        session: Session,
-        *,
-        acknowledged_by: str | None = None,
-        submitted_by: str | None = None,
-    ) -> None:
+    async def _update_decision(self, session: Session, *, acknowledged_by: str) -> None:
         plan_state = session.plan
         if plan_state is None:
             return
@@ -276,8 +270,6 @@ class MailFlowDesk:
             blockers=(),
             warnings=plan_state.warning_count,
             acknowledged_by=acknowledged_by,
-            submitted_by=submitted_by,
-            submitted_at=self._provisioner.now() if submitted_by else None,
         )
         await self._provisioner.edit(session, ts, decision)
 

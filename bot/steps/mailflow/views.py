@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from bot.blocks import Block, Message, mention, when
+from bot.blocks import Block, Message, mention
 from bot.blocks import button as _button
 from bot.blocks import clip as _cut
 from bot.blocks import context as _context
@@ -455,16 +455,8 @@ def decision_message(
     blockers: Sequence[Finding],
     warnings: int,
     acknowledged_by: str | None,
-    submitted_by: str | None = None,
-    submitted_at: float | None = None,
 ) -> Message:
     """The message under the plan: Submit (when nothing blocks) and Check again."""
-    if submitted_by is not None:
-        text = f":rocket: {mention(submitted_by)} submitted the change plan"
-        if submitted_at is not None:
-            text += f" {when(submitted_at)}"
-        text += ". Progress follows below."
-        return Message(text, [_section(text)])
     elements: list[Block] = []
     if blockers:
         titles = "; ".join(f.title for f in blockers)
