@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from html import unescape
 from typing import Any
 
 import httpx
@@ -9,9 +11,17 @@ import httpx
 from bot.sandbox.microsoft import EXCHANGE_ADMINISTRATOR
 from bot.steps.consent.views import ACTION_CONSENT_OPEN
 from bot.steps.role.model import RoleRequest
+from bot.steps.role.views import ACTION_ASSIGN_SIGN_IN
 from bot.workflow import Event, EventKind, Phase
 from tests.conftest import MAILFLOW_CLIENT_ID
-from tests.integration.conftest import ADMIN, APPROVER, CONTOSO_ID, GLOBAL_ADMIN_UPN, Harness
+from tests.integration.conftest import (
+    ADMIN,
+    APPROVER,
+    CHANNEL,
+    CONTOSO_ID,
+    GLOBAL_ADMIN_UPN,
+    Harness,
+)
 
 
 def consent_buttons(
@@ -85,3 +95,34 @@ async def ready_to_verify(harness: Harness, *, assign_role: bool = True) -> tupl
     current = await harness.runtime.store.require(session.id)
     assert current.phase is Phase.DIRECTORY_CONSENTED
     return root_ts, session.id
+
+
+def sign_in_url(harness: Harness, ts: str) -> str:
+    """The "Assign for me" sign-in link on the thread message ``ts``."""
+    [url] = [
+        element["url"]
+        for block in harness.slack.message(CHANNEL, ts).blocks
+        for element in block.get("elements", [])
+        if element.get("action_id") == ACTION_ASSIGN_SIGN_IN
+    ]
+    return str(url)
+
+
+def answer_form(page: httpx.Response) -> tuple[str, dict[str, str]]:
+    """The form (action, fields) Microsoft's sign-in page posts back to the bot."""
+    assert page.status_code == 200, page.text
+    found = re.search(r"action='([^']+)'", page.text)
+    assert found, page.text
+    fields = {
+        unescape(name): unescape(value)
+        for name, value in re.findall(r"name='([^']+)' value='([^']*)'", page.text)
+    }
+    assert {"code", "state"} <= fields.keys()
+    return unescape(found.group(1)), fields
+
+
+async def microsoft_answer(harness: Harness, url: str, upn: str) -> tuple[str, dict[str, str]]:
+    """Sign ``upn`` in at (sandbox) Microsoft through ``url``: the form it would post back."""
+    harness.microsoft.sign_in(upn, auto="accept")  # type: ignore[arg-type]
+    async with httpx.AsyncClient(timeout=10) as browser:
+        return answer_form(await browser.get(url))

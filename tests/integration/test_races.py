@@ -7,9 +7,7 @@ real HTTP stack; either may win, and the assertions hold for both orders.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections import Counter
-from html import unescape
 
 import httpx
 
@@ -35,6 +33,7 @@ from tests.integration.conftest import (
     Harness,
     ephemeral_for,
 )
+from tests.integration.steps import microsoft_answer, sign_in_url
 from tests.integration.test_apply import (
     announcements,
     exchange_writes,
@@ -96,22 +95,7 @@ async def sign_in_form(
         user_id=clicker, channel_id=CHANNEL, message_ts=ts, action_id=ACTION_ASSIGN_SIGN_IN
     )
     await harness.settled(session_id, after_version=before)  # who opened it is recorded
-    [url] = [
-        element["url"]
-        for block in harness.slack.message(CHANNEL, ts).blocks
-        for element in block.get("elements", [])
-        if element.get("action_id") == ACTION_ASSIGN_SIGN_IN
-    ]
-    harness.microsoft.sign_in(upn, auto="accept")
-    async with httpx.AsyncClient(timeout=10) as browser:
-        page = await browser.get(url)
-    assert page.status_code == 200, page.text
-    action = unescape(re.search(r"action='([^']+)'", page.text).group(1))  # type: ignore[union-attr]
-    fields = {
-        unescape(name): unescape(value)
-        for name, value in re.findall(r"name='([^']+)' value='([^']*)'", page.text)
-    }
-    return action, fields
+    return await microsoft_answer(harness, sign_in_url(harness, ts), upn)
 
 
 async def post_form(action: str, fields: dict[str, str]) -> httpx.Response:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
-from html import unescape
 
 import httpx
 import pytest
@@ -43,7 +41,7 @@ from tests.integration.conftest import (
     ephemeral_for,
     session_keys,
 )
-from tests.integration.steps import consent_now
+from tests.integration.steps import consent_now, microsoft_answer, sign_in_url
 from tests.integration.test_verification import click_verify, finished
 
 JUSTIFICATION = 'Inline mail protection for CHG-1234: "Exchange" <mail-flow> & more — ok?'
@@ -135,22 +133,8 @@ async def sign_in_and_assign(
     await harness.driver.click(
         user_id=ADMIN, channel_id=CHANNEL, message_ts=ts, action_id=ACTION_ASSIGN_SIGN_IN
     )
-    message = harness.slack.message(CHANNEL, ts)
-    [url] = [
-        element["url"]
-        for block in message.blocks
-        for element in block.get("elements", [])
-        if element.get("action_id") == ACTION_ASSIGN_SIGN_IN
-    ]
-    harness.microsoft.sign_in(upn, auto="accept")
+    action, fields = await microsoft_answer(harness, sign_in_url(harness, ts), upn)
     async with httpx.AsyncClient(timeout=10) as browser:
-        page = await browser.get(url)
-        assert page.status_code == 200, page.text
-        action = unescape(re.search(r"action='([^']+)'", page.text).group(1))  # type: ignore[union-attr]
-        fields = {
-            unescape(name): unescape(value)
-            for name, value in re.findall(r"name='([^']+)' value='([^']*)'", page.text)
-        }
         return await browser.post(action, data=fields)
 
 

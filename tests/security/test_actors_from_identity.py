@@ -46,7 +46,13 @@ from tests.integration.conftest import (
     ephemeral_for,
     session_keys,
 )
-from tests.integration.steps import consent_buttons, follow, latest_link
+from tests.integration.steps import (
+    consent_buttons,
+    follow,
+    latest_link,
+    microsoft_answer,
+    sign_in_url,
+)
 from tests.integration.test_apply import click as click_in_thread
 from tests.integration.test_apply import outcome
 from tests.integration.test_role import (
@@ -114,29 +120,7 @@ async def sign_in_opened_by(harness: Harness, root_ts: str, session_id: str, use
         return bool(session.role.sign_in_opened_by == user)
 
     await harness.stored(session_keys(session_id), stored)
-    message = harness.slack.message(CHANNEL, ts)
-    [url] = [
-        element["url"]
-        for block in message.blocks
-        for element in block.get("elements", [])
-        if element.get("action_id") == ACTION_ASSIGN_SIGN_IN
-    ]
-    return str(url)
-
-
-async def microsoft_answer(harness: Harness, url: str, upn: str) -> tuple[str, dict[str, str]]:
-    """Sign in at (sandbox) Microsoft through ``url``; the form it would post back to the bot."""
-    harness.microsoft.sign_in(upn, auto="accept")
-    async with httpx.AsyncClient(timeout=10) as browser:
-        page = await browser.get(url)
-    assert page.status_code == 200, page.text
-    action = unescape(re.search(r"action='([^']+)'", page.text).group(1))  # type: ignore[union-attr]
-    fields = {
-        unescape(name): unescape(value)
-        for name, value in re.findall(r"name='([^']+)' value='([^']*)'", page.text)
-    }
-    assert {"code", "state"} <= fields.keys()
-    return action, fields
+    return sign_in_url(harness, ts)
 
 
 async def acknowledged(harness: Harness) -> tuple[str, str]:

@@ -4,14 +4,12 @@ page that explains, uses nothing (the state stays unredeemed) and changes nothin
 
 from __future__ import annotations
 
-import re
-from html import unescape
-
 import httpx
 
 from bot.steps.role.views import ACTION_ACKNOWLEDGE, ACTION_ASSIGN_SIGN_IN, ACTION_REQUEST_OPEN_PIM
 from bot.workflow import Phase
 from tests.integration.conftest import ADMIN, APPROVER, CHANNEL, ROLE_ADMIN_UPN, Harness
+from tests.integration.steps import answer_form, sign_in_url
 from tests.integration.test_role import (
     JUSTIFICATION,
     at_step_two,
@@ -33,23 +31,9 @@ async def test_a_sign_in_answer_by_get_is_explained_and_unused(harness: Harness)
     await harness.driver.click(
         user_id=ADMIN, channel_id=CHANNEL, message_ts=ts, action_id=ACTION_ASSIGN_SIGN_IN
     )
-    message = harness.slack.message(CHANNEL, ts)
-    [url] = [
-        element["url"]
-        for block in message.blocks
-        for element in block.get("elements", [])
-        if element.get("action_id") == ACTION_ASSIGN_SIGN_IN
-    ]
     harness.microsoft.sign_in(ROLE_ADMIN_UPN, auto="accept")
     async with httpx.AsyncClient(timeout=10) as browser:
-        page = await browser.get(url)
-        assert page.status_code == 200, page.text
-        action = unescape(re.search(r"action='([^']+)'", page.text).group(1))  # type: ignore[union-attr]
-        fields = {
-            unescape(name): unescape(value)
-            for name, value in re.findall(r"name='([^']+)' value='([^']*)'", page.text)
-        }
-        assert {"code", "state"} <= fields.keys()
+        action, fields = answer_form(await browser.get(sign_in_url(harness, ts)))
         version = await harness.version_of(session_id)
         logins = len(harness.microsoft.requests_to("login"))
         stored = await session_keys(harness)
