@@ -120,7 +120,8 @@ class EventKind(StrEnum):
     WARNINGS_ACKNOWLEDGE = "warnings_acknowledge"
 
 
-#: Event kinds that never change the phase: no history entry, no effects.
+#: Event kinds that never change the phase: no history entry, no effects (but the root posted
+#: opens the thread, where the first step shows itself).
 UPDATES = frozenset(
     {
         EventKind.ROOT_POSTED,
@@ -473,7 +474,9 @@ def advance(session: Session, event: Event) -> Transition:
     version = session.version + 1
     after = replace(_record(session, event, version), version=version, updated_at=event.at)
     if event.kind in UPDATES:
-        return Transition(before=session, after=after, event=event, effects=())
+        # The root message posted opens the thread: the first step shows itself there.
+        opened = (Effect.SHOW_STEPS,) if event.kind is EventKind.ROOT_POSTED else ()
+        return Transition(before=session, after=after, event=event, effects=opened)
     after = replace(
         after,
         phase=target,

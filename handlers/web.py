@@ -56,6 +56,10 @@ def page_response(page: pages.Page) -> HTMLResponse:
     return HTMLResponse(pages.render(page), status_code=page.status, headers=_PAGE_HEADERS)
 
 
+# How often each replica looks for outbox entries nobody is delivering: with the delivery lease
+# (``DeliveryPolicy.lease_seconds``) it bounds how late a crashed process's messages arrive.
+OUTBOX_PASS_SECONDS = 1.0
+
 SIGNATURE_WINDOW_SECONDS = 5 * 60  # as Bolt's own verification
 
 
@@ -143,11 +147,16 @@ def build_web(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Star
                 status_code=401,
                 headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
             )
+        outbox: dict[str, int] = {}
         try:
             phases = Counter(session.phase.value for session in await runtime.store.active())
+            outbox["pending"] = len(await runtime.store.outbox.pending())
+            outbox["undelivered"] = len(await runtime.store.outbox.with_undelivered())
         except (RedisError, OSError):
             phases = Counter()
-        body, content_type = runtime.metrics.render(phases, request.headers.get("accept", ""))
+        body, content_type = runtime.metrics.render(
+            phases, request.headers.get("accept", ""), outbox=outbox
+        )
         return Response(body, headers={"Content-Type": content_type})
 
     async def sweep_periodically(interval: float) -> None:
@@ -161,18 +170,32 @@ def build_web(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Star
                 logger.warning("sweep skipped: Redis unavailable", exc_info=True)
             await asyncio.sleep(interval)  # a timer, not a wait for some other work
 
+    async def deliver_periodically(interval: float) -> None:
+        """Deliver outbox entries nobody delivered (their process died, Slack failed for a
+        while): every replica passes often, the delivery lease keeps them from doubling up."""
+        while True:
+            try:
+                await runtime.provisioner.deliver_pending()
+            except (RedisError, OSError):
+                logger.warning("outbox pass skipped: Redis unavailable", exc_info=True)
+            await asyncio.sleep(interval)  # a timer, not a wait for some other work
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        timer = (
-            asyncio.create_task(sweep_periodically(sweep_interval_seconds))
+        timers = (
+            [
+                asyncio.create_task(sweep_periodically(sweep_interval_seconds)),
+                asyncio.create_task(deliver_periodically(OUTBOX_PASS_SECONDS)),
+            ]
             if sweep_interval_seconds
-            else None
+            else []
         )
         try:
             yield
         finally:
-            if timer is not None:
+            for timer in timers:
                 timer.cancel()
+            for timer in timers:
                 with contextlib.suppress(asyncio.CancelledError):
                     await timer
 

@@ -12,7 +12,10 @@ below run on Redis Cluster too):
 - ``pi:once:{key}``     idempotency markers for Slack retries and double clicks
 - ``pi:{sid}:lease``    which process runs the session's background job (verify, apply)
 - ``pi:{sid}:messages`` hash of the ids (Slack ``ts``) of messages the bot edits later, each under
-  a name and the session version whose transition posted it; never state a decision depends on
+  a name and the session version whose transition posted it, and of every post the outbox made
+  (under ``out:<version>.<n>``, so a redelivery never posts twice); never state a decision
+  depends on
+- ``pi:{sid}:outbox`` and its companions: see ``state.outbox``
 
 Every change of a session is a compare-and-set on its version, done in one Lua script together
 with its audit entry: either both are stored or neither is.
@@ -26,6 +29,14 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from state.connection import RedisClient, connect, verify
+from state.outbox import (
+    PENDING_INDEX,
+    UNDELIVERED_INDEX,
+    OutboxStore,
+    outbox_key,
+    outbox_keys,
+)
+from state.scripts import RELEASE_IF_HELD, RENEW_IF_HELD, as_text, session_key
 
 __all__ = [
     "REFUSALS_KEPT",
@@ -112,23 +123,23 @@ REFUSALS_KEPT = 100  # per session; the oldest refusals go first
 
 
 def _session_key(session_id: str) -> str:
-    return f"pi:{{{session_id}}}:session"
+    return session_key(session_id, "session")
 
 
 def _audit_key(session_id: str) -> str:
-    return f"pi:{{{session_id}}}:audit"
+    return session_key(session_id, "audit")
 
 
 def _refusals_key(session_id: str) -> str:
-    return f"pi:{{{session_id}}}:refusals"
+    return session_key(session_id, "refusals")
 
 
 def _lease_key(session_id: str) -> str:
-    return f"pi:{{{session_id}}}:lease"
+    return session_key(session_id, "lease")
 
 
 def _messages_key(session_id: str) -> str:
-    return f"pi:{{{session_id}}}:messages"
+    return session_key(session_id, "messages")
 
 
 def _tenant_key(tenant_id: str) -> str:
@@ -149,16 +160,22 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 1
 """
 
-# KEYS: session, audit. ARGV: expected version, data, ttl, then audit field/value pairs.
-# Returns {1} when stored, {0, found} on a version conflict, {-1} when the session is gone.
+# KEYS: session, audit, outbox. ARGV: expected version, data, ttl, outbox entry ('' for none),
+# then audit field/value pairs. Returns {1} when stored, {0, found} on a version conflict, {-1}
+# when the session is gone. The state, its audit entry and its Slack effects (the outbox entry)
+# are stored together or not at all.
 _COMPARE_AND_SET = """
 local found = redis.call('HGET', KEYS[1], 'version')
 if not found then return {-1} end
 if tonumber(found) ~= tonumber(ARGV[1]) then return {0, tonumber(found)} end
 redis.call('HSET', KEYS[1], 'version', tonumber(ARGV[1]) + 1, 'data', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
 redis.call('EXPIRE', KEYS[2], ARGV[3])
+if ARGV[4] ~= '' then
+  redis.call('RPUSH', KEYS[3], ARGV[4])
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+end
 return {1}
 """
 
@@ -179,25 +196,6 @@ redis.call('EXPIRE', KEYS[2], ARGV[1])
 return 1
 """
 
-# KEYS: a lock. ARGV: its holder. Deletes the lock only if that holder still holds it.
-_RELEASE_IF_HELD = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-# KEYS: a lock. ARGV: its holder, ttl. Extends the lock only if that holder still holds it.
-_RENEW_IF_HELD = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-
-
-def _text(value: bytes | str | None) -> str:
-    """redis-py answers bytes or str depending on ``decode_responses``; we want str."""
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else value
-
 
 def _audit_fields(actor: str, action: str, result: str, detail: Mapping[str, str]) -> list[str]:
     fields = ["at", repr(time.time()), "actor", actor, "action", action, "result", result]
@@ -209,9 +207,9 @@ def _audit_fields(actor: str, action: str, result: str, detail: Mapping[str, str
 def _audit_entry(
     entry_id: bytes | str | None, fields: Mapping[bytes | str, bytes | str] | None
 ) -> AuditEntry:
-    values = {_text(key): _text(value) for key, value in (fields or {}).items()}
+    values = {as_text(key): as_text(value) for key, value in (fields or {}).items()}
     return AuditEntry(
-        id=_text(entry_id),
+        id=as_text(entry_id),
         at=float(values.pop("at")),
         actor=values.pop("actor"),
         action=values.pop("action"),
@@ -236,9 +234,12 @@ async def purge_sessions(url: str, session_ids: Sequence[str], tenant_ids: Seque
                 _refusals_key(session_id),
                 _lease_key(session_id),
                 _messages_key(session_id),
+                *outbox_keys(session_id),
             ]
             await client.delete(*keys)
             await client.srem(_ACTIVE_INDEX, session_id)
+            await client.zrem(PENDING_INDEX, session_id)
+            await client.srem(UNDELIVERED_INDEX, session_id)
         for tenant_id in tenant_ids:
             await client.delete(_tenant_key(tenant_id))
     finally:
@@ -266,12 +267,18 @@ class SessionStore(Generic[R]):
         self._compare_and_set = redis.register_script(_COMPARE_AND_SET)
         self._audit_only = redis.register_script(_AUDIT_ONLY)
         self._refusal = redis.register_script(_REFUSAL)
-        self._release = redis.register_script(_RELEASE_IF_HELD)
-        self._renew = redis.register_script(_RENEW_IF_HELD)
+        self._release = redis.register_script(RELEASE_IF_HELD)
+        self._renew = redis.register_script(RENEW_IF_HELD)
+        self._outbox = OutboxStore(redis, retention_ttl=retention_ttl)
 
     @property
     def redis(self) -> RedisClient:
         return self._redis
+
+    @property
+    def outbox(self) -> OutboxStore:
+        """The outbox that ``replace`` writes transitions' Slack effects into."""
+        return self._outbox
 
     def _ttl_for(self, session: R) -> int:
         return self._active_ttl if session.is_active else self._retention_ttl
@@ -310,7 +317,7 @@ class SessionStore(Generic[R]):
             holder = await self._redis.get(lock)
             if holder is None:
                 continue  # released between our SET and GET: try again
-            holder_id = _text(holder)
+            holder_id = as_text(holder)
             current = await self.get(holder_id)
             if current is not None and current.is_active:
                 raise TenantBusy(session.tenant_id, holder_id)
@@ -337,16 +344,21 @@ class SessionStore(Generic[R]):
         action: str,
         result: str = "ok",
         detail: Mapping[str, str] | None = None,
+        outbox: str | None = None,
     ) -> R:
-        """Store ``after`` if the stored session is still at ``before.version``."""
+        """Store ``after`` if the stored session is still at ``before.version``, with its audit
+        entry and, when given, its ``outbox`` entry (the Slack effects it implies)."""
         if after.version != before.version + 1:
             raise ValueError("a replacement must be exactly one version newer")
+        if outbox:
+            await self._outbox.expect(before.id)
         outcome = await self._compare_and_set(
-            keys=[_session_key(before.id), _audit_key(before.id)],
+            keys=[_session_key(before.id), _audit_key(before.id), outbox_key(before.id)],
             args=[
                 before.version,
                 after.to_json(),
                 self._ttl_for(after),
+                outbox or "",
                 *_audit_fields(actor, action, result, detail or {}),
             ],
         )
@@ -422,7 +434,7 @@ class SessionStore(Generic[R]):
 
     async def active(self) -> list[R]:
         """Every active session; ids whose session expired out of Redis are dropped."""
-        ids = sorted(_text(member) for member in await self._redis.smembers(_ACTIVE_INDEX))
+        ids = sorted(as_text(member) for member in await self._redis.smembers(_ACTIVE_INDEX))
         sessions: list[R] = []
         for session_id in ids:
             session = await self.get(session_id)
@@ -434,7 +446,7 @@ class SessionStore(Generic[R]):
 
     async def holder_of(self, tenant_id: str) -> str | None:
         holder = await self._redis.get(_tenant_key(tenant_id))
-        return _text(holder) if holder is not None else None
+        return as_text(holder) if holder is not None else None
 
     async def release_tenant(self, session: R) -> None:
         await self._release(keys=[_tenant_key(session.tenant_id)], args=[session.id])
@@ -446,8 +458,10 @@ class SessionStore(Generic[R]):
             _audit_key(session.id),
             _messages_key(session.id),
             _refusals_key(session.id),
+            *outbox_keys(session.id),
         )
         await self._redis.srem(_ACTIVE_INDEX, session.id)
+        await self._redis.zrem(PENDING_INDEX, session.id)
         await self.release_tenant(session)
 
     async def take_lease(self, session_id: str, owner: str, *, ttl: int) -> bool:
@@ -462,7 +476,7 @@ class SessionStore(Generic[R]):
 
     async def lease_holder(self, session_id: str) -> str | None:
         holder = await self._redis.get(_lease_key(session_id))
-        return _text(holder) if holder is not None else None
+        return as_text(holder) if holder is not None else None
 
     async def keep_message(self, session_id: str, name: str, version: int, ts: str) -> None:
         """Remember a message the bot will edit again (survives restarts).
@@ -474,9 +488,20 @@ class SessionStore(Generic[R]):
         await self._redis.hset(key, f"{name}@{version}", ts)
         await self._redis.expire(key, self._retention_ttl)
 
+    async def keep_post(self, session_id: str, keys: Sequence[str], ts: str) -> None:
+        """Record one posted message's ts under each of ``keys`` (a name@version and the outbox
+        slot that posted it), in one write."""
+        key = _messages_key(session_id)
+        await self._redis.hset(key, mapping=dict.fromkeys(keys, ts))
+        await self._redis.expire(key, self._retention_ttl)
+
+    async def kept_post(self, session_id: str, key: str) -> str | None:
+        value = await self._redis.hget(_messages_key(session_id), key)
+        return as_text(value) if value is not None else None
+
     async def kept_message(self, session_id: str, name: str, version: int) -> str | None:
         value = await self._redis.hget(_messages_key(session_id), f"{name}@{version}")
-        return _text(value) if value is not None else None
+        return as_text(value) if value is not None else None
 
     async def claim_once(self, key: str, *, ttl: int = 3600, token: str | None = None) -> bool:
         """True the first time ``key`` is claimed within ``ttl`` seconds, False afterwards.
@@ -488,7 +513,7 @@ class SessionStore(Generic[R]):
         once = _once_key(key)
         if await self._redis.set(once, token or "1", nx=True, ex=ttl):
             return True
-        return token is not None and _text(await self._redis.get(once)) == token
+        return token is not None and as_text(await self._redis.get(once)) == token
 
     async def ping(self) -> bool:
         """True when Redis answers as the deployment the client was made for (every master of a

@@ -58,6 +58,13 @@ class Metrics:
             ["state"],
             registry=self.registry,
         )
+        self._outbox = Gauge(
+            "provision_inline_outbox_sessions",
+            "Sessions whose Slack messages are waiting to be posted (pending), or could not be "
+            "posted and were given up on (undelivered: /provision-inline status says why).",
+            ["state"],
+            registry=self.registry,
+        )
 
     def observe_ack(self, kind: str, status: int, seconds: float) -> None:
         """One Slack request of ``kind`` acknowledged with ``status`` after ``seconds``."""
@@ -73,12 +80,20 @@ class Metrics:
         """A Slack delivery was dropped as a duplicate of one already handled."""
         self._duplicates.inc()
 
-    def render(self, sessions_by_phase: Mapping[str, int], accept: str = "") -> tuple[bytes, str]:
+    def render(
+        self,
+        sessions_by_phase: Mapping[str, int],
+        accept: str = "",
+        *,
+        outbox: Mapping[str, int] | None = None,
+    ) -> tuple[bytes, str]:
         """The exposition (body, content type) in the format ``accept`` asks for (Prometheus
-        text by default), with the active sessions counted just now."""
+        text by default), with the active sessions (and the outbox) counted just now."""
         # No await in between: a concurrent scrape never sees the gauge half set.
         self._sessions.clear()
         for phase, count in sessions_by_phase.items():
             self._sessions.labels(state=phase).set(count)
+        for state, count in (outbox or {}).items():
+            self._outbox.labels(state=state).set(count)
         encode, content_type = choose_encoder(accept)
         return encode(self.registry), content_type

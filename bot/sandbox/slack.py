@@ -37,7 +37,7 @@ import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl
@@ -1030,6 +1030,7 @@ class SandboxSlack:
         self._used_triggers: set[str] = set()
         self._response_urls: dict[str, _ResponseUrl] = {}
         self._faults: dict[str, deque[_Fault]] = {}
+        self._after_success: dict[str, deque[Callable[[], Awaitable[None]]]] = {}
         self._home_hashes: dict[str, str] = {}
         self._home_ids: dict[str, str] = {}
         self._stacks: dict[str, list[str]] = {}
@@ -1193,6 +1194,12 @@ class SandboxSlack:
             retry_after = 1
         self._faults.setdefault(method, deque()).append(_Fault(error, status, retry_after))
 
+    def after_next_success(self, method: str, action: Callable[[], Awaitable[None]]) -> None:
+        """Run ``action`` once the next successful call of ``method`` has taken effect and
+        before it is answered (queued): the moment a caller's process dies, or its Redis goes,
+        between Slack doing something and the caller learning of it."""
+        self._after_success.setdefault(method, deque()).append(action)
+
     # ---- reading state ---------------------------------------------------------------------
 
     def messages(self, channel: str, *, thread_ts: str | None = None) -> list[Message]:
@@ -1346,6 +1353,9 @@ class SandboxSlack:
             return await self._answer(method, params, problem)
         body = {"ok": True, **result}
         await self.record(method, params, ok=True, error=None, response=body)
+        after = self._after_success.get(method)
+        if after:
+            await after.popleft()()  # done, but not answered yet: the caller has no ts so far
         return JSONResponse(body)
 
     async def _answer(

@@ -1,11 +1,13 @@
 """Carrying out the workflow: the one place where sessions, Slack and the clock meet.
 
-Handlers call ``Provisioner``; it stores transitions (compare-and-set, with audit) and then
-performs their effects (``bot.workflow.Effect``) through the Slack Web API.
+Handlers call ``Provisioner``; it stores transitions (compare-and-set, with audit and an outbox
+entry for their Slack effects) and then delivers those effects (``bot.workflow.Effect``) through
+the Slack Web API, durably (``bot.session.outbox``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Callable
@@ -18,7 +20,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.blocks import Message
 from bot.jobs import Jobs
 from bot.microsoft.discovery import TenantIdentity
+from bot.session.outbox import (
+    Courier,
+    DeliveryPolicy,
+    current_slot,
+    entry_for,
+    outside_delivery,
+)
 from bot.session.views import (
+    DeliveryTrouble,
     home_view,
     not_in_channel_message,
     root_message,
@@ -39,6 +49,7 @@ from bot.workflow import (
     advance,
 )
 from state.oauth import OAuthStates
+from state.patience import within
 from state.sessions import SessionStore, TenantBusy, VersionConflict
 
 if TYPE_CHECKING:  # the steps themselves import this module
@@ -50,7 +61,9 @@ logger = logging.getLogger(__name__)
 
 _CHANNEL_PROBLEMS = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
 ANNOUNCEMENT = "Exchange Online protected in inline mode."
-STATUS_AUDIT_ENTRIES = 8  # the newest, per session, in ``/provision-inline status``
+STATUS_AUDIT_ENTRIES = 8
+# How long recording the ts of a message Slack accepted waits out an unavailable Redis.
+RECORD_POST_BUDGET_SECONDS = 30.0  # the newest, per session, in ``/provision-inline status``
 # A step's own message is kept for the whole session, not under the transition that posted it:
 # every transition of the step edits the same message.
 STEP_MESSAGE = 0
@@ -95,6 +108,7 @@ class Provisioner:
         oauth: OAuthStates,
         steps: StepsFactory,
         notify_channel: str | None = None,
+        delivery: DeliveryPolicy | None = None,
     ) -> None:
         """``steps`` builds the table of steps, once, here: they act through this provisioner,
         and it prompts through them and runs their jobs."""
@@ -106,6 +120,7 @@ class Provisioner:
         self._notify_channel = notify_channel
         self.steps = steps(self)
         self.jobs = Jobs(store, self.steps.jobs)
+        self.courier = Courier(store.outbox, self._perform, clock=clock, policy=delivery)
 
     def now(self) -> float:
         return self._clock()
@@ -150,18 +165,20 @@ class Provisioner:
             session.id,
             Event(EventKind.ROOT_POSTED, user_id, self._clock(), {"ts": ts}, payload=Thread(ts)),
         )
-        await self.steps.show(rooted)  # step 1's message opens the thread
-        return Started(rooted.after)
+        return Started(rooted.after)  # its outbox entry showed step 1, opening the thread
 
     async def handle(self, session_id: str, event: Event) -> Transition:
-        """Apply ``event``: store the transition (retrying lost races), then carry out effects.
+        """Apply ``event``: store the transition with its Slack effects in the outbox (retrying
+        lost races), then deliver them and do what is left (release the tenant).
 
         Raises ``TransitionNotAllowed`` when the session is not in a phase that accepts the event
         (for instance because another approver was quicker) and ``SessionGone`` if it is gone.
+        Delivery problems are not raised: the outbox retries them (``status`` shows them).
         """
         for _ in range(5):
             session = await self.store.require(session_id)
             transition = advance(session, event)
+            entry = entry_for(transition)
             try:
                 await self.store.replace(
                     session,
@@ -169,17 +186,34 @@ class Provisioner:
                     actor=event.actor,
                     action=event.kind.value,
                     detail=event.detail,
+                    outbox=entry,
                 )
             except VersionConflict:
                 continue  # somebody changed it meanwhile: decide again on the fresh copy
-            await self._carry_out(transition)
+            if Effect.RELEASE_TENANT in transition.effects:
+                await self.store.release_tenant(transition.after)
+            if entry is None:
+                if Effect.RUN_JOB in transition.effects:
+                    self._launch(transition.after)
+            elif current_slot(session_id) is None:
+                # Delivered here and now when nobody else is delivering this session; inside a
+                # delivery (a step recording what it found) the running courier takes it next.
+                await self.courier.deliver(session_id)
             return transition
         raise VersionConflict(session_id, -1, -1)
 
-    async def _carry_out(self, transition: Transition) -> None:
-        """Every effect is attempted, even when an earlier one fails (a Slack message that could
-        not be posted must not keep the tenant locked or a job from starting); the first failure
-        is raised afterwards, so the user who acted hears about it."""
+    async def deliver_pending(self) -> int:
+        """Deliver every session's waiting outbox entries (periodically, on every replica)."""
+        return await self.courier.deliver_pending()
+
+    def _launch(self, session: Session) -> None:
+        with outside_delivery():  # the job is its own work, not part of this delivery
+            self.jobs.launch(session)
+
+    async def _perform(self, transition: Transition) -> None:
+        """Carry out an outbox entry. Every effect is attempted, even when an earlier one fails
+        (one message Slack refused must not keep a job from starting); the first failure is
+        raised afterwards, so the courier retries the entry (its posts are not made twice)."""
         session = transition.after
         failures: list[Exception] = []
         for effect in transition.effects:
@@ -198,12 +232,10 @@ class Provisioner:
             await self.steps.show(transition)
         elif effect is Effect.NOTE_IN_THREAD:
             await self.post_in_thread(session, thread_note(transition))
-        elif effect is Effect.RELEASE_TENANT:
-            await self.store.release_tenant(session)
         elif effect is Effect.ANNOUNCE:
             await self._announce(session)
         elif effect is Effect.RUN_JOB:
-            self.jobs.launch(session)
+            self._launch(session)
 
     async def refresh_root(self, session: Session) -> None:
         if session.root_ts is None:
@@ -214,30 +246,58 @@ class Provisioner:
         )
 
     async def post_in_thread(self, session: Session, message: Message) -> None:
-        await self.slack.chat_postMessage(
-            channel=session.channel_id,
-            thread_ts=session.root_ts,
-            text=message.text,
-            blocks=message.blocks,
-        )
+        await self._post(session, session.channel_id, message, thread_ts=session.root_ts)
 
     async def post_kept(
         self, session: Session, name: str, message: Message, *, version: int | None = None
     ) -> str:
         """Post in the thread a message the bot will edit later, and keep its ts under ``name``
         and ``version`` (default ``session.version``: the transition this message belongs to).
-        Only message ids are kept this way, never state: the seam where an outbox will record
-        the post instead."""
+        Only message ids are kept this way, never state."""
+        at = session.version if version is None else version
+        return await self._post(
+            session, session.channel_id, message, thread_ts=session.root_ts, keep_as=f"{name}@{at}"
+        )
+
+    async def _post(
+        self,
+        session: Session,
+        channel: str,
+        message: Message,
+        *,
+        thread_ts: str | None,
+        keep_as: str | None = None,
+    ) -> str:
+        """Post ``message``; while an outbox entry is delivered, once per slot: a redelivery
+        finds the ts the first attempt recorded and edits that message instead."""
+        slot = current_slot(session.id)
+        keys = [keep_as] if keep_as else []
+        if slot is not None:
+            key = slot.next_key()
+            earlier = await self.store.kept_post(session.id, key)
+            if earlier is not None:
+                await self.slack.chat_update(
+                    channel=channel, ts=earlier, text=message.text, blocks=message.blocks
+                )
+                if keys:
+                    await self.store.keep_post(session.id, keys, earlier)
+                return earlier
+            keys.append(key)
         posted = await self.slack.chat_postMessage(
-            channel=session.channel_id,
-            thread_ts=session.root_ts,
-            text=message.text,
-            blocks=message.blocks,
+            channel=channel, thread_ts=thread_ts, text=message.text, blocks=message.blocks
         )
         ts = str(posted["ts"])
-        at = session.version if version is None else version
-        await self.store.keep_message(session.id, name, at, ts)
+        if keys:
+            # Slack has the message: its ts must be recorded, or a redelivery would post it
+            # again, so this write rides out a Redis restart (a longer outage gives up).
+            deadline = asyncio.get_running_loop().time() + RECORD_POST_BUDGET_SECONDS
+            await within(
+                deadline, "recording a posted message", lambda: self._keep(session, keys, ts)
+            )
         return ts
+
+    async def _keep(self, session: Session, keys: list[str], ts: str) -> None:
+        await self.store.keep_post(session.id, keys, ts)
 
     async def show_step(self, session: Session, name: str, message: Message) -> str:
         """Post a step's own thread message, or edit it in place once it exists: each step
@@ -259,18 +319,22 @@ class Provisioner:
         )
 
     async def _announce(self, session: Session) -> None:
+        """The announcement, in the session's channel and ``NOTIFY_CHANNEL``; a channel that
+        refuses it does not stop the other, and its failure is raised afterwards (the outbox
+        tries again, without posting twice where it already went)."""
         channels = [session.channel_id]
         if self._notify_channel and self._notify_channel != session.channel_id:
             channels.append(self._notify_channel)
         message = announcement_message(session, await self.permalink(session))
+        failures: list[Exception] = []
         for channel in channels:
             try:
-                await self.slack.chat_postMessage(
-                    channel=channel, text=message.text, blocks=message.blocks
-                )
-            except SlackApiError:
-                # The thread already says it is done; one unreachable channel must not undo it.
+                await self._post(session, channel, message, thread_ts=None)
+            except SlackApiError as error:
                 logger.warning("could not announce session %s in %s", session.id, channel)
+                failures.append(error)
+        if failures:
+            raise failures[0]
 
     async def permalink(self, session: Session) -> str | None:
         if session.root_ts is None:
@@ -298,13 +362,32 @@ class Provisioner:
         )
 
     async def status(self, channel_id: str) -> Message:
-        """The channel's active sessions with their checklists and latest audit entries."""
+        """The channel's active sessions with their checklists, latest audit entries and any
+        message the outbox could not post; finished sessions too when theirs could not be."""
         sessions = await self.sessions_in_channel(channel_id)
         history = {
             session.id: await self.store.latest_audit(session.id, count=STATUS_AUDIT_ENTRIES)
             for session in sessions
         }
-        return status_message(sessions, history, await self._links(sessions))
+        outbox = self.store.outbox
+        finished = []
+        for session_id in await outbox.with_undelivered():
+            session = await self.store.get(session_id)
+            if session is not None and not session.is_active and session.channel_id == channel_id:
+                finished.append(session)
+        given_up = await outbox.undelivered([s.id for s in (*sessions, *finished)])
+        trouble: dict[str, DeliveryTrouble] = {}
+        for session in (*sessions, *finished):
+            head = await outbox.head(session.id) if session.is_active else None
+            failures = given_up.get(session.id, [])
+            retrying = head.last_error if head is not None and head.attempts > 0 else None
+            if failures or retrying:
+                trouble[session.id] = DeliveryTrouble(
+                    given_up=tuple((f.effects, f.error) for f in failures), retrying=retrying
+                )
+        return status_message(
+            sessions, history, await self._links(sessions), trouble=trouble, finished=finished
+        )
 
     async def home(self, *, is_admin: bool, is_approver: bool) -> dict[str, Any]:
         """The App Home view: admins see every active session, approvers the requests waiting

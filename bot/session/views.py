@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bot.actors import microsoft_user, signed_in_at_microsoft
@@ -36,8 +37,10 @@ __all__ = [
     "ACTION_CANCEL",
     "REDIS_UNAVAILABLE",
     "START_CALLBACK",
+    "DeliveryTrouble",
     "busy_message",
     "checking_modal",
+    "delivery_lines",
     "error_message",
     "help_message",
     "home_view",
@@ -418,19 +421,73 @@ def _audit_line(entry: AuditLine) -> str:
     return line + (f" ({'; '.join(extras)})" if extras else "")
 
 
+@dataclass(frozen=True)
+class DeliveryTrouble:
+    """What the outbox could not post (yet) for one session, as ``status`` tells it."""
+
+    given_up: tuple[tuple[tuple[str, ...], str], ...] = ()  # (effects, Slack's error), oldest first
+    retrying: str | None = None  # why the message waiting now failed so far
+
+
+_EFFECT_NAMES = {
+    "refresh_root": "the checklist",
+    "show_steps": "the step messages",
+    "note_in_thread": "the note in the thread",
+    "announce": "the announcement",
+}
+
+
+def _advice(error: str) -> str:
+    if "not_in_channel" in error or "channel_not_found" in error:
+        return (
+            "Invite the bot to the channel (`/invite @provision-inline`); the next change in "
+            "the session brings its thread up to date."
+        )
+    if "is_archived" in error:
+        return "The channel is archived: unarchive it, or follow the session with this command."
+    return (
+        "The session itself is stored and continues; the bot's log has the details under this "
+        "session's id. Its next change brings the thread up to date."
+    )
+
+
+def delivery_lines(session_id: str, trouble: DeliveryTrouble) -> list[str]:
+    lines: list[str] = []
+    if trouble.retrying:
+        lines.append(
+            f":hourglass: Messages of this session are waiting to be posted ({trouble.retrying}); "
+            "the bot keeps trying on its own."
+        )
+    for effects, error in trouble.given_up[-3:]:
+        what = ", ".join(
+            _EFFECT_NAMES.get(effect, effect) for effect in effects if effect in _EFFECT_NAMES
+        )
+        lines.append(
+            f":warning: Could not post {what or 'a message'} (`{session_id}`): "
+            f"{untrusted_text(error)}. {_advice(error)}"
+        )
+    return lines
+
+
 def status_message(
     sessions: Sequence[Session],
     history: Mapping[str, Sequence[AuditLine]],
     permalinks: Mapping[str, str],
+    *,
+    trouble: Mapping[str, DeliveryTrouble] | None = None,
+    finished: Sequence[Session] = (),
 ) -> Message:
-    """Ephemeral answer to ``status``: each session, its step list and its latest audit entries."""
+    """Ephemeral answer to ``status``: each session, its step list, its latest audit entries
+    and what could not be posted; then finished sessions whose messages could not be posted."""
+    trouble = trouble or {}
+    blocks: list[Block] = []
+    texts: list[str] = []
     if not sessions:
         text = (
             "No provisioning session is active in this channel. Start one with `/provision-inline`."
         )
-        return Message(text=text, blocks=[_section(text)])
-    blocks: list[Block] = []
-    texts: list[str] = []
+        blocks.append(_section(text))
+        texts.append(text)
     for session in sessions:
         link = permalinks.get(session.id)
         title = f"*{session.tenant_label}* (`{session.tenant_id}`)"
@@ -441,10 +498,19 @@ def status_message(
             for number, row in enumerate(checklist(session), start=1)
         )
         blocks.append(_section(f"{title}\n{steps}\n*Status:* {_PHASE_SUMMARY[session.phase]}"))
+        problems = delivery_lines(session.id, trouble.get(session.id, DeliveryTrouble()))
+        if problems:
+            blocks.append(_section("\n".join(problems)[:2900]))
         recent = history.get(session.id, ())
         if recent:
             blocks.append(_context(*[_audit_line(entry)[:2900] for entry in list(recent)[-8:]]))
         texts.append(f"{session.tenant_label}: {_PHASE_SUMMARY[session.phase]}")
+    for session in finished:
+        problems = delivery_lines(session.id, trouble.get(session.id, DeliveryTrouble()))
+        if problems:
+            summary = f"*{session.tenant_label}* ({_PHASE_SUMMARY[session.phase]})"
+            blocks.append(_section("\n".join([summary, *problems])[:2900]))
+            texts.append(f"{session.tenant_label}: messages could not be posted")
     return Message(text="\n".join(texts), blocks=blocks[:50])
 
 

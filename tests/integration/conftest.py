@@ -166,7 +166,8 @@ class Harness:
         after_version: int = -1,
         timeout: float = 20.0,  # noqa: ASYNC109 - asyncio.timeout inside, as slack.wait_for
     ) -> Phase:
-        """The phase once the session has moved past ``after_version`` and no job works on it.
+        """The phase once the session has moved past ``after_version``, no job works on it and
+        its outbox is delivered (every Slack effect of its transitions has been made).
 
         Without ``after_version`` the caller must already have seen the job at work (one of
         its messages), otherwise the session may simply not have reached the job yet.
@@ -181,8 +182,17 @@ class Harness:
             nonlocal last
             session = await self.store.require(session_id)
             holder = await self.store.lease_holder(session_id)
-            last = f"phase {session.phase}, version {session.version}, lease {holder}"
-            if session.version > after_version and session.phase not in WORKING and holder is None:
+            undelivered = await self.store.outbox.length(session_id)
+            last = (
+                f"phase {session.phase}, version {session.version}, lease {holder}, "
+                f"{undelivered} outbox entries"
+            )
+            if (
+                session.version > after_version
+                and session.phase not in WORKING
+                and holder is None
+                and undelivered == 0
+            ):
                 return Phase(session.phase)
             return None
 

@@ -148,16 +148,23 @@ async def test_a_slack_failure_during_verification_is_reported_and_verify_offere
     harness: Harness,
 ) -> None:
     root_ts, session_id = await ready_to_verify(harness)
-    # Slack's edits fail three times: the channel checklist, the step's message saying who
-    # pressed Verify, then the job's result in that message.
+    # Slack's edits fail three times: the channel checklist and the step's message saying who
+    # pressed Verify (the outbox keeps those and tries again), then the job's result in that
+    # message (the job reports it in the thread).
     for _ in range(3):
         harness.slack.fail_next("chat.update", "internal_error")
     await click_verify(harness, root_ts)
-    await ephemeral_for(harness, ADMIN, "Something went wrong on our side")
     note = await harness.slack.wait_for(
         lambda s: [m for m in harness.thread(root_ts) if "unexpected error" in m.text] or None
     )
     assert "press Verify to try again" in note[0].text
     assert ACTION_VERIFY in json.dumps(note[0].blocks)  # someone has to act: Verify is offered
+    head = await harness.store.outbox.head(session_id)
+    assert head is not None
+    assert "internal_error" in head.last_error
+    harness.clock.advance(head.not_before - harness.clock())
+    await harness.runtime.provisioner.deliver_pending()  # the checklist catches up
     assert await finished(harness, session_id) is Phase.DIRECTORY_CONSENTED
+    root = harness.slack.message(CHANNEL, root_ts)
+    assert "Verify" in root.text or "verif" in root.text.lower()
     assert await harness.runtime.store.lease_holder(session_id) is None
