@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import logging
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -29,6 +28,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from bot.web import pages
+from bot.workflow import TERMINAL, Phase
 from handlers.limits import LimitRequestBodies
 
 if TYPE_CHECKING:
@@ -59,6 +59,8 @@ def page_response(page: pages.Page) -> HTMLResponse:
 # How often each replica looks for outbox entries nobody is delivering: with the delivery lease
 # (``DeliveryPolicy.lease_seconds``) it bounds how late a crashed process's messages arrive.
 OUTBOX_PASS_SECONDS = 1.0
+
+ACTIVE_PHASES = [phase.value for phase in Phase if phase not in TERMINAL]
 
 SIGNATURE_WINDOW_SECONDS = 5 * 60  # as Bolt's own verification
 
@@ -148,12 +150,14 @@ def build_web(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Star
                 headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
             )
         outbox: dict[str, int] = {}
+        phases: dict[str, int] = {}
         try:
-            phases = Counter(session.phase.value for session in await runtime.store.active())
-            outbox["pending"] = len(await runtime.store.outbox.pending())
-            outbox["undelivered"] = len(await runtime.store.outbox.with_undelivered())
+            counted = await runtime.store.count_in_phases(ACTIVE_PHASES)
+            phases = {phase: count for phase, count in counted.items() if count}
+            outbox["pending"] = await runtime.store.outbox.count_pending()
+            outbox["undelivered"] = await runtime.store.outbox.count_undelivered()
         except (RedisError, OSError):
-            phases = Counter()
+            phases = {}
         body, content_type = runtime.metrics.render(
             phases, request.headers.get("accept", ""), outbox=outbox
         )
@@ -182,6 +186,13 @@ def build_web(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Star
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            migrated = await runtime.store.migrate_indexes()
+        except (RedisError, OSError):
+            logger.warning("could not check the session indexes: Redis unavailable")
+        else:
+            if migrated:
+                logger.info("indexed %d active sessions of an earlier version", migrated)
         timers = (
             [
                 asyncio.create_task(sweep_periodically(sweep_interval_seconds)),

@@ -12,7 +12,8 @@ Keys (a session's keys share its hash tag, so the scripts below run on Redis Clu
                             writer bumps *before* its compare-and-set; a deliverer that found the
                             outbox empty removes the session only if the generation is still the
                             one it read, so a concurrent write is never forgotten
-- ``pi:outbox:undelivered`` set of sessions with undelivered entries
+- ``pi:outbox:undelivered`` set of sessions with undelivered entries (for the metrics), and
+                            ``pi:outbox:undelivered:{cid}`` the same per channel (for status)
 
 Only ids, Slack effects and their delivery state live here; no secret ever does (entries hold the
 session record, which holds none).
@@ -33,6 +34,10 @@ __all__ = ["Head", "OutboxStore", "Undelivered", "outbox_key"]
 PENDING_INDEX = "pi:outbox"
 UNDELIVERED_INDEX = "pi:outbox:undelivered"
 UNDELIVERED_KEPT = 20  # per session: the newest failures, enough to explain what went wrong
+
+
+def _undelivered_in(channel_id: str) -> str:
+    return f"{UNDELIVERED_INDEX}:{channel_id}"
 
 
 def outbox_key(session_id: str) -> str:
@@ -163,9 +168,16 @@ class OutboxStore:
         await self._redis.expire(key, self._retention_ttl)
 
     async def give_up(
-        self, session_id: str, head: Head, *, version: int, effects: tuple[str, ...], error: str
+        self,
+        session_id: str,
+        head: Head,
+        *,
+        channel_id: str,
+        version: int,
+        effects: tuple[str, ...],
+        error: str,
     ) -> bool:
-        """Move the head to the undelivered list (kept, shown by ``status``)."""
+        """Move the head to the undelivered list (kept, shown by ``status`` in ``channel_id``)."""
         record = json.dumps(
             {
                 "version": version,
@@ -186,7 +198,11 @@ class OutboxStore:
             )
         )
         if moved:
-            await self._redis.sadd(UNDELIVERED_INDEX, session_id)
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.sadd(UNDELIVERED_INDEX, session_id)
+            pipe.sadd(_undelivered_in(channel_id), session_id)
+            pipe.expire(_undelivered_in(channel_id), self._retention_ttl)
+            await pipe.execute()
         return moved
 
     async def undelivered(self, session_ids: list[str]) -> Mapping[str, list[Undelivered]]:
@@ -199,16 +215,26 @@ class OutboxStore:
             found[session_id] = [_undelivered(item) for item in raw]
         return found
 
-    async def with_undelivered(self) -> list[str]:
-        """Sessions that have undelivered entries (dropping those whose list expired)."""
-        ids = sorted(as_text(member) for member in await self._redis.smembers(UNDELIVERED_INDEX))
+    async def with_undelivered(self, channel_id: str) -> list[str]:
+        """The sessions of ``channel_id`` that have undelivered entries (dropping those whose
+        list expired meanwhile)."""
+        index = _undelivered_in(channel_id)
+        ids = sorted(as_text(member) for member in await self._redis.smembers(index))
         kept = []
         for session_id in ids:
             if await self._redis.exists(session_key(session_id, "undelivered")):
                 kept.append(session_id)
             else:
+                await self._redis.srem(index, session_id)
                 await self._redis.srem(UNDELIVERED_INDEX, session_id)
         return kept
+
+    async def count_undelivered(self) -> int:
+        """How many sessions have undelivered entries (an index count, for the metrics)."""
+        return int(await self._redis.scard(UNDELIVERED_INDEX))
+
+    async def count_pending(self) -> int:
+        return int(await self._redis.zcard(PENDING_INDEX))
 
     async def take_lease(self, session_id: str, owner: str, *, ttl: int) -> bool:
         """Become the one deliverer of this session's outbox for ``ttl`` seconds."""

@@ -8,7 +8,9 @@ below run on Redis Cluster too):
 - ``pi:{sid}:refusals`` stream: who tried what they may not do (capped: a flood of refused
                         clicks can never push the decisions out of the audit)
 - ``pi:tenant:{tid}``   the tenant lock: the id of the one active session for that tenant
-- ``pi:sessions``       set of the ids of active sessions (for status, App Home, metrics, expiry)
+- ``pi:active``, ``pi:active:channel:{cid}``, ``pi:active:phase:{phase}``  sorted sets of the ids
+                        of active sessions, scored by their last change: every one, one channel's
+                        (status), one phase's (App Home, jobs, reminders, metrics)
 - ``pi:once:{key}``     idempotency markers for Slack retries and double clicks
 - ``pi:{sid}:lease``    which process runs the session's background job (verify, apply)
 - ``pi:{sid}:messages`` hash of the ids (Slack ``ts``) of messages the bot edits later, each under
@@ -23,6 +25,7 @@ with its audit entry: either both are stored or neither is.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -113,12 +116,38 @@ class Record(Protocol):
     @property
     def is_active(self) -> bool: ...
 
+    @property
+    def channel_id(self) -> str: ...
+
+    @property
+    def phase(self) -> str: ...
+
+    @property
+    def updated_at(self) -> float: ...
+
     def to_json(self) -> str: ...
 
 
 R = TypeVar("R", bound=Record)
 
-_ACTIVE_INDEX = "pi:sessions"
+# Indexes of active sessions (sorted sets, scored by when the session last changed), so that
+# listings read what they show and nothing else: every active session (idle expiry reads the
+# oldest), those of one channel (status), those in one phase (App Home's approvers, resuming
+# jobs, reminders, the metrics' counts). Kept beside the record, written right after it; a
+# reader checks each record it reads and repairs an index entry that went stale (a crash
+# between the two writes).
+_ACTIVE_INDEX = "pi:active"
+_LEGACY_ACTIVE_SET = "pi:sessions"  # the set of active ids before the indexes (migrated)
+
+
+def _channel_index(channel_id: str) -> str:
+    return f"pi:active:channel:{channel_id}"
+
+
+def _phase_index(phase: str) -> str:
+    return f"pi:active:phase:{phase}"
+
+
 REFUSALS_KEPT = 100  # per session; the oldest refusals go first
 
 
@@ -236,8 +265,14 @@ async def purge_sessions(url: str, session_ids: Sequence[str], tenant_ids: Seque
                 _messages_key(session_id),
                 *outbox_keys(session_id),
             ]
+            data = await client.hget(_session_key(session_id), "data")
+            record = json.loads(data) if data is not None else {}
             await client.delete(*keys)
-            await client.srem(_ACTIVE_INDEX, session_id)
+            await client.zrem(_ACTIVE_INDEX, session_id)
+            if "channel_id" in record:
+                await client.zrem(_channel_index(str(record["channel_id"])), session_id)
+            if "phase" in record:
+                await client.zrem(_phase_index(str(record["phase"])), session_id)
             await client.zrem(PENDING_INDEX, session_id)
             await client.srem(UNDELIVERED_INDEX, session_id)
         for tenant_id in tenant_ids:
@@ -306,8 +341,33 @@ class SessionStore(Generic[R]):
             # Busy, or interrupted: the record that never got its lock is not a session.
             await self._redis.delete(_session_key(session.id), _audit_key(session.id))
             raise
-        await self._redis.sadd(_ACTIVE_INDEX, session.id)
+        await self._index(None, session)
         return session
+
+    async def _index(self, before: R | None, after: R) -> None:
+        """Bring the indexes in line with ``after`` (one round trip)."""
+        pipe = self._redis.pipeline(transaction=False)
+        if before is not None and before.phase != after.phase:
+            pipe.zrem(_phase_index(before.phase), after.id)
+        if after.is_active:
+            score = {after.id: after.updated_at}
+            pipe.zadd(_ACTIVE_INDEX, score)
+            pipe.zadd(_channel_index(after.channel_id), score)
+            pipe.zadd(_phase_index(after.phase), score)
+        else:
+            pipe.zrem(_ACTIVE_INDEX, after.id)
+            pipe.zrem(_channel_index(after.channel_id), after.id)
+            pipe.zrem(_phase_index(after.phase), after.id)
+        await pipe.execute()
+
+    async def _unindex(self, session_id: str, channel_id: str | None, phase: str | None) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zrem(_ACTIVE_INDEX, session_id)
+        if channel_id is not None:
+            pipe.zrem(_channel_index(channel_id), session_id)
+        if phase is not None:
+            pipe.zrem(_phase_index(phase), session_id)
+        await pipe.execute()
 
     async def _take_tenant(self, session: R) -> None:
         lock = _tenant_key(session.tenant_id)
@@ -372,8 +432,7 @@ class SessionStore(Generic[R]):
             await self._renew(
                 keys=[_tenant_key(after.tenant_id)], args=[after.id, self._active_ttl]
             )
-        else:
-            await self._redis.srem(_ACTIVE_INDEX, after.id)
+        await self._index(before, after)
         return after
 
     async def record(
@@ -433,16 +492,88 @@ class SessionStore(Generic[R]):
         return [_audit_entry(entry_id, fields) for entry_id, fields in reversed(raw or [])]
 
     async def active(self) -> list[R]:
-        """Every active session; ids whose session expired out of Redis are dropped."""
-        ids = sorted(as_text(member) for member in await self._redis.smembers(_ACTIVE_INDEX))
-        sessions: list[R] = []
+        """Every active session, oldest change first (for tests and small deployments; the
+        listings below read an index instead)."""
+        return await self._listed(_ACTIVE_INDEX, await self._redis.zrange(_ACTIVE_INDEX, 0, -1))
+
+    async def in_channel(self, channel_id: str) -> list[R]:
+        """The active sessions of one channel, oldest change first."""
+        index = _channel_index(channel_id)
+        sessions = await self._listed(index, await self._redis.zrange(index, 0, -1))
+        return [s for s in sessions if s.channel_id == channel_id]
+
+    async def in_phase(self, phase: str, *, limit: int | None = None) -> list[R]:
+        """Active sessions in ``phase``, oldest change first (at most ``limit``)."""
+        index = _phase_index(phase)
+        ids = await self._redis.zrange(index, 0, -1 if limit is None else limit - 1)
+        return [s for s in await self._listed(index, ids) if s.phase == phase]
+
+    async def newest(self, limit: int) -> list[R]:
+        """The ``limit`` active sessions changed most recently, newest first."""
+        return await self._listed(
+            _ACTIVE_INDEX, await self._redis.zrevrange(_ACTIVE_INDEX, 0, limit - 1)
+        )
+
+    async def idle_since(self, cutoff: float) -> list[R]:
+        """Active sessions that have not changed since ``cutoff`` (the oldest first)."""
+        ids = await self._redis.zrangebyscore(_ACTIVE_INDEX, "-inf", cutoff)
+        return [s for s in await self._listed(_ACTIVE_INDEX, ids) if s.updated_at <= cutoff]
+
+    async def count_active(self) -> int:
+        return int(await self._redis.zcard(_ACTIVE_INDEX))
+
+    async def count_in_phases(self, phases: Sequence[str]) -> dict[str, int]:
+        """How many active sessions each phase holds (one round trip; index counts, which a
+        crash between a record and its index may leave off by one until the next read)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for phase in phases:
+            pipe.zcard(_phase_index(phase))
+        counts = await pipe.execute()
+        return {phase: int(count) for phase, count in zip(phases, counts, strict=True)}
+
+    async def _listed(self, index: str, members: Sequence[object]) -> list[R]:
+        """The records of ``members`` of ``index`` (one round trip), with index entries whose
+        record is gone, finished or moved elsewhere repaired."""
+        ids = [as_text(member) for member in members if isinstance(member, bytes | str)]
+        if not ids:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
         for session_id in ids:
-            session = await self.get(session_id)
+            pipe.hget(_session_key(session_id), "data")
+        found: list[R] = []
+        for session_id, data in zip(ids, await pipe.execute(), strict=True):
+            session = self._decode(data) if data is not None else None
             if session is None or not session.is_active:
-                await self._redis.srem(_ACTIVE_INDEX, session_id)
+                await self._unindex(
+                    session_id,
+                    session.channel_id if session else None,
+                    session.phase if session else None,
+                )
+                if index != _ACTIVE_INDEX:
+                    await self._redis.zrem(index, session_id)
                 continue
-            sessions.append(session)
-        return sessions
+            if index != _ACTIVE_INDEX and (
+                index not in (_channel_index(session.channel_id), _phase_index(session.phase))
+            ):
+                await self._redis.zrem(index, session_id)  # moved on: the stale entry goes
+                await self._index(None, session)
+                continue
+            found.append(session)
+        return found
+
+    async def migrate_indexes(self) -> int:
+        """Index the sessions of a deployment that kept only the set ``pi:sessions`` (once, at
+        start-up; nothing to do afterwards). Returns how many were indexed."""
+        legacy = await self._redis.smembers(_LEGACY_ACTIVE_SET)
+        indexed = 0
+        for member in legacy or ():
+            session = await self.get(as_text(member))
+            if session is not None and session.is_active:
+                await self._index(None, session)
+                indexed += 1
+        if legacy:
+            await self._redis.delete(_LEGACY_ACTIVE_SET)
+        return indexed
 
     async def holder_of(self, tenant_id: str) -> str | None:
         holder = await self._redis.get(_tenant_key(tenant_id))
@@ -460,7 +591,7 @@ class SessionStore(Generic[R]):
             _refusals_key(session.id),
             *outbox_keys(session.id),
         )
-        await self._redis.srem(_ACTIVE_INDEX, session.id)
+        await self._unindex(session.id, session.channel_id, session.phase)
         await self._redis.zrem(PENDING_INDEX, session.id)
         await self.release_tenant(session)
 

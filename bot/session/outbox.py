@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
@@ -42,9 +41,7 @@ __all__ = [
     "Courier",
     "DeliveryPolicy",
     "Slot",
-    "current_slot",
     "entry_for",
-    "outside_delivery",
     "read_entry",
 ]
 
@@ -152,23 +149,14 @@ class Slot:
         return key
 
 
-_slot: contextvars.ContextVar[Slot | None] = contextvars.ContextVar("outbox_slot", default=None)
+@dataclass
+class _Delivery:
+    """One delivery under way in this process: the task doing it (work it awaits is part of it;
+    a job it starts is not), the slot numbering of the entry it is at, and its end."""
 
-
-def current_slot(session_id: str) -> Slot | None:
-    """The slot numbering of the entry being delivered for ``session_id`` in this task, if any."""
-    slot = _slot.get()
-    return slot if slot is not None and slot.session_id == session_id else None
-
-
-@contextlib.contextmanager
-def outside_delivery() -> Iterator[None]:
-    """Work started from here (a background job) is not part of the entry's delivery."""
-    token = _slot.set(None)
-    try:
-        yield
-    finally:
-        _slot.reset(token)
+    task: asyncio.Task[Any] | None
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    slot: Slot | None = None
 
 
 @dataclass(frozen=True)
@@ -223,23 +211,34 @@ class Courier:
         self._clock = clock
         self._policy = policy or DeliveryPolicy()
         self._owner = f"courier-{secrets.token_hex(6)}"
-        self._draining: dict[str, asyncio.Event] = {}  # this process's deliveries under way
+        self._draining: dict[str, _Delivery] = {}  # this process's deliveries under way
 
     @property
     def policy(self) -> DeliveryPolicy:
         return self._policy
 
+    def slot_for(self, session_id: str) -> Slot | None:
+        """The slot numbering of the entry this task is delivering for ``session_id``, if it is
+        delivering one (a post made elsewhere, by a job or another request, has none)."""
+        delivery = self._draining.get(session_id)
+        if delivery is None or delivery.task is not asyncio.current_task():
+            return None
+        return delivery.slot
+
     async def deliver(self, session_id: str) -> None:
-        """Deliver what is due in the session's outbox. If this process is delivering it
-        already (another request's change), wait for that first, so whoever asked sees its
-        messages delivered when this returns; if another process is, leave it to that one (it
-        delivers what was added meanwhile: it looks again after giving its lease back)."""
+        """Deliver what is due in the session's outbox. Called from inside the delivery of this
+        session (a step that records a change while it shows), it returns at once: the running
+        delivery takes the new entry next. If another task of this process is delivering it,
+        wait for that first, so whoever asked sees its messages when this returns; if another
+        process is, leave it to that one (it looks again after giving its lease back)."""
         while True:
             running = self._draining.get(session_id)
             if running is not None:
+                if running.task is asyncio.current_task():
+                    return
                 try:
                     async with asyncio.timeout(self._policy.lease_seconds):
-                        await running.wait()
+                        await running.finished.wait()
                 except TimeoutError:
                     return  # still at it: it, or the outbox pass, delivers the rest
                 continue
@@ -247,16 +246,16 @@ class Courier:
                 session_id, self._owner, ttl=self._policy.lease_seconds
             ):
                 return
-            finished = asyncio.Event()
-            self._draining[session_id] = finished
+            delivery = _Delivery(asyncio.current_task())
+            self._draining[session_id] = delivery
             try:
-                await self._drain(session_id)
+                await self._drain(session_id, delivery)
             finally:
                 try:
                     await self._outbox.release_lease(session_id, self._owner)
                 finally:
                     del self._draining[session_id]
-                    finished.set()
+                    delivery.finished.set()
             head = await self._outbox.head(session_id)
             if head is None or head.not_before > self._clock():
                 return
@@ -273,7 +272,7 @@ class Courier:
                 logger.exception("could not deliver the outbox of session %s", session_id)
         return len(sessions)
 
-    async def _drain(self, session_id: str) -> None:
+    async def _drain(self, session_id: str, delivery: _Delivery) -> None:
         generation = await self._outbox.generation(session_id)
         renewing = asyncio.create_task(self._keep_lease(session_id))
         try:
@@ -285,17 +284,17 @@ class Courier:
                     return
                 if head.not_before > self._clock():
                     return  # in order: nothing after it goes first
-                if not await self._deliver_head(session_id, head):
+                if not await self._deliver_head(session_id, head, delivery):
                     return
         finally:
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewing
 
-    async def _deliver_head(self, session_id: str, head: Head) -> bool:
+    async def _deliver_head(self, session_id: str, head: Head, delivery: _Delivery) -> bool:
         """True when the head is done with (delivered or given up on)."""
         transition = read_entry(head.entry)
-        token = _slot.set(Slot(session_id, transition.after.version))
+        delivery.slot = Slot(session_id, transition.after.version)
         try:
             await self._perform(transition)
         except asyncio.CancelledError:
@@ -303,7 +302,7 @@ class Courier:
         except Exception as error:  # noqa: BLE001 - logged with its traceback by _failed
             return await self._failed(session_id, head, transition, error)
         finally:
-            _slot.reset(token)
+            delivery.slot = None
         await self._outbox.delivered(session_id, head)
         return True
 
@@ -326,6 +325,7 @@ class Courier:
             await self._outbox.give_up(
                 session_id,
                 head,
+                channel_id=transition.after.channel_id,
                 version=transition.after.version,
                 effects=effects,
                 error=failure.description,

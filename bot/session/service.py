@@ -23,9 +23,7 @@ from bot.microsoft.discovery import TenantIdentity
 from bot.session.outbox import (
     Courier,
     DeliveryPolicy,
-    current_slot,
     entry_for,
-    outside_delivery,
 )
 from bot.session.views import (
     DeliveryTrouble,
@@ -62,6 +60,7 @@ logger = logging.getLogger(__name__)
 _CHANNEL_PROBLEMS = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
 ANNOUNCEMENT = "Exchange Online protected in inline mode."
 STATUS_AUDIT_ENTRIES = 8
+HOME_SESSIONS = 40  # on the App Home tab; the rest are counted
 # How long recording the ts of a message Slack accepted waits out an unavailable Redis.
 RECORD_POST_BUDGET_SECONDS = 30.0  # the newest, per session, in ``/provision-inline status``
 # A step's own message is kept for the whole session, not under the transition that posted it:
@@ -195,9 +194,7 @@ class Provisioner:
             if entry is None:
                 if Effect.RUN_JOB in transition.effects:
                     self._launch(transition.after)
-            elif current_slot(session_id) is None:
-                # Delivered here and now when nobody else is delivering this session; inside a
-                # delivery (a step recording what it found) the running courier takes it next.
+            else:
                 await self.courier.deliver(session_id)
             return transition
         raise VersionConflict(session_id, -1, -1)
@@ -207,8 +204,7 @@ class Provisioner:
         return await self.courier.deliver_pending()
 
     def _launch(self, session: Session) -> None:
-        with outside_delivery():  # the job is its own work, not part of this delivery
-            self.jobs.launch(session)
+        self.jobs.launch(session)  # its own task: its posts are not part of a delivery
 
     async def _perform(self, transition: Transition) -> None:
         """Carry out an outbox entry. Every effect is attempted, even when an earlier one fails
@@ -270,7 +266,7 @@ class Provisioner:
     ) -> str:
         """Post ``message``; while an outbox entry is delivered, once per slot: a redelivery
         finds the ts the first attempt recorded and edits that message instead."""
-        slot = current_slot(session.id)
+        slot = self.courier.slot_for(session.id)
         keys = [keep_as] if keep_as else []
         if slot is not None:
             key = slot.next_key()
@@ -371,7 +367,7 @@ class Provisioner:
         }
         outbox = self.store.outbox
         finished = []
-        for session_id in await outbox.with_undelivered():
+        for session_id in await outbox.with_undelivered(channel_id):
             session = await self.store.get(session_id)
             if session is not None and not session.is_active and session.channel_id == channel_id:
                 finished.append(session)
@@ -390,14 +386,18 @@ class Provisioner:
         )
 
     async def home(self, *, is_admin: bool, is_approver: bool) -> dict[str, Any]:
-        """The App Home view: admins see every active session, approvers the requests waiting
-        for them, each with a link to its thread."""
-        sessions = [
-            session
-            for session in await self.store.active()
-            if is_admin or (is_approver and session.phase is Phase.ROLE_REQUESTED)
-        ]
-        return home_view(sessions, await self._links(sessions))
+        """The App Home view: admins see the active sessions (the newest first), approvers the
+        requests waiting for them, each with a link to its thread. Read from the indexes: the
+        cost does not grow with the number of sessions."""
+        if is_admin:
+            sessions = await self.store.newest(HOME_SESSIONS)
+            total = await self.store.count_active()
+        elif is_approver:
+            sessions = await self.store.in_phase(Phase.ROLE_REQUESTED, limit=HOME_SESSIONS)
+            total = len(sessions)
+        else:
+            sessions, total = [], 0
+        return home_view(sessions, await self._links(sessions), more=total - len(sessions))
 
     async def _links(self, sessions: list[Session]) -> dict[str, str]:
         links: dict[str, str] = {}
@@ -408,15 +408,13 @@ class Provisioner:
         return links
 
     async def sessions_in_channel(self, channel_id: str) -> list[Session]:
-        return [s for s in await self.store.active() if s.channel_id == channel_id]
+        return await self.store.in_channel(channel_id)
 
     async def expire_idle(self) -> list[Transition]:
         """Expire every active session nobody touched for ``idle_seconds``; safe on replicas."""
         now = self._clock()
         expired: list[Transition] = []
-        for session in await self.store.active():
-            if now - session.updated_at < self._idle_seconds:
-                continue
+        for session in await self.store.idle_since(now - self._idle_seconds):
             if (session.phase, EventKind.EXPIRE) not in TRANSITIONS:
                 continue  # busy changing Exchange: its job finishes or fails first
             event = Event(

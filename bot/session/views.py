@@ -514,8 +514,11 @@ def status_message(
     return Message(text="\n".join(texts), blocks=blocks[:50])
 
 
-def home_view(sessions: Sequence[Session], permalinks: Mapping[str, str]) -> dict[str, Any]:
-    """The App Home tab: the sessions this viewer can act on, each with a link to its thread."""
+def home_view(
+    sessions: Sequence[Session], permalinks: Mapping[str, str], *, more: int = 0
+) -> dict[str, Any]:
+    """The App Home tab: the sessions this viewer can act on, each with a link to its thread
+    (``more``: how many others there are, not shown)."""
     blocks: list[Block] = [
         _header("Inline Mode provisioning"),
     ]
@@ -533,6 +536,14 @@ def home_view(sessions: Sequence[Session], permalinks: Mapping[str, str]) -> dic
             _section(
                 f"*{session.tenant_label}* — {_PHASE_SUMMARY[session.phase]}\n"
                 f"Started by {mention(session.started_by)}, {when(session.created_at)} · {where}"
+            )
+        )
+    hidden = more + max(0, len(sessions) - 40)
+    if hidden > 0:
+        blocks.append(
+            _context(
+                f"… and {hidden} more active session(s). `/provision-inline status` in a "
+                "channel lists that channel's sessions."
             )
         )
     return {"type": "home", "blocks": blocks}

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from slack_bolt.context.ack.async_ack import AsyncAck
 
 from handlers.home import home_opened
 from tests.handlers.conftest import context_for
 from tests.integration.conftest import ADMIN, OUTSIDER, Harness
+from tests.integration.test_session_store import new_session
 
 
 def published_for(harness: Harness, user_id: str) -> str:
@@ -29,3 +31,20 @@ async def test_the_messages_tab_publishes_nothing(harness: Harness) -> None:
     event = {"type": "app_home_opened", "user": ADMIN, "tab": "messages"}
     await home_opened(ack=AsyncAck(), event=event, context=context_for(harness))
     assert harness.slack.calls_to("views.publish") == []
+
+
+async def test_home_shows_the_newest_sessions_and_counts_the_rest(harness: Harness) -> None:
+    """Many sessions: the newest 40 are shown (read from the index), the others counted."""
+    for n in range(45):
+        session = replace(
+            new_session(f"s{n:02d}", f"tenant-{n}"), tenant_label=f"t{n:02d}.example", updated_at=n
+        )
+        await harness.store.create(session, detail={})
+    event = {"type": "app_home_opened", "user": ADMIN, "tab": "home"}
+    await home_opened(ack=AsyncAck(), event=event, context=context_for(harness))
+
+    shown = published_for(harness, ADMIN)
+    assert "t44.example" in shown  # the newest
+    assert "t05.example" in shown
+    assert "t04.example" not in shown  # the five oldest are counted, not shown
+    assert "and 5 more active session(s)" in shown

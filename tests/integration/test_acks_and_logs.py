@@ -100,6 +100,10 @@ async def test_no_secret_token_or_state_reaches_the_logs(
             dumped = str(await redis.hgetall(key))
         elif kind in (b"stream", "stream"):
             dumped = str(await redis.xrange(key))
+        elif kind in (b"zset", "zset"):
+            dumped = str(await redis.zrange(key, 0, -1))
+        elif kind in (b"list", "list"):
+            dumped = str(await redis.lrange(key, 0, -1))
         else:
             dumped = str(await redis.smembers(key))
         for secret in (SIGNING_SECRET, MAILFLOW_SECRET, DIRSYNC_SECRET, state):

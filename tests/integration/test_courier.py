@@ -148,7 +148,9 @@ async def test_retries_are_bounded_then_the_entry_is_given_up_and_the_next_goes(
     assert (failure.version, failure.attempts) == (1, 3)
     assert failure.effects == ("show_steps",)
     assert failure.error == "Slack answered internal_error"
-    assert await store.outbox.with_undelivered() == [session.id]
+    assert await store.outbox.with_undelivered(session.channel_id) == [session.id]
+    assert await store.outbox.with_undelivered("C0ELSEWHERE") == []
+    assert await store.outbox.count_undelivered() == 1
     assert await redis.zrange(PENDING_INDEX, 0, -1) == []
 
 

@@ -265,3 +265,85 @@ async def test_the_latest_audit_entries_come_newest_last(store: SessionStore[Ses
         await store.record("s1", actor="U0ADMIN", action=f"check {n}", result="ok")
     latest = await store.latest_audit("s1", count=3)
     assert [e.action for e in latest] == ["check 147", "check 148", "check 149"]
+
+
+# -- indexes (issue 12): listings read what they show, never every session --------------------
+
+
+def in_channel(session_id: str, channel_id: str, tenant: str) -> Session:
+    return replace(new_session(session_id, tenant), channel_id=channel_id)
+
+
+async def hgets(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_hget", {}).get("calls", 0))
+
+
+async def test_a_channel_listing_reads_that_channel_s_sessions_only(
+    store: SessionStore[Session], redis: Redis
+) -> None:
+    for n in range(5):
+        await store.create(in_channel(f"a{n}", "C0A", f"tenant-a{n}"), detail={})
+    for n in range(200):
+        await store.create(in_channel(f"b{n}", f"C0B{n % 20}", f"tenant-b{n}"), detail={})
+    before = await hgets(redis)
+
+    listed = await store.in_channel("C0A")
+
+    assert sorted(s.id for s in listed) == [f"a{n}" for n in range(5)]
+    assert await hgets(redis) - before == 5  # one record read per session shown, no more
+    assert await store.count_active() == 205
+
+
+async def test_indexes_follow_phases_and_forget_finished_sessions(
+    store: SessionStore[Session],
+) -> None:
+    session = await store.create(new_session(), detail={})
+    assert [s.id for s in await store.in_phase(Phase.STARTED)] == ["s1"]
+    cancelled = advance(session, Event(EventKind.CANCEL, "U0ADMIN", 5.0)).after
+    await store.replace(session, cancelled, actor="U0ADMIN", action="cancel")
+
+    assert await store.in_phase(Phase.STARTED) == []
+    assert await store.in_phase(Phase.CANCELLED) == []  # finished sessions are not listed
+    assert await store.in_channel("C0PROV") == []
+    assert await store.count_in_phases([Phase.STARTED, Phase.CANCELLED]) == {
+        Phase.STARTED: 0,
+        Phase.CANCELLED: 0,
+    }
+
+
+async def test_a_stale_index_entry_is_repaired_when_read(
+    store: SessionStore[Session], redis: Redis
+) -> None:
+    """A crash between storing a record and updating its indexes leaves an entry under the old
+    phase: the next listing of that phase drops it and files the session where it is."""
+    session = await store.create(new_session(), detail={})
+    await redis.zadd(f"pi:active:phase:{Phase.ROLE_REQUESTED}", {session.id: 1.0})
+
+    assert await store.in_phase(Phase.ROLE_REQUESTED) == []
+    assert await redis.zrange(f"pi:active:phase:{Phase.ROLE_REQUESTED}", 0, -1) == []
+    assert [s.id for s in await store.in_phase(Phase.STARTED)] == [session.id]
+
+
+async def test_idle_sessions_are_found_by_their_last_change(
+    store: SessionStore[Session],
+) -> None:
+    old = await store.create(replace(new_session("old", "t-old"), updated_at=100.0), detail={})
+    await store.create(replace(new_session("new", "t-new"), updated_at=900.0), detail={})
+
+    assert [s.id for s in await store.idle_since(500.0)] == [old.id]
+    assert [s.id for s in await store.newest(1)] == ["new"]
+
+
+async def test_sessions_of_an_earlier_version_are_indexed_at_start_up(
+    store: SessionStore[Session], redis: Redis
+) -> None:
+    session = await store.create(new_session(), detail={})
+    for key in await redis.keys("pi:active*"):
+        await redis.delete(key)
+    await redis.sadd("pi:sessions", session.id, "gone")  # how earlier versions listed them
+
+    assert await store.migrate_indexes() == 1
+    assert [s.id for s in await store.in_channel("C0PROV")] == [session.id]
+    assert not await redis.exists("pi:sessions")
+    assert await store.migrate_indexes() == 0

@@ -389,7 +389,11 @@ class RoleStep:
         """Remind approvers of a request left waiting; close it when it has waited too long;
         release a sign-in whose answer never came back (the process stopped meanwhile)."""
         now = self._provisioner.now()
-        for session in await self._store.active():
+        waiting = [
+            *await self._store.in_phase(Phase.ROLE_ASSIGNING),
+            *await self._store.in_phase(Phase.ROLE_REQUESTED),
+        ]
+        for session in waiting:
             role = session.role
             if session.phase is Phase.ROLE_ASSIGNING:
                 claim = role.assigning
