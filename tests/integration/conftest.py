@@ -102,6 +102,9 @@ class Harness:
     microsoft_clock: ManualClock
     redis: Redis
     slept: list[float] = field(default_factory=list)
+    # The bot's frequent look for jobs whose process died: off unless a test turns it on (the
+    # other tests resume jobs themselves, at the moment they choose).
+    orphan_check_seconds: float | None = None
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     @property
@@ -121,6 +124,7 @@ class Harness:
             wire=wire,
             clock=self.clock,
             sweep_interval_seconds=None,
+            orphan_check_seconds=self.orphan_check_seconds,
             sleep=self.sleep,
             monotonic=self.microsoft_clock,
         )
