@@ -113,6 +113,15 @@ class Jobs:
         self.launch(session)
         return True
 
+    async def take_over(self, session: Session, *, now: float) -> bool:
+        """``resume`` for someone's click: only once the session has not changed for a lease's
+        length. A job whose transition was just stored holds no lease yet either (its launch,
+        after the transition's other effects, is still to come in whichever process made it),
+        and a click then must not be told the job had stopped."""
+        if now - session.updated_at < self._lease_seconds:
+            return False
+        return await self.resume(session)
+
     async def resume_orphans(self) -> int:
         """Launch the jobs of working sessions whose lease has lapsed; returns how many."""
         resumed = 0

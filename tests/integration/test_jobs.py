@@ -104,6 +104,25 @@ async def test_resume_launches_only_a_job_nobody_holds(store: SessionStore[Sessi
     await jobs.wait(session.id)
 
 
+async def test_a_click_takes_over_only_a_job_that_had_time_to_start(
+    store: SessionStore[Session],
+) -> None:
+    """No lease right after the transition into a working phase means the job is still being
+    launched (by whichever process made the transition), not that its process died."""
+    session = await store.create(working_session("job6"), detail={})
+    release = asyncio.Event()
+
+    async def run(current: Session) -> None:
+        await release.wait()
+
+    jobs = Jobs(store, {Phase.VERIFYING: run}, lease_seconds=10)
+    assert not await jobs.take_over(session, now=session.updated_at + 9)
+    assert await store.lease_holder(session.id) is None  # nothing was launched
+    assert await jobs.take_over(session, now=session.updated_at + 10)
+    release.set()
+    await jobs.wait(session.id)
+
+
 async def test_a_job_whose_lease_was_lost_stops_here(store: SessionStore[Session]) -> None:
     session = await store.create(working_session("job4"), detail={})
     running = asyncio.Event()
