@@ -24,7 +24,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from starlette.applications import Starlette
 
 from bot.config import Settings, sealing_key_material
-from bot.jobs import Jobs
+from bot.jobs import ORPHAN_CHECK_SECONDS, Jobs
 from bot.microsoft.access import MicrosoftAccess, microsoft_app, microsoft_apps
 from bot.microsoft.identity import MicrosoftApp
 from bot.microsoft.sealing import Sealer
@@ -90,7 +90,13 @@ class Wire(Protocol):
     ``handlers`` (the listeners depend on the product, not the other way round).
     """
 
-    def __call__(self, runtime: Runtime, *, sweep_interval_seconds: float | None) -> Starlette: ...
+    def __call__(
+        self,
+        runtime: Runtime,
+        *,
+        sweep_interval_seconds: float | None,
+        orphan_check_seconds: float | None,
+    ) -> Starlette: ...
 
 
 def build_runtime(
@@ -99,13 +105,16 @@ def build_runtime(
     wire: Wire,
     clock: Callable[[], float] = time.time,
     sweep_interval_seconds: float | None = 60.0,
+    orphan_check_seconds: float | None = ORPHAN_CHECK_SECONDS,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> Runtime:
     """Wire the product together. ``sweep_interval_seconds=None`` turns the sweep timer off
-    (tests drive ``provisioner.expire_idle`` themselves); ``sleep`` and ``monotonic`` pace
-    verification's wait for the role to replicate (tests pass a sleep that moves the sandbox's
-    clock instead). Retries of Microsoft's HTTP calls are stamina's (its testing mode in tests)."""
+    (tests drive ``provisioner.expire_idle`` themselves), ``orphan_check_seconds=None`` the
+    frequent look for jobs whose process died (tests call ``jobs.resume_orphans``); ``sleep``
+    and ``monotonic`` pace verification's wait for the role to replicate (tests pass a sleep
+    that moves the sandbox's clock instead). Retries of Microsoft's HTTP calls are stamina's (its
+    testing mode in tests)."""
     slack = AsyncWebClient(
         token=settings.slack_bot_token.reveal(),
         base_url=settings.slack_api_url,
@@ -205,5 +214,9 @@ def build_runtime(
         mailflow_app=mailflow_app,
         dirsync_app=dirsync_app,
     )
-    runtime.web = wire(runtime, sweep_interval_seconds=sweep_interval_seconds)
+    runtime.web = wire(
+        runtime,
+        sweep_interval_seconds=sweep_interval_seconds,
+        orphan_check_seconds=orphan_check_seconds,
+    )
     return runtime

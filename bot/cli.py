@@ -117,7 +117,9 @@ class CheckResult:
 
 async def check(settings: Settings, wire: Wire) -> list[CheckResult]:
     """Each dependency, tried for real, reported ok/failed with the reason."""
-    runtime = build_runtime(settings, wire=wire, sweep_interval_seconds=None)
+    runtime = build_runtime(
+        settings, wire=wire, sweep_interval_seconds=None, orphan_check_seconds=None
+    )
     results = [CheckResult("configuration", True, "every variable is set and well-formed")]
     try:
         try:

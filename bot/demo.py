@@ -539,6 +539,8 @@ async def run_demo(out: TextIO, environ: Mapping[str, str], wire: Wire) -> None:
                 load_settings(environment),
                 wire=wire,
                 sweep_interval_seconds=None,
+                # Its REDIS_URL may be a real deployment's: never resume anyone else's jobs.
+                orphan_check_seconds=None,
                 sleep=sleep,
                 monotonic=clock,
             )

@@ -2,8 +2,14 @@
 
 A session in a working phase (``runners``) has exactly one job running somewhere: the process
 that takes the session's Redis lease runs it and renews the lease while it works. If that process
-dies, the lease lapses and the next sweep (on any replica, or the restarted bot) resumes the job
-from the session's stored state. A job must therefore be safe to start again from the top.
+dies, the lease lapses and any process resumes the job from the session's stored state: each
+process looks for such orphans every ``ORPHAN_CHECK_SECONDS`` (``resume_orphans``), and a click in
+the session takes the job over at once (``resume``). A job must therefore be safe to start again
+from the top.
+
+What the thread promises is derived from these figures: a job whose process died runs again
+within ``RESUME_WITHIN_SECONDS`` (the lease's last renewal lapses, the next orphan check finds it,
+the takeover starts it), so a message saying when the job will next act adds that much.
 """
 
 from __future__ import annotations
@@ -14,14 +20,40 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 
+from redis.exceptions import RedisError
+
 from bot.workflow import Phase, Session
 from state.sessions import SessionStore
 
-__all__ = ["Jobs", "Runner"]
+__all__ = [
+    "JOB_LEASE_RENEW_SECONDS",
+    "JOB_LEASE_SECONDS",
+    "ORPHAN_CHECK_SECONDS",
+    "RESUME_WITHIN_SECONDS",
+    "TAKEOVER_SECONDS",
+    "Jobs",
+    "Runner",
+]
 
 logger = logging.getLogger(__name__)
 
 Runner = Callable[[Session], Awaitable[None]]
+
+# How long a job's lease outlives its holder's last renewal. Short, because a job whose process
+# died waits this long before anyone may resume it.
+JOB_LEASE_SECONDS = 10
+# How often the holder renews it: three renewals per lease, so a renewal lost to a Redis blip
+# does not hand the job over while its process is alive.
+JOB_LEASE_RENEW_SECONDS = 3.0
+# How often each process looks for working sessions whose lease has lapsed (cheap: the active
+# sessions and one lease read per working one). Reminders and expiry keep their slow sweep.
+ORPHAN_CHECK_SECONDS = 3.0
+# Room for the takeover itself: the orphan check's reads, taking the lease, reading the session.
+TAKEOVER_SECONDS = 2.0
+# A job whose process died is running again within this long after its last renewal: the lease
+# lapses, the next orphan check finds it, the takeover starts it. What the thread promises adds
+# it to the job's own wait (verification's "next check within …").
+RESUME_WITHIN_SECONDS = JOB_LEASE_SECONDS + ORPHAN_CHECK_SECONDS + TAKEOVER_SECONDS
 
 
 class Jobs:
@@ -30,11 +62,15 @@ class Jobs:
         store: SessionStore[Session],
         runners: Mapping[Phase, Runner],
         *,
-        lease_seconds: int = 60,
+        lease_seconds: int = JOB_LEASE_SECONDS,
+        renew_seconds: float = JOB_LEASE_RENEW_SECONDS,
     ) -> None:
+        if renew_seconds >= lease_seconds:
+            raise ValueError("the lease must be renewed before it lapses")
         self._store = store
         self._runners = dict(runners)
         self._lease_seconds = lease_seconds
+        self._renew_seconds = renew_seconds
         self._owner = f"process-{secrets.token_hex(6)}"
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -64,16 +100,35 @@ class Jobs:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    async def resume(self, session: Session) -> bool:
+        """Launch ``session``'s job if it is in a working phase and nobody holds its lease (its
+        process died); True if it was launched here."""
+        if session.phase not in self._runners:
+            return False
+        running = self._tasks.get(session.id)
+        if running is not None and not running.done():
+            return False  # this process runs it (its lease is held or being taken)
+        if await self._store.lease_holder(session.id) is not None:
+            return False
+        self.launch(session)
+        return True
+
+    async def take_over(self, session: Session, *, now: float) -> bool:
+        """``resume`` for someone's click: only once the session has not changed for a lease's
+        length. A job whose transition was just stored holds no lease yet either (its launch,
+        after the transition's other effects, is still to come in whichever process made it),
+        and a click then must not be told the job had stopped."""
+        if now - session.updated_at < self._lease_seconds:
+            return False
+        return await self.resume(session)
+
     async def resume_orphans(self) -> int:
         """Launch the jobs of working sessions whose lease has lapsed; returns how many."""
         resumed = 0
-        for session in await self._store.active():
-            if (
-                session.phase in self._runners
-                and await self._store.lease_holder(session.id) is None
-            ):
-                self.launch(session)
-                resumed += 1
+        for phase in self._runners:  # the working phases' indexes: no other session is read
+            for session in await self._store.in_phase(phase):
+                if await self.resume(session):
+                    resumed += 1
         return resumed
 
     async def stop(self) -> None:
@@ -88,7 +143,9 @@ class Jobs:
     async def _run(self, session: Session) -> None:
         if not await self._store.take_lease(session.id, self._owner, ttl=self._lease_seconds):
             return  # another process runs it
-        renewer = asyncio.create_task(self._keep_lease(session.id))
+        job = asyncio.current_task()
+        assert job is not None  # _run is always a task of its own (launch)
+        renewer = asyncio.create_task(self._keep_lease(session.id, job), name=f"lease-{session.id}")
         try:
             current = await self._store.get(session.id)
             runner = self._runners.get(current.phase) if current else None
@@ -104,9 +161,23 @@ class Jobs:
                 await renewer
             await self._store.release_lease(session.id, self._owner)
 
-    async def _keep_lease(self, session_id: str) -> None:
+    async def _keep_lease(self, session_id: str, job: asyncio.Task[None]) -> None:
+        """Renew the lease while the job runs; stop the job if the lease was lost, since
+        another process may already have resumed it."""
         while True:
-            await asyncio.sleep(self._lease_seconds / 3)  # a timer: renew well before expiry
-            if not await self._store.renew_lease(session_id, self._owner, ttl=self._lease_seconds):
-                logger.warning("lost the lease of session %s", session_id)
+            await asyncio.sleep(self._renew_seconds)  # a timer: renew well before expiry
+            try:
+                held = await self._store.renew_lease(
+                    session_id, self._owner, ttl=self._lease_seconds
+                )
+            except (RedisError, OSError):
+                # The lease still has time left: the next renewal may get through.
+                logger.warning("could not renew the lease of session %s", session_id, exc_info=True)
+                continue
+            if not held:
+                logger.warning(
+                    "lost the lease of session %s: its job stops here and resumes elsewhere",
+                    session_id,
+                )
+                job.cancel()
                 return

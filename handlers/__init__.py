@@ -43,7 +43,9 @@ if TYPE_CHECKING:
 __all__ = ["wire"]
 
 
-def wire(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Starlette:
+def wire(
+    runtime: Runtime, *, sweep_interval_seconds: float | None, orphan_check_seconds: float | None
+) -> Starlette:
     """Register every Slack listener on ``runtime.bolt``; return the web app that serves them."""
     bolt = runtime.bolt
     # Global middleware, in order: malformed payloads first (before Bolt builds arguments from
@@ -147,4 +149,8 @@ def wire(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Starlette
     ):
         bolt.action(action_id, middleware=[require_admin(action, fresh=fresh)])(listener)
 
-    return build_web(runtime, sweep_interval_seconds=sweep_interval_seconds)
+    return build_web(
+        runtime,
+        sweep_interval_seconds=sweep_interval_seconds,
+        orphan_check_seconds=orphan_check_seconds,
+    )

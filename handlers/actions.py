@@ -57,11 +57,17 @@ async def verify_clicked(
     ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
 ) -> None:
     await ack()
-    await answer_for_session(body, respond, _move(services(context), EventKind.VERIFY))
+    found = services(context)
+    await answer_for_session(
+        body, respond, _move(found, EventKind.VERIFY), take_over=found.take_over_job
+    )
 
 
 async def cancel_clicked(
     ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
 ) -> None:
     await ack()
-    await answer_for_session(body, respond, _move(services(context), EventKind.CANCEL))
+    found = services(context)
+    await answer_for_session(
+        body, respond, _move(found, EventKind.CANCEL), take_over=found.take_over_job
+    )

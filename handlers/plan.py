@@ -21,32 +21,40 @@ async def submit_clicked(
     ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
 ) -> None:
     await ack()
-    await answer_for_session(body, respond, services(context).mailflow.submit)
+    found = services(context)
+    await answer_for_session(body, respond, found.mailflow.submit, take_over=found.take_over_job)
 
 
 async def acknowledge_clicked(
     ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
 ) -> None:
     await ack()
-    await answer_for_session(body, respond, services(context).mailflow.acknowledge)
+    found = services(context)
+    await answer_for_session(
+        body, respond, found.mailflow.acknowledge, take_over=found.take_over_job
+    )
 
 
 async def check_again_clicked(
     ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
 ) -> None:
     await ack()
-    await answer_for_session(body, respond, services(context).mailflow.check_again)
+    found = services(context)
+    await answer_for_session(
+        body, respond, found.mailflow.check_again, take_over=found.take_over_job
+    )
 
 
 async def retry_clicked(
     ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
 ) -> None:
     await ack()
-    provisioner = services(context).provisioner
+    found = services(context)
+    provisioner = found.provisioner
 
     async def retry(session_id: str, user_id: str) -> Message | None:
         event = Event(EventKind.RETRY, actor=user_id, at=provisioner.now())
         await provisioner.handle(session_id, event)
         return None
 
-    await answer_for_session(body, respond, retry)
+    await answer_for_session(body, respond, retry, take_over=found.take_over_job)

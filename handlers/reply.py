@@ -15,7 +15,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.blocks import Message
 from bot.session.views import notice, refused_transition_message
-from bot.workflow import TransitionNotAllowed
+from bot.workflow import Phase, Session, TransitionNotAllowed
 from state.sessions import SessionGone
 
 logger = logging.getLogger(__name__)
@@ -24,6 +24,23 @@ SESSION_GONE = notice(
     "This session no longer exists (it ended long ago and its record expired). "
     "Start a new one with `/provision-inline`."
 )
+
+# What a job had been doing when its process died, and does again now that a click took it over.
+_RESUMED_WORK = {
+    Phase.VERIFYING: "Verification had stopped (the process running it went away). It has started"
+    " again now; its progress shows in the thread.",
+    Phase.APPLYING: "Configuring Exchange Online had stopped (the process running it went away)."
+    " It has started again now: it reads the tenant again and makes only the changes still"
+    " missing, never one twice.",
+}
+
+
+def job_resumed_message(session: Session) -> Message:
+    """The answer to a click that took over a job whose process died."""
+    started_again = _RESUMED_WORK.get(
+        session.phase, "The work in progress had stopped; it has started again now."
+    )
+    return notice(f"{started_again} Nothing else was changed.")
 
 
 async def say(
@@ -44,9 +61,15 @@ async def answer_for_session(
     body: dict[str, Any],
     respond: AsyncRespond,
     work: Callable[[str, str], Awaitable[Message | None]],
+    *,
+    take_over: Callable[[Session], Awaitable[bool]],
 ) -> None:
     """Run ``work(session_id, user_id)`` for a button whose value is the session id, and tell the
-    user its answer, or why nothing happened (somebody was quicker, the session is gone)."""
+    user its answer, or why nothing happened (somebody was quicker, the session is gone).
+
+    A click the session's phase refuses while its job's process is gone (``take_over``: the
+    lease lapsed) takes the job over here and now, rather than answering "already done" and
+    leaving the job to the next orphan check."""
     user_id = body["user"]["id"]
     session_id = session_of(body)
     if session_id is None:
@@ -54,7 +77,10 @@ async def answer_for_session(
     try:
         answer = await work(session_id, user_id)
     except TransitionNotAllowed as refused:
-        answer = refused_transition_message(refused)
+        if await take_over(refused.session):
+            answer = job_resumed_message(refused.session)
+        else:
+            answer = refused_transition_message(refused)
     except SessionGone:
         answer = SESSION_GONE
     await say(respond, answer)

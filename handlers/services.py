@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.jobs import Jobs
 from bot.microsoft.tenants import TenantDirectory
 from bot.ops.inflight import InFlight
 from bot.ops.metrics import Metrics
@@ -44,6 +45,7 @@ class Services:
     consents: ConsentDesk
     role_step: RoleStep
     mailflow: MailFlowDesk
+    jobs: Jobs  # taken over by a click when their process died (handlers.reply)
     tenants: TenantDirectory
     slack: AsyncWebClient
     store: SessionStore[Session]  # the duplicate filter's claims
@@ -58,6 +60,10 @@ class Services:
         default_factory=lambda: ReplyOrigins.for_api("https://slack.com/api/")
     )
 
+    async def take_over_job(self, session: Session) -> bool:
+        """Launch the session's job here if its process died (``Jobs.take_over``)."""
+        return await self.jobs.take_over(session, now=self.provisioner.now())
+
     @classmethod
     def of(cls, runtime: Runtime) -> Services:
         return cls(
@@ -66,6 +72,7 @@ class Services:
             consents=runtime.consents,
             role_step=runtime.role_step,
             mailflow=runtime.mailflow,
+            jobs=runtime.jobs,
             tenants=runtime.tenants,
             slack=runtime.slack,
             store=runtime.store,

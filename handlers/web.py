@@ -1,7 +1,8 @@
 """The HTTP face: ``/slack/events`` (Bolt), ``/microsoft/callback``, ``/healthz``, ``/metrics``.
 
-The expiry timer lives in the web app's lifespan, so it runs in ``serve`` and ``socket`` alike and
-stops with the server.
+The timers live in the web app's lifespan, so they run in ``serve`` and ``socket`` alike and stop
+with the server: the sweep (reminders, expiry; every minute) and the orphan check (jobs whose
+process died; every few seconds, see ``bot.jobs``).
 """
 
 from __future__ import annotations
@@ -85,7 +86,9 @@ def metrics_allowed(request: Request, token: str | None) -> bool:
     return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
-def build_web(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Starlette:
+def build_web(
+    runtime: Runtime, *, sweep_interval_seconds: float | None, orphan_check_seconds: float | None
+) -> Starlette:
     signing_secret = runtime.settings.slack_signing_secret
     configured = runtime.settings.metrics_token
     metrics_token = configured.reveal() if configured is not None else None
@@ -164,10 +167,9 @@ def build_web(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Star
         return Response(body, headers={"Content-Type": content_type})
 
     async def sweep_periodically(interval: float) -> None:
-        """Expire idle sessions and resume background jobs whose process went away."""
+        """Remind approvers, close stale role requests, expire idle sessions."""
         while True:
             try:
-                await runtime.jobs.resume_orphans()
                 await runtime.role_step.remind_and_expire()
                 await runtime.provisioner.expire_idle()
             except (RedisError, OSError):
@@ -184,6 +186,16 @@ def build_web(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Star
                 logger.warning("outbox pass skipped: Redis unavailable", exc_info=True)
             await asyncio.sleep(interval)  # a timer, not a wait for some other work
 
+    async def check_orphans_periodically(interval: float) -> None:
+        """Resume background jobs whose process went away: often, since the thread promises
+        when a job acts next (``bot.jobs.RESUME_WITHIN_SECONDS`` counts this interval)."""
+        while True:
+            try:
+                await runtime.jobs.resume_orphans()
+            except (RedisError, OSError):
+                logger.warning("orphan check skipped: Redis unavailable", exc_info=True)
+            await asyncio.sleep(interval)  # a timer, not a wait for some other work
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
@@ -193,14 +205,17 @@ def build_web(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Star
         else:
             if migrated:
                 logger.info("indexed %d active sessions of an earlier version", migrated)
-        timers = (
-            [
-                asyncio.create_task(sweep_periodically(sweep_interval_seconds)),
-                asyncio.create_task(deliver_periodically(OUTBOX_PASS_SECONDS)),
-            ]
-            if sweep_interval_seconds
-            else []
-        )
+        # The outbox pass runs where the sweep does (serving, not the tests' in-process bot).
+        outbox_pass = OUTBOX_PASS_SECONDS if sweep_interval_seconds else None
+        timers = [
+            asyncio.create_task(timer(interval))
+            for timer, interval in (
+                (sweep_periodically, sweep_interval_seconds),
+                (check_orphans_periodically, orphan_check_seconds),
+                (deliver_periodically, outbox_pass),
+            )
+            if interval
+        ]
         try:
             yield
         finally:

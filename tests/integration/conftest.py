@@ -3,7 +3,8 @@
 ``Harness`` gives a test the people (``driver``: signed slash commands, clicks, submissions),
 what Slack received (``slack``), what Microsoft received (``microsoft``) and the bot's own
 ``runtime``. ``restart()`` replaces the bot with a freshly built one on the same Redis, as a
-deploy or a crash would.
+deploy would; ``crash()`` does too, leaving behind what a killed process leaves (its jobs'
+leases, until they lapse).
 """
 
 from __future__ import annotations
@@ -102,6 +103,12 @@ class Harness:
     microsoft_clock: ManualClock
     redis: Redis
     slept: list[float] = field(default_factory=list)
+    # The bot's frequent look for jobs whose process died: off unless a test turns it on (the
+    # other tests resume jobs themselves, at the moment they choose).
+    orphan_check_seconds: float | None = None
+    # While set (``hold_waits``), the bot's waits stay under way until the event is set.
+    held_waits: asyncio.Event | None = None
+    wait_began: asyncio.Event = field(default_factory=asyncio.Event)
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     @property
@@ -121,6 +128,7 @@ class Harness:
             wire=wire,
             clock=self.clock,
             sweep_interval_seconds=None,
+            orphan_check_seconds=self.orphan_check_seconds,
             sleep=self.sleep,
             monotonic=self.microsoft_clock,
         )
@@ -205,9 +213,28 @@ class Harness:
             ) from None
 
     async def sleep(self, seconds: float) -> None:
-        """The bot's waiting, in tests: Microsoft's time moves on at once, nobody really waits."""
+        """The bot's waiting, in tests: Microsoft's time moves on at once, nobody really waits
+        (unless the test holds the waits)."""
         self.waited(seconds)
-        await asyncio.sleep(0)  # still a point where other tasks may run, as a real wait is
+        held = self.held_waits
+        if held is None:
+            await asyncio.sleep(0)  # still a point where other tasks may run, as a real wait is
+            return
+        self.wait_began.set()
+        await held.wait()  # ends when the test releases it, or when the waiting job is stopped
+
+    def hold_waits(self) -> None:
+        """From now on the bot's waits stay under way (as a real 15 s wait is, for a while)
+        until ``release_waits``: how a test catches a job mid-wait. ``wait_began`` is set once
+        one has begun."""
+        self.held_waits = asyncio.Event()
+        self.wait_began.clear()
+
+    def release_waits(self) -> None:
+        """End the held waits: they, and every later one, pass at once again."""
+        if self.held_waits is not None:
+            self.held_waits.set()
+        self.held_waits = None
 
     def waited(self, seconds: float) -> None:
         """Record a wait of the bot's and move Microsoft's time on by it."""
@@ -224,6 +251,17 @@ class Harness:
         await self._stack.aclose()
         self._stack = contextlib.AsyncExitStack()
         await self.start_bot()
+
+    async def crash(self) -> None:
+        """Stop this bot as a kill would, and start a new one (same Redis, same sandboxes): its
+        jobs stop where they are and hand nothing back, so their leases stay in Redis until
+        they lapse (a graceful ``restart`` releases them)."""
+
+        async def hands_nothing_back(session_id: str, owner: str) -> None:
+            return None
+
+        self.runtime.store.release_lease = hands_nothing_back
+        await self.restart()
 
     async def open_start_modal(self, user_id: str = ADMIN) -> str:
         # A start modal may still be open from an earlier start (a slow look-up leaves it open,

@@ -1,4 +1,5 @@
-"""Background jobs: one runner per session across processes, resumed when a process dies."""
+"""Background jobs: one runner per session across processes, resumed when a process dies, and
+stopped where the lease was lost (another process may have resumed it)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bot.jobs import Jobs
 from bot.workflow import Phase, Scope, Session
@@ -80,3 +82,101 @@ async def test_sessions_in_phases_without_a_runner_are_left_alone(
     jobs.launch(session)
     assert await jobs.resume_orphans() == 0
     assert ran == []
+
+
+async def test_resume_launches_only_a_job_nobody_holds(store: SessionStore[Session]) -> None:
+    session = await store.create(working_session("job3"), detail={})
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def run(current: Session) -> None:
+        started.set()
+        await release.wait()
+
+    jobs = Jobs(store, {Phase.VERIFYING: run})
+    assert await store.take_lease(session.id, "process-dead", ttl=30)
+    assert not await jobs.resume(session)  # the lease still says its process is alive
+    await store.release_lease(session.id, "process-dead")  # as if it lapsed
+    assert await jobs.resume(session)
+    await started.wait()
+    assert not await jobs.resume(session)  # it runs here now
+    release.set()
+    await jobs.wait(session.id)
+
+
+async def test_a_click_takes_over_only_a_job_that_had_time_to_start(
+    store: SessionStore[Session],
+) -> None:
+    """No lease right after the transition into a working phase means the job is still being
+    launched (by whichever process made the transition), not that its process died."""
+    session = await store.create(working_session("job6"), detail={})
+    release = asyncio.Event()
+
+    async def run(current: Session) -> None:
+        await release.wait()
+
+    jobs = Jobs(store, {Phase.VERIFYING: run}, lease_seconds=10)
+    assert not await jobs.take_over(session, now=session.updated_at + 9)
+    assert await store.lease_holder(session.id) is None  # nothing was launched
+    assert await jobs.take_over(session, now=session.updated_at + 10)
+    release.set()
+    await jobs.wait(session.id)
+
+
+async def test_a_job_whose_lease_was_lost_stops_here(store: SessionStore[Session]) -> None:
+    session = await store.create(working_session("job4"), detail={})
+    running = asyncio.Event()
+    stopped = asyncio.Event()
+
+    async def run(current: Session) -> None:
+        running.set()
+        try:
+            await asyncio.Event().wait()  # works until stopped
+        finally:
+            stopped.set()
+
+    jobs = Jobs(store, {Phase.VERIFYING: run}, lease_seconds=10, renew_seconds=0.05)
+    jobs.launch(session)
+    await running.wait()
+    # The lease lapsed (a long Redis outage, a stalled process) and another process took it.
+    holder = await store.lease_holder(session.id)
+    assert holder is not None
+    await store.release_lease(session.id, holder)
+    assert await store.take_lease(session.id, "process-other", ttl=10)
+    async with asyncio.timeout(5):
+        await stopped.wait()  # the next renewal finds the lease gone and stops the job
+    await jobs.wait(session.id)
+    assert await store.lease_holder(session.id) == "process-other"  # left to its new holder
+
+
+async def test_a_renewal_lost_to_a_redis_blip_is_tried_again(
+    store: SessionStore[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = await store.create(working_session("job5"), detail={})
+    renewals: list[str] = []
+    renewed_after_the_blip = asyncio.Event()
+    renew = store.renew_lease
+
+    async def blipping_renew(session_id: str, owner: str, *, ttl: int) -> bool:
+        if not renewals:
+            renewals.append("failed")
+            raise RedisConnectionError("Redis restarting")
+        renewals.append("renewed")
+        renewed_after_the_blip.set()
+        return await renew(session_id, owner, ttl=ttl)
+
+    monkeypatch.setattr(store, "renew_lease", blipping_renew)
+    release = asyncio.Event()
+
+    async def run(current: Session) -> None:
+        await release.wait()
+
+    jobs = Jobs(store, {Phase.VERIFYING: run}, lease_seconds=10, renew_seconds=0.05)
+    jobs.launch(session)
+    async with asyncio.timeout(5):
+        await renewed_after_the_blip.wait()
+    assert renewals[:2] == ["failed", "renewed"]
+    assert await store.lease_holder(session.id) is not None  # still this process's job
+    release.set()
+    await jobs.wait(session.id)
+    assert await store.lease_holder(session.id) is None

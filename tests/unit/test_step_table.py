@@ -16,7 +16,9 @@ from bot.workflow import TERMINAL, WORKING, Phase
 from tests.conftest import base_environment
 
 
-def no_listeners(runtime: Runtime, *, sweep_interval_seconds: float | None) -> Starlette:
+def no_listeners(
+    runtime: Runtime, *, sweep_interval_seconds: float | None, orphan_check_seconds: float | None
+) -> Starlette:
     return Starlette()
 
 

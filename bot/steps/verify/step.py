@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 
 from bot.blocks import Message
-from bot.jobs import Runner
+from bot.jobs import RESUME_WITHIN_SECONDS, Runner
 from bot.microsoft.access import MicrosoftAccess
 from bot.session.service import STEP_MESSAGE, Provisioner
 from bot.steps.protocol import ReturnHandler
@@ -127,7 +127,14 @@ class VerificationJob:
         async def on_progress(
             attempt: int, elapsed: timedelta, next_in: timedelta, verification: Verification
         ) -> None:
-            message = progress_message(attempt, elapsed, next_in, verification, limit=self._limit)
+            message = progress_message(
+                attempt,
+                elapsed,
+                next_in,
+                verification,
+                resumes_within=timedelta(seconds=RESUME_WITHIN_SECONDS),
+                limit=self._limit,
+            )
             await self._edit(session, progress_ts, message)
 
         outcome = await verify_until_ready(

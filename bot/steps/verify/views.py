@@ -132,12 +132,17 @@ def progress_message(
     next_in: timedelta,
     verification: Verification,
     *,
+    resumes_within: timedelta,
     limit: timedelta = DEFAULT_LIMIT,
 ) -> Message:
-    """While ``verify_until_ready`` waits for the role to replicate (its ``on_progress``)."""
+    """While ``verify_until_ready`` waits for the role to replicate (its ``on_progress``).
+
+    The next check is promised within ``next_in`` plus ``resumes_within``, how long a job whose
+    process died takes to run again elsewhere: a promise the bot keeps after a crash too."""
+    promised = format_duration(next_in + resumes_within)
     headline = (
         "Waiting for Microsoft to replicate the Exchange Administrator role to Exchange Online"
-        f" (can take up to 30 minutes). Next check in {format_duration(next_in)}."
+        f" (can take up to 30 minutes). Next check within {promised}."
     )
     status = (
         f"Attempt {attempt} · waiting for {format_duration(elapsed)} so far · the bot gives up"

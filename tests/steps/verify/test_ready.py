@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from bot.jobs import RESUME_WITHIN_SECONDS
 from bot.sandbox.microsoft import ManualClock
 from bot.sandbox.slack import validate_blocks
 from bot.steps.verify.model import CheckName, CheckStatus, Outcome, Problem, Verification
@@ -11,6 +12,8 @@ from bot.steps.verify.ready import verify_until_ready
 from bot.steps.verify.views import progress_message, summary_message
 
 from .conftest import CONTOSO, DIRSYNC_ID, MAILFLOW_ID, Cloud, ContextFactory, FakeTime
+
+RESUMES_WITHIN = timedelta(seconds=RESUME_WITHIN_SECONDS)
 
 
 class Progress:
@@ -20,7 +23,9 @@ class Progress:
     async def __call__(
         self, attempt: int, elapsed: timedelta, next_in: timedelta, verification: Verification
     ) -> None:
-        message = progress_message(attempt, elapsed, next_in, verification)
+        message = progress_message(
+            attempt, elapsed, next_in, verification, resumes_within=RESUMES_WITHIN
+        )
         assert validate_blocks(message.blocks, surface="message") == []
         self.calls.append((attempt, elapsed, next_in, verification))
 
@@ -52,10 +57,10 @@ async def test_waits_through_replication_then_passes(
     assert validate_blocks(message.blocks, surface="message") == []
     assert "Every grant is in place" in message.text
     assert not any(b["type"] == "actions" for b in message.blocks)
-    first = progress_message(*progress.calls[0])
+    first = progress_message(*progress.calls[0], resumes_within=RESUMES_WITHIN)
     assert "Waiting for Microsoft to replicate" in first.text
     assert "up to 30 minutes" in first.text
-    assert "Next check in 15 s" in first.text
+    assert "Next check within 30 s" in first.text  # 15 s, and 15 s for a crash meanwhile
 
 
 async def test_limit_reached_says_so(

@@ -6,6 +6,12 @@ from datetime import timedelta
 
 import pytest
 
+from bot.jobs import (
+    JOB_LEASE_RENEW_SECONDS,
+    JOB_LEASE_SECONDS,
+    ORPHAN_CHECK_SECONDS,
+    RESUME_WITHIN_SECONDS,
+)
 from bot.sandbox.slack import validate_blocks
 from bot.steps.verify.model import (
     CheckName,
@@ -78,12 +84,35 @@ def test_checklist() -> None:
     assert "no Entra ID P2" in context
 
 
+def test_the_promised_check_allows_for_the_job_resuming_after_a_crash() -> None:
+    """The wait, then the lease lapsing, the next orphan check and the takeover: the promise
+    holds even when the process dies just before the check was due."""
+    assert RESUME_WITHIN_SECONDS >= JOB_LEASE_SECONDS + ORPHAN_CHECK_SECONDS
+    assert JOB_LEASE_RENEW_SECONDS * 3 <= JOB_LEASE_SECONDS  # one lost renewal hands nothing over
+    first_wait = timedelta(seconds=15)
+    message = progress_message(
+        1,
+        timedelta(0),
+        first_wait,
+        sample(),
+        resumes_within=timedelta(seconds=RESUME_WITHIN_SECONDS),
+    )
+    promised = format_duration(first_wait + timedelta(seconds=RESUME_WITHIN_SECONDS))
+    assert f"Next check within {promised}." in message.text
+    assert promised == "30 s"
+
+
 def test_progress() -> None:
     message = progress_message(
-        4, timedelta(seconds=105), timedelta(minutes=2), sample(), limit=timedelta(minutes=30)
+        4,
+        timedelta(seconds=105),
+        timedelta(minutes=2),
+        sample(),
+        resumes_within=timedelta(seconds=15),
+        limit=timedelta(minutes=30),
     )
     assert validate_blocks(message.blocks, surface="message") == []
-    assert "(can take up to 30 minutes). Next check in 2 min." in message.text
+    assert "(can take up to 30 minutes). Next check within 2 min 15 s." in message.text
     assert "Attempt 4 · waiting for 1 min 45 s so far" in message.text
     assert "gives up after 30 min" in message.text
 
