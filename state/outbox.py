@@ -133,10 +133,12 @@ class OutboxStore:
         return bool(await self._forget(keys=[PENDING_INDEX], args=[session_id, generation]))
 
     async def head(self, session_id: str) -> Head | None:
-        entry = await self._redis.lindex(outbox_key(session_id), 0)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.lindex(outbox_key(session_id), 0)
+        pipe.hgetall(session_key(session_id, "delivery"))
+        entry, state = await pipe.execute()
         if entry is None:
             return None
-        state = await self._redis.hgetall(session_key(session_id, "delivery"))
         fields = {as_text(key): as_text(value) for key, value in (state or {}).items()}
         return Head(
             entry=as_text(entry),

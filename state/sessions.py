@@ -623,8 +623,22 @@ class SessionStore(Generic[R]):
         """Record one posted message's ts under each of ``keys`` (a name@version and the outbox
         slot that posted it), in one write."""
         key = _messages_key(session_id)
-        await self._redis.hset(key, mapping=dict.fromkeys(keys, ts))
-        await self._redis.expire(key, self._retention_ttl)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hset(key, mapping=dict.fromkeys(keys, ts))
+        pipe.expire(key, self._retention_ttl)
+        await pipe.execute()
+
+    async def kept_for_each(self, session_ids: Sequence[str], key: str) -> dict[str, str]:
+        """What ``keep_post`` kept under ``key`` for each session that has it (one round trip)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for session_id in session_ids:
+            pipe.hget(_messages_key(session_id), key)
+        values = await pipe.execute() if session_ids else []
+        return {
+            session_id: as_text(value)
+            for session_id, value in zip(session_ids, values, strict=True)
+            if value is not None
+        }
 
     async def kept_post(self, session_id: str, key: str) -> str | None:
         value = await self._redis.hget(_messages_key(session_id), key)

@@ -235,6 +235,7 @@ class Courier:
             running = self._draining.get(session_id)
             if running is not None:
                 if running.task is asyncio.current_task():
+                    logger.debug("session %s: delivered next by the delivery under way", session_id)
                     return
                 try:
                     async with asyncio.timeout(self._policy.lease_seconds):
@@ -242,20 +243,23 @@ class Courier:
                 except TimeoutError:
                     return  # still at it: it, or the outbox pass, delivers the rest
                 continue
-            if not await self._outbox.take_lease(
-                session_id, self._owner, ttl=self._policy.lease_seconds
-            ):
-                return
+            # Claimed here first (no await in between), so tasks of this process queue up
+            # behind each other; the Redis lease then keeps other processes out.
             delivery = _Delivery(asyncio.current_task())
             self._draining[session_id] = delivery
             try:
-                await self._drain(session_id, delivery)
-            finally:
+                if not await self._outbox.take_lease(
+                    session_id, self._owner, ttl=self._policy.lease_seconds
+                ):
+                    logger.debug("session %s: another process is delivering it", session_id)
+                    return
                 try:
-                    await self._outbox.release_lease(session_id, self._owner)
+                    await self._drain(session_id, delivery)
                 finally:
-                    del self._draining[session_id]
-                    delivery.finished.set()
+                    await self._outbox.release_lease(session_id, self._owner)
+            finally:
+                del self._draining[session_id]
+                delivery.finished.set()
             head = await self._outbox.head(session_id)
             if head is None or head.not_before > self._clock():
                 return

@@ -59,10 +59,11 @@ logger = logging.getLogger(__name__)
 
 _CHANNEL_PROBLEMS = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
 ANNOUNCEMENT = "Exchange Online protected in inline mode."
-STATUS_AUDIT_ENTRIES = 8
+STATUS_AUDIT_ENTRIES = 8  # the newest, per session, in ``/provision-inline status``
 HOME_SESSIONS = 40  # on the App Home tab; the rest are counted
+PERMALINK = "permalink"  # where a session's thread link is kept, beside its message ids
 # How long recording the ts of a message Slack accepted waits out an unavailable Redis.
-RECORD_POST_BUDGET_SECONDS = 30.0  # the newest, per session, in ``/provision-inline status``
+RECORD_POST_BUDGET_SECONDS = 30.0
 # A step's own message is kept for the whole session, not under the transition that posted it:
 # every transition of the step edits the same message.
 STEP_MESSAGE = 0
@@ -333,6 +334,14 @@ class Provisioner:
             raise failures[0]
 
     async def permalink(self, session: Session) -> str | None:
+        """The link to the session's thread (asked of Slack once, then kept with the session's
+        message ids: it never changes)."""
+        if session.root_ts is None:
+            return None
+        kept = await self.store.kept_post(session.id, PERMALINK)
+        return kept or await self._fetch_permalink(session)
+
+    async def _fetch_permalink(self, session: Session) -> str | None:
         if session.root_ts is None:
             return None
         try:
@@ -343,7 +352,10 @@ class Provisioner:
             logger.warning("no permalink for session %s", session.id, exc_info=True)
             return None
         link = answer.get("permalink")
-        return str(link) if link else None
+        if not link:
+            return None
+        await self.store.keep_post(session.id, [PERMALINK], str(link))
+        return str(link)
 
     async def record_refusal(
         self, session_id: str, user_id: str, action: str, *, reason: str | None = None
@@ -400,11 +412,14 @@ class Provisioner:
         return home_view(sessions, await self._links(sessions), more=total - len(sessions))
 
     async def _links(self, sessions: list[Session]) -> dict[str, str]:
-        links: dict[str, str] = {}
+        """The thread links of ``sessions``: the kept ones in one round trip, Slack asked only
+        for those it was never asked for."""
+        links = await self.store.kept_for_each([s.id for s in sessions], PERMALINK)
         for session in sessions:
-            link = await self.permalink(session)
-            if link:
-                links[session.id] = link
+            if session.id not in links:
+                link = await self._fetch_permalink(session)
+                if link:
+                    links[session.id] = link
         return links
 
     async def sessions_in_channel(self, channel_id: str) -> list[Session]:

@@ -213,3 +213,26 @@ async def test_a_lease_left_by_a_dead_deliverer_is_taken_over_when_it_lapses(
     await pubsub.aclose()
     await deliverer.deliver(session.id)
     assert slack.delivered == [1]
+
+
+async def test_two_tasks_of_one_process_queue_and_the_second_returns_when_its_entry_is_sent(
+    store: SessionStore[Session],
+) -> None:
+    """A second request changing the session while this process delivers it waits for that
+    delivery, which takes the new entry too: when it returns, its messages are out."""
+    session = await with_entries(store, 1)
+    slack, clock = Slack(), Clock()
+    slack.gate = asyncio.Event()
+    deliverer = courier(store, slack, clock)
+
+    first = asyncio.create_task(deliverer.deliver(session.id))
+    await slack.entered.wait()
+    session = await change(store, session, Event(EventKind.CANCEL, "U0ADMIN", 3.0))
+    second = asyncio.create_task(deliverer.deliver(session.id))
+    await asyncio.sleep(0)  # let it reach the wait (it cannot finish: the first holds the gate)
+    assert not second.done()
+    slack.gate.set()
+    await second
+
+    assert slack.delivered == [1, 2]  # the second's entry is out when it returns
+    await first

@@ -49,7 +49,9 @@ async def test_cancel_by_command_updates_root_and_thread_and_frees_the_tenant(
     assert root.edited == 1
     assert "Cancelled" in root.text
     assert ACTION_CANCEL not in json.dumps(root.blocks)  # no buttons left on a finished session
-    assert any("cancelled provisioning" in m.text for m in harness.thread(root_ts))
+    assert any("cancelled provisioning" in m.text for m in harness.thread(root_ts)), (
+        harness.slack.dump(30)
+    )
     assert await harness.runtime.store.active() == []
     # The tenant is free again: a new session can start.
     await harness.start_session("contoso.com")
