@@ -297,6 +297,13 @@ class Session:
     def to_json(self) -> str:
         return json.dumps(encode(self), separators=(",", ":"))
 
+    def archived_json(self) -> str:
+        """What is kept once the session has finished: where it ran, for which tenant, how it
+        ended and who ended it (its last history entry, for a late click's answer). The steps'
+        working state is dropped: the audit stream keeps the decisions."""
+        kept = replace(self, history=self.history[-1:], role=RoleState(), plan=None, upgrade=None)
+        return kept.to_json()
+
     @classmethod
     def from_json(cls, text: str | bytes) -> Session:
         data: dict[str, Any] = json.loads(text)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -51,6 +52,7 @@ __all__ = [
     "TenantBusy",
     "VersionConflict",
     "purge_sessions",
+    "unpack_record",
 ]
 
 
@@ -127,6 +129,11 @@ class Record(Protocol):
 
     def to_json(self) -> str: ...
 
+    def archived_json(self) -> str:
+        """What is kept of the record once the session has finished (the audit stream keeps
+        the decisions): only what a late click or ``status`` still needs."""
+        ...
+
 
 R = TypeVar("R", bound=Record)
 
@@ -149,6 +156,9 @@ def _phase_index(phase: str) -> str:
 
 
 REFUSALS_KEPT = 100  # per session; the oldest refusals go first
+# Per session: far more than a provisioning records (its decisions, checks and retries), a cap
+# only so that no loop can grow a stream without bound.
+AUDIT_KEPT = 1000
 
 
 def _session_key(session_id: str) -> str:
@@ -184,10 +194,10 @@ _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'version', 0, 'data', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+redis.call('XADD', KEYS[2], 'MAXLEN', AUDIT_KEPT, '*', unpack(ARGV, 3))
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 1
-"""
+""".replace("AUDIT_KEPT", str(AUDIT_KEPT))
 
 # KEYS: session, audit, outbox. ARGV: expected version, data, ttl, outbox entry ('' for none),
 # then audit field/value pairs. Returns {1} when stored, {0, found} on a version conflict, {-1}
@@ -199,22 +209,22 @@ if not found then return {-1} end
 if tonumber(found) ~= tonumber(ARGV[1]) then return {0, tonumber(found)} end
 redis.call('HSET', KEYS[1], 'version', tonumber(ARGV[1]) + 1, 'data', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
+redis.call('XADD', KEYS[2], 'MAXLEN', AUDIT_KEPT, '*', unpack(ARGV, 5))
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 if ARGV[4] ~= '' then
   redis.call('RPUSH', KEYS[3], ARGV[4])
   redis.call('EXPIRE', KEYS[3], ARGV[3])
 end
 return {1}
-"""
+""".replace("AUDIT_KEPT", str(AUDIT_KEPT))
 
 # KEYS: session, audit. ARGV: ttl, then audit field/value pairs. Appends without a version bump.
 _AUDIT_ONLY = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+redis.call('XADD', KEYS[2], 'MAXLEN', AUDIT_KEPT, '*', unpack(ARGV, 2))
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 return 1
-"""
+""".replace("AUDIT_KEPT", str(AUDIT_KEPT))
 
 # KEYS: session, refusals. ARGV: ttl, cap, then entry field/value pairs. Appends to the capped
 # refusal stream of an existing session; nothing is kept for a session that does not exist.
@@ -224,6 +234,21 @@ redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], '*', unpack(ARGV, 3))
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 return 1
 """
+
+
+_PACKED = b"z:"  # a record stored compressed (JSON starts with "{", never with this)
+
+
+def _pack(text: str) -> bytes:
+    """A record as stored: compressed JSON (a session's record shrinks to about a third)."""
+    return _PACKED + zlib.compress(text.encode(), 6)
+
+
+def unpack_record(stored: bytes | str) -> bytes | str:
+    """The JSON of a stored record (records stored before compression are JSON already)."""
+    if isinstance(stored, bytes) and stored.startswith(_PACKED):
+        return zlib.decompress(stored[len(_PACKED) :])
+    return stored
 
 
 def _audit_fields(actor: str, action: str, result: str, detail: Mapping[str, str]) -> list[str]:
@@ -266,7 +291,7 @@ async def purge_sessions(url: str, session_ids: Sequence[str], tenant_ids: Seque
                 *outbox_keys(session_id),
             ]
             data = await client.hget(_session_key(session_id), "data")
-            record = json.loads(data) if data is not None else {}
+            record = json.loads(unpack_record(data)) if data is not None else {}
             await client.delete(*keys)
             await client.zrem(_ACTIVE_INDEX, session_id)
             if "channel_id" in record:
@@ -328,7 +353,7 @@ class SessionStore(Generic[R]):
         created = await self._create(
             keys=[_session_key(session.id), _audit_key(session.id)],
             args=[
-                session.to_json(),
+                _pack(session.to_json()),
                 self._active_ttl,
                 *_audit_fields(session.started_by, "start", "ok", detail),
             ],
@@ -387,7 +412,7 @@ class SessionStore(Generic[R]):
 
     async def get(self, session_id: str) -> R | None:
         data = await self._redis.hget(_session_key(session_id), "data")
-        return self._decode(data) if data is not None else None
+        return self._decode(unpack_record(data)) if data is not None else None
 
     async def require(self, session_id: str) -> R:
         session = await self.get(session_id)
@@ -416,7 +441,7 @@ class SessionStore(Generic[R]):
             keys=[_session_key(before.id), _audit_key(before.id), outbox_key(before.id)],
             args=[
                 before.version,
-                after.to_json(),
+                _pack(after.to_json() if after.is_active else after.archived_json()),
                 self._ttl_for(after),
                 outbox or "",
                 *_audit_fields(actor, action, result, detail or {}),
@@ -542,7 +567,7 @@ class SessionStore(Generic[R]):
             pipe.hget(_session_key(session_id), "data")
         found: list[R] = []
         for session_id, data in zip(ids, await pipe.execute(), strict=True):
-            session = self._decode(data) if data is not None else None
+            session = self._decode(unpack_record(data)) if data is not None else None
             if session is None or not session.is_active:
                 await self._unindex(
                     session_id,
@@ -627,6 +652,10 @@ class SessionStore(Generic[R]):
         pipe.hset(key, mapping=dict.fromkeys(keys, ts))
         pipe.expire(key, self._retention_ttl)
         await pipe.execute()
+
+    async def forget_messages(self, session_id: str) -> None:
+        """A finished session's messages will not be edited again: their ids go."""
+        await self._redis.delete(_messages_key(session_id))
 
     async def kept_for_each(self, session_ids: Sequence[str], key: str) -> dict[str, str]:
         """What ``keep_post`` kept under ``key`` for each session that has it (one round trip)."""

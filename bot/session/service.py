@@ -221,6 +221,9 @@ class Provisioner:
                 failures.append(error)
         if failures:
             raise failures[0]
+        if not session.is_active:
+            # The last entry of a finished session is out: nothing will be edited again.
+            await self.store.forget_messages(session.id)
 
     async def _effect(self, effect: Effect, transition: Transition, session: Session) -> None:
         if effect is Effect.REFRESH_ROOT:
