@@ -120,8 +120,8 @@ class EventKind(StrEnum):
     WARNINGS_ACKNOWLEDGE = "warnings_acknowledge"
 
 
-#: Event kinds that never change the phase: no history entry, no effects (but the root posted
-#: opens the thread, where the first step shows itself).
+#: Event kinds that never change the phase: no history entry, no effects but showing some of
+#: them (``_SHOWN_UPDATES``).
 UPDATES = frozenset(
     {
         EventKind.ROOT_POSTED,
@@ -133,6 +133,9 @@ UPDATES = frozenset(
         EventKind.WARNINGS_ACKNOWLEDGE,
     }
 )
+
+# Updates a step shows in the thread.
+_SHOWN_UPDATES = frozenset({EventKind.ROOT_POSTED, EventKind.WARNINGS_ACKNOWLEDGE})
 
 # Phase changes the step itself reports in the thread (the outcome of the assignment).
 _QUIET = frozenset({EventKind.ROLE_ASSIGNING, EventKind.ROLE_ASSIGN_FAILED})
@@ -481,9 +484,11 @@ def advance(session: Session, event: Event) -> Transition:
     version = session.version + 1
     after = replace(_record(session, event, version), version=version, updated_at=event.at)
     if event.kind in UPDATES:
-        # The root message posted opens the thread: the first step shows itself there.
-        opened = (Effect.SHOW_STEPS,) if event.kind is EventKind.ROOT_POSTED else ()
-        return Transition(before=session, after=after, event=event, effects=opened)
+        # The root message posted opens the thread (the first step shows itself there); the
+        # warnings acknowledged change the Submit message. Through the outbox, in order, so
+        # the edit never comes before the message it edits was posted.
+        shown = (Effect.SHOW_STEPS,) if event.kind in _SHOWN_UPDATES else ()
+        return Transition(before=session, after=after, event=event, effects=shown)
     after = replace(
         after,
         phase=target,

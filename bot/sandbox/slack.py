@@ -1030,7 +1030,10 @@ class SandboxSlack:
         self._used_triggers: set[str] = set()
         self._response_urls: dict[str, _ResponseUrl] = {}
         self._faults: dict[str, deque[_Fault]] = {}
-        self._after_success: dict[str, deque[Callable[[], Awaitable[None]]]] = {}
+        self._after_success: dict[
+            str,
+            deque[tuple[Callable[[Mapping[str, Any]], bool], Callable[[], Awaitable[None]]]],
+        ] = {}
         self._home_hashes: dict[str, str] = {}
         self._home_ids: dict[str, str] = {}
         self._stacks: dict[str, list[str]] = {}
@@ -1194,11 +1197,18 @@ class SandboxSlack:
             retry_after = 1
         self._faults.setdefault(method, deque()).append(_Fault(error, status, retry_after))
 
-    def after_next_success(self, method: str, action: Callable[[], Awaitable[None]]) -> None:
-        """Run ``action`` once the next successful call of ``method`` has taken effect and
-        before it is answered (queued): the moment a caller's process dies, or its Redis goes,
-        between Slack doing something and the caller learning of it."""
-        self._after_success.setdefault(method, deque()).append(action)
+    def after_next_success(
+        self,
+        method: str,
+        action: Callable[[], Awaitable[None]],
+        *,
+        when: Callable[[Mapping[str, Any]], bool] = lambda params: True,
+    ) -> None:
+        """Run ``action`` once the next successful call of ``method`` (whose parameters satisfy
+        ``when``) has taken effect and before it is answered (queued): the moment a caller's
+        process dies, or its Redis goes, or a person clicks, between Slack doing something and
+        the caller learning of it."""
+        self._after_success.setdefault(method, deque()).append((when, action))
 
     # ---- reading state ---------------------------------------------------------------------
 
@@ -1353,9 +1363,11 @@ class SandboxSlack:
             return await self._answer(method, params, problem)
         body = {"ok": True, **result}
         await self.record(method, params, ok=True, error=None, response=body)
-        after = self._after_success.get(method)
-        if after:
-            await after.popleft()()  # done, but not answered yet: the caller has no ts so far
+        waiting = self._after_success.get(method)
+        chosen = next((hook for hook in waiting or () if hook[0](params)), None)
+        if waiting is not None and chosen is not None:
+            waiting.remove(chosen)
+            await chosen[1]()  # done, but not answered yet: the caller has no ts so far
         return JSONResponse(body)
 
     async def _answer(

@@ -10,12 +10,21 @@ import json
 from collections import Counter
 from typing import Any
 
+from bot.steps.mailflow.views import ACTION_ACKNOWLEDGE
 from bot.workflow import Phase
 from state.outbox import PENDING_INDEX
 from tests.conftest import METRICS_AUTH
 from tests.integration.conftest import ADMIN, CHANNEL, Harness, ephemeral_for, metric
-from tests.integration.steps import consent_now
-from tests.integration.test_apply import NOTIFY, announcements, plan_shown, submit_and_finish
+from tests.integration.steps import consent_now, ready_to_verify
+from tests.integration.test_apply import (
+    NOTIFY,
+    announcements,
+    org,
+    plan_shown,
+    submit_and_finish,
+    with_button,
+)
+from tests.integration.test_verification import click_verify
 
 
 def texts(harness: Harness, root_ts: str) -> list[str]:
@@ -155,3 +164,47 @@ async def test_an_announcement_a_channel_refuses_is_given_up_and_status_says_wha
     assert "the announcement" in shown
     assert "not_in_channel" in shown
     assert "/invite @provision-inline" in shown
+
+
+async def test_warnings_acknowledged_before_the_submit_message_is_noted_still_show(
+    harness: Harness,
+) -> None:
+    """The click on *Acknowledge warnings* comes in the instant between Slack posting the Submit
+    message and the bot noting its ts: the acknowledgement is shown in it all the same (its edit
+    is an outbox entry, delivered after the plan's)."""
+    org(harness).objects.setdefault("OutboundConnector", {})["archive connector"] = {
+        "Identity": "Archive Connector",
+        "Name": "Archive Connector",
+        "Guid": "guid-archive",
+        "Enabled": True,
+        "ConnectorType": "Partner",
+        "IsTransportRuleScoped": True,
+        "SmartHosts": ["archive.example.org"],
+    }
+    root_ts, session_id = await ready_to_verify(harness)
+    clicked: list[int] = []
+
+    async def acknowledge_at_once() -> None:
+        message = with_button(harness, root_ts, ACTION_ACKNOWLEDGE)
+        assert message is not None
+        response = await harness.driver.click(
+            user_id=ADMIN, channel_id=CHANNEL, message_ts=message.ts, action_id=ACTION_ACKNOWLEDGE
+        )
+        clicked.append(response.status_code)
+
+    harness.slack.after_next_success(
+        "chat.postMessage",
+        acknowledge_at_once,
+        when=lambda params: ACTION_ACKNOWLEDGE in str(params.get("blocks")),
+    )
+    before = await harness.version_of(session_id)
+    await click_verify(harness, root_ts)
+
+    assert await harness.settled(session_id, after_version=before) is Phase.PLAN_SHOWN
+    assert clicked == [200]
+    await harness.slack.wait_for(
+        lambda s: any("acknowledged the 1 warning" in m.text for m in harness.thread(root_ts))
+    )
+    session = await harness.store.require(session_id)
+    assert session.plan is not None
+    assert session.plan.acknowledged is not None

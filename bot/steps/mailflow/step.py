@@ -120,9 +120,12 @@ class MailFlowDesk:
         return {}
 
     async def show(self, transition: Transition) -> None:
-        """Entering the plan: read the tenant and show it. Submit and the job edit the Submit
-        message themselves (it becomes the progress of applying)."""
-        if transition.after.phase is Phase.PLAN_SHOWN and transition.before.phase is not (
+        """Entering the plan: read the tenant and show it; the warnings acknowledged: say so
+        in the Submit message. Submit and the job edit the Submit message themselves (it
+        becomes the progress of applying)."""
+        if transition.event.kind is EventKind.WARNINGS_ACKNOWLEDGE:
+            await self._update_decision(transition.after, acknowledged_by=transition.event.actor)
+        elif transition.after.phase is Phase.PLAN_SHOWN and transition.before.phase is not (
             Phase.PLAN_SHOWN
         ):
             await self.show_plan(transition.after)
@@ -250,11 +253,11 @@ class MailFlowDesk:
             "warnings": str(plan_state.warning_count if plan_state else 0),
             "fingerprint": plan_state.warnings_fingerprint if plan_state else "",
         }
-        transition = await provisioner.handle(
+        # Shown through the outbox (``show``), after the plan's own messages.
+        await provisioner.handle(
             session_id,
             Event(EventKind.WARNINGS_ACKNOWLEDGE, user_id, provisioner.now(), detail),
         )
-        await self._update_decision(transition.after, acknowledged_by=user_id)
         return None
 
     async def _update_decision(self, session: Session, *, acknowledged_by: str) -> None:
