@@ -37,6 +37,8 @@ from bot.sandbox.redis_server import RedisServer
 from bot.sandbox.server import SandboxTLS, free_port, serve_asgi
 from bot.sandbox.slack import SandboxSlack
 from bot.sandbox.slack_driver import SlackDriver
+from bot.workflow import Session
+from state.sessions import SessionStore
 
 ADMIN = "U0BENCHADA"
 APPROVER = "U0BENCHAPRIL"
@@ -329,6 +331,15 @@ class World:
             self.processes.remove(process)
 
     # -- Redis -----------------------------------------------------------------------------------
+
+    def store(self) -> SessionStore[Session]:
+        """The product's own session store on this Redis (to read or seed sessions)."""
+        return SessionStore(
+            self.redis,
+            decode=Session.from_json,
+            active_ttl=14 * 24 * 3600,
+            retention_ttl=90 * 24 * 3600,
+        )
 
     async def flush(self) -> None:
         await self.redis.flushall()
