@@ -81,7 +81,7 @@ def install(path: str) -> None:
     global _log
     _log = open(path, "a")  # noqa: SIM115 - open for the life of the process
 
-    execute_command = Redis.execute_command
+    execute_command: Any = Redis.execute_command
 
     async def counted_command(self: Redis, *args: Any, **options: Any) -> Any:
         _note([args[0]])

@@ -378,6 +378,7 @@ async def world(workdir: Path) -> AsyncIterator[World]:
     # Production's AOF setting (appendonly, fsync every second), not the tests' fsync always.
     redis_server = RedisServer(["--appendfsync", "everysec", "--maxclients", "10000"])
     await asyncio.to_thread(redis_server.start)
+    trusted = os.environ.get("SSL_CERT_FILE")
     os.environ["SSL_CERT_FILE"] = str(tls.ca_file)  # the harness's own clients trust the CA
     try:
         async with contextlib.AsyncExitStack() as stack:
@@ -419,6 +420,10 @@ async def world(workdir: Path) -> AsyncIterator[World]:
                     await built.stop(process)
     finally:
         await asyncio.to_thread(redis_server.close)
+        if trusted is None:
+            os.environ.pop("SSL_CERT_FILE", None)
+        else:
+            os.environ["SSL_CERT_FILE"] = trusted
 
 
 def count_calls(slack: SandboxSlack, since: int, accept: Callable[[Any], bool]) -> int:
