@@ -55,7 +55,7 @@ class Settings:
     limit: float  # part 5: seconds an answer may take before it is given up
 
 
-FULL = Settings(5.0, 2, (10, 50), 200, 0.1, (10, 1_000, 100_000), 3, 60.0)
+FULL = Settings(5.0, 2, (10, 50), 200, 0.1, (10, 1_000, 100_000), 3, 45.0)
 QUICK = Settings(1.0, 1, (10,), 500, 0.02, (10, 1_000), 1, 15.0)
 
 

@@ -344,6 +344,10 @@ class World:
     async def flush(self) -> None:
         await self.redis.flushall()
 
+    async def redis_pid(self) -> int:
+        info: Mapping[str, Any] = await self.redis.info("server")
+        return int(info["process_id"])
+
     async def commandstats(self) -> dict[str, int]:
         """``INFO commandstats``: calls per command since the last reset (scripts' inner
         commands included)."""
@@ -424,6 +428,26 @@ async def world(workdir: Path) -> AsyncIterator[World]:
             os.environ.pop("SSL_CERT_FILE", None)
         else:
             os.environ["SSL_CERT_FILE"] = trusted
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process ``pid`` has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def in_flight(requests: Sequence[TimedRequest], since: float) -> int:
+    """The most Microsoft calls that were in flight at once, among those started after
+    ``since``."""
+    edges = sorted(
+        [(r.start, 1) for r in requests if r.start >= since]
+        + [(r.end, -1) for r in requests if r.start >= since]
+    )
+    most = current = 0
+    for _, step in edges:
+        current += step
+        most = max(most, current)
+    return most
 
 
 def count_calls(slack: SandboxSlack, since: int, accept: Callable[[Any], bool]) -> int:
