@@ -53,10 +53,11 @@ class Settings:
     sizes: tuple[int, ...]  # part 5: sessions
     repeats: int  # part 5: answers timed per size
     limit: float  # part 5: seconds an answer may take before it is given up
+    sweep_limit: float  # part 5: seconds a replica's start-up sweep is waited for
 
 
-FULL = Settings(5.0, 2, (10, 50), 200, 0.1, (10, 1_000, 100_000), 3, 45.0)
-QUICK = Settings(1.0, 1, (10,), 500, 0.02, (10, 1_000), 1, 15.0)
+FULL = Settings(5.0, 2, (10, 50), 100, 0.1, (10, 1_000, 100_000), 3, 45.0, 150.0)
+QUICK = Settings(1.0, 1, (10,), 500, 0.02, (10, 1_000), 1, 15.0, 15.0)
 
 
 def machine() -> dict[str, object]:
@@ -157,6 +158,7 @@ async def run(
                 sizes=settings.sizes,
                 repeats=settings.repeats,
                 limit=settings.limit,
+                sweep_limit=settings.sweep_limit,
                 log=log,
             )
     return rows

@@ -360,6 +360,13 @@ def ack_rows(kind: Kind, conns: int, pairs: list[tuple[Run, Run]]) -> list[Row]:
         f"{_series([b.done_rate for _, b in pairs])}/s; CPU ms per request: "
         f"{_cpu(pairs)}" + ("; POOL WRAPPED: repeats were sent" if wrapped else "")
     )
+    anchors_rps = [a.wrk.rps for a, _ in pairs]
+    anchors_p99 = [a.wrk.p99_ms for a, _ in pairs]
+    if len(pairs) > 1:
+        detail += (
+            f"; noise: the anchor's own runs differ by ×{max(anchors_rps) / min(anchors_rps):.2f}"
+            f" in throughput, ×{max(anchors_p99) / min(anchors_p99):.2f} in p99"
+        )
     what = f"{kind.label}, {conns} conn."
     return [
         Row(
@@ -450,6 +457,8 @@ async def part_slow_microsoft(
             seen.append((a, b))
             runs += [a, b]
         p99 = [b.wrk.p99_ms / a.wrk.p99_ms for a, b in seen]
+        baseline = [a.wrk.p99_ms for a, _ in seen]
+        noise = max(baseline) / min(baseline) if len(baseline) > 1 else float("nan")
         drains = [b.drain or 0.0 for _, b in seen]
         errors = sum(a.errors + b.errors for a, b in seen)
         rows.append(
@@ -463,7 +472,8 @@ async def part_slow_microsoft(
                 f"2 s {_series([b.wrk.p99_ms for _, b in seen])} ms; {conns} conn. paced to "
                 f"≤ {conns * 1000 // pace}/s; effects drained {_series(drains)} s after "
                 f"wrk (2 s), Microsoft calls in flight at most "
-                f"{', '.join(str(b.microsoft_in_flight) for _, b in seen)}; errors {errors}",
+                f"{', '.join(str(b.microsoft_in_flight) for _, b in seen)}; errors {errors}; "
+                f"noise: the 0 s runs' p99 differ by ×{noise:.2f}",
             )
         )
     return rows, runs

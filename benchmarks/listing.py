@@ -166,8 +166,11 @@ async def part_listing(
     sizes: tuple[int, ...],
     repeats: int,
     limit: float,
+    sweep_limit: float,
     log: Callable[[str], None],
 ) -> list[Row]:
+    """Answers are timed once the replica's start-up sweep is over, so a minute's quiet follows
+    (the next sweep starts a minute after the last one ended)."""
     for n in range(CHANNELS):
         world.slack.add_channel(channel(n), f"listing-{n:04d}")
     await world.flush()
@@ -180,10 +183,10 @@ async def part_listing(
         for size in sizes:
             took = await seeder.up_to(size)
             log(f"  seeded {size:,} sessions ({took:.1f} s)")
-            seconds, commands, bot = await sweep(world, limit=limit)
+            seconds, commands, bot = await sweep(world, limit=sweep_limit)
             running = bot
             sweeps[size] = (seconds, commands)
-            shown = f"{seconds:.1f} s" if seconds is not None else f"> {limit:.0f} s"
+            shown = f"{seconds:.1f} s" if seconds is not None else f"> {sweep_limit:.0f} s"
             log(f"  a replica's start-up sweep: {shown}, {commands:,} Redis commands")
             for what in ("status", "home"):
                 found: list[Answer] = []
@@ -216,7 +219,7 @@ async def part_listing(
                 float(commands),
                 "",
                 None,
-                (f"{seconds:.1f} s" if seconds is not None else f"> {limit:.0f} s (given up)")
+                (f"{seconds:.1f} s" if seconds is not None else f"> {sweep_limit:.0f} s (given up)")
                 + "; every replica sweeps: R replicas send R× this a minute",
             )
         )
