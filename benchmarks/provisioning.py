@@ -149,6 +149,7 @@ class Chains:
     dependent: int  # the longest chain of calls each needing an earlier one's answer
     observed: int  # the longest chain of calls each started after the previous one ended
     path: list[str]
+    observed_path: list[str]
 
 
 def chains(window: list[TimedRequest], known: Iterable[TimedRequest]) -> Chains:
@@ -175,6 +176,7 @@ def chains(window: list[TimedRequest], known: Iterable[TimedRequest]) -> Chains:
     depth: list[int] = []
     observed: list[int] = []
     parent: list[int | None] = []
+    observed_parent: list[int | None] = []
     first_invoke: int | None = None
     for i, request in enumerate(ordered):
         needs: set[int] = set()
@@ -204,16 +206,29 @@ def chains(window: list[TimedRequest], known: Iterable[TimedRequest]) -> Chains:
         best = max(needs, key=lambda j: depth[j], default=None)
         depth.append(1 + (depth[best] if best is not None else 0))
         parent.append(best)
-        before = [observed[j] for j in range(i) if ordered[j].end <= request.start]
-        observed.append(1 + max(before, default=0))
+        before = [j for j in range(i) if ordered[j].end <= request.start]
+        previous = max(before, key=lambda j: observed[j], default=None)
+        observed.append(1 + (observed[previous] if previous is not None else 0))
+        observed_parent.append(previous)
     if not ordered:
-        return Chains(0, 0, 0, [])
-    last: int | None = max(range(len(ordered)), key=lambda i: depth[i])
-    path: list[str] = []
-    while last is not None:
-        path.append(_describe(ordered[last]))
-        last = parent[last]
-    return Chains(len(ordered), max(depth), max(observed), list(reversed(path)))
+        return Chains(0, 0, 0, [], [])
+
+    def walk(last: int | None, parents: list[int | None]) -> list[str]:
+        path: list[str] = []
+        while last is not None:
+            path.append(_describe(ordered[last]))
+            last = parents[last]
+        return list(reversed(path))
+
+    deepest = max(range(len(ordered)), key=lambda i: depth[i])
+    longest = max(range(len(ordered)), key=lambda i: observed[i])
+    return Chains(
+        len(ordered),
+        max(depth),
+        max(observed),
+        walk(deepest, parent),
+        walk(longest, observed_parent),
+    )
 
 
 def _describe(request: TimedRequest) -> str:
@@ -431,7 +446,8 @@ def latency_rows(
             bool(ideal) and verify_wall / ideal <= 1.5,
             f"wall {verify_wall:.2f} s; {found.calls} calls; longest dependent chain "
             f"{found.dependent} calls = {ideal:.2f} s ({' → '.join(found.path)}); the bot's "
-            f"own longest sequence {found.observed} calls = {found.observed * latency:.2f} s",
+            f"own longest sequence {found.observed} calls = {found.observed * latency:.2f} s "
+            f"({' → '.join(found.observed_path)})",
         )
     )
     for interaction in interactions:
