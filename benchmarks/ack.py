@@ -25,8 +25,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 from benchmarks.flow import Conversation
 from benchmarks.load import (
@@ -484,23 +482,3 @@ async def part_slow_microsoft(
             )
         )
     return rows, runs
-
-
-def write_runs(path: Path, runs: list[Run]) -> None:
-    data: list[dict[str, Any]] = []
-    for run in runs:
-        data.append(
-            {
-                "target": run.target,
-                "kind": run.kind,
-                "connections": run.connections,
-                "rps": run.wrk.rps,
-                "p50_ms": run.wrk.p50_ms,
-                "p99_ms": run.wrk.p99_ms,
-                "errors": run.errors,
-                "effects": run.effects,
-                "drain": run.drain,
-                "problems": run.problems[:5],
-            }
-        )
-    path.write_text(json.dumps(data, indent=1))

@@ -19,7 +19,6 @@ import secrets
 import shutil
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,6 +187,3 @@ async def run_wrk(
         },
         wrapped=int(data["wrapped"]),
     )
-
-
-Counter = Callable[[int], int]

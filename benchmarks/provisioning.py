@@ -24,7 +24,6 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from benchmarks.flow import Conversation, Interaction
 from benchmarks.report import Row
@@ -465,16 +464,3 @@ def latency_rows(
             )
         )
     return rows
-
-
-def describe_calls(calls: list[TimedRequest], since: float) -> list[dict[str, Any]]:
-    """The calls as data (for the JSON results)."""
-    return [
-        {
-            "start": round(c.start - since, 4),
-            "end": round(c.end - since, 4),
-            "call": _describe(c),
-            "status": c.status,
-        }
-        for c in calls
-    ]

@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -448,9 +448,3 @@ def in_flight(requests: Sequence[TimedRequest], since: float) -> int:
         current += step
         most = max(most, current)
     return most
-
-
-def count_calls(slack: SandboxSlack, since: int, accept: Callable[[Any], bool]) -> int:
-    """How many of the sandbox Slack's recorded calls from index ``since`` ``accept`` takes."""
-    calls = slack.calls
-    return sum(1 for call in calls[since:] if accept(call))
