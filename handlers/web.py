@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+import aiohttp
 from redis.exceptions import RedisError
 from slack_bolt.adapter.starlette.async_handler import (
     to_async_bolt_request,
@@ -205,6 +206,10 @@ def build_web(
         else:
             if migrated:
                 logger.info("indexed %d active sessions of an earlier version", migrated)
+        # One pool of connections to Slack for the process's lifetime: without it slack_sdk
+        # opens (and, against Slack, handshakes) a connection for every call.
+        slack_pool = aiohttp.ClientSession()
+        runtime.slack.session = slack_pool
         # The outbox pass runs where the sweep does (serving, not the tests' in-process bot).
         outbox_pass = OUTBOX_PASS_SECONDS if sweep_interval_seconds else None
         timers = [
@@ -224,6 +229,8 @@ def build_web(
             for timer in timers:
                 with contextlib.suppress(asyncio.CancelledError):
                     await timer
+            runtime.slack.session = None  # work still finishing opens its own connections
+            await slack_pool.close()
 
     routes = [
         Route(MICROSOFT_CALLBACK, microsoft_callback, methods=["GET", "POST"]),
