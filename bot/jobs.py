@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from redis.exceptions import RedisError
 
@@ -122,6 +122,23 @@ class Jobs:
             return False
         return await self.resume(session)
 
+    @contextlib.asynccontextmanager
+    async def held(self, session_id: str) -> AsyncIterator[bool]:
+        """Hold the session's lease (renewed) around work a request does itself, as a job
+        would: if its process dies, the orphan check runs the phase's runner (the recovery)
+        once the lease lapses. Yields False when another process holds it (nothing is held)."""
+        if not await self._store.take_lease(session_id, self._owner, ttl=self._lease_seconds):
+            yield False
+            return
+        renewer = asyncio.create_task(self._keep_lease(session_id, None))
+        try:
+            yield True
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            await self._store.release_lease(session_id, self._owner)
+
     async def resume_orphans(self) -> int:
         """Launch the jobs of working sessions whose lease has lapsed; returns how many."""
         resumed = 0
@@ -161,9 +178,10 @@ class Jobs:
                 await renewer
             await self._store.release_lease(session.id, self._owner)
 
-    async def _keep_lease(self, session_id: str, job: asyncio.Task[None]) -> None:
+    async def _keep_lease(self, session_id: str, job: asyncio.Task[None] | None) -> None:
         """Renew the lease while the job runs; stop the job if the lease was lost, since
-        another process may already have resumed it."""
+        another process may already have resumed it (``job`` None: work a request holds the
+        lease for, which finishes what it started)."""
         while True:
             await asyncio.sleep(self._renew_seconds)  # a timer: renew well before expiry
             try:
@@ -179,5 +197,6 @@ class Jobs:
                     "lost the lease of session %s: its job stops here and resumes elsewhere",
                     session_id,
                 )
-                job.cancel()
+                if job is not None:
+                    job.cancel()
                 return

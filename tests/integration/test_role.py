@@ -11,6 +11,7 @@ import pytest
 
 from bot.sandbox.microsoft import EXCHANGE_ADMINISTRATOR, PolicyRules
 from bot.session.service import STEP_MESSAGE
+from bot.steps.role.model import RoleRequest, SeenRequest
 from bot.steps.role.step import _MESSAGE as STEP_MESSAGE_NAME
 from bot.steps.role.views import (
     ACTION_ACKNOWLEDGE,
@@ -24,7 +25,7 @@ from bot.steps.role.views import (
     ACTION_REQUEST_OPEN_PIM,
     ACTION_WITHDRAW,
 )
-from bot.workflow import Phase
+from bot.workflow import Event, EventKind, Phase
 from tests.conftest import DIRSYNC_CLIENT_ID, MAILFLOW_CLIENT_ID
 from tests.integration.conftest import (
     ADMIN,
@@ -494,3 +495,51 @@ async def test_two_admins_submitting_requests_at_once_make_one_reviewed_request(
     await sign_in_and_assign(harness, root_ts, ROLE_ADMIN_UPN)
     [recorded] = harness.microsoft.tenant(CONTOSO_ID).schedule_requests
     assert recorded["justification"] == texts[winner]
+
+
+async def test_an_assignment_whose_process_died_is_released_by_the_orphan_check(
+    harness: Harness,
+) -> None:
+    """The sign-in's answer claimed the request (``role_assigning``) and its process died before
+    Microsoft's answer was recorded: no lease holds the claim, so the orphan check releases it
+    and the thread says what to do, instead of the session waiting 15 minutes for the sweep."""
+    root_ts, session_id = await at_step_two(harness)
+    provisioner = harness.runtime.provisioner
+    request = RoleRequest("Inline mail protection configures mail flow", requested_by=ADMIN)
+    for kind, actor, payload in (
+        (EventKind.ROLE_REQUEST, ADMIN, request),
+        (EventKind.ROLE_ACKNOWLEDGE, APPROVER, None),
+        (EventKind.ROLE_ASSIGNING, ROLE_ADMIN_UPN, SeenRequest(request.digest())),
+    ):
+        await provisioner.handle(session_id, Event(kind, actor, provisioner.now(), payload=payload))
+    claimed = await harness.store.require(session_id)
+    assert claimed.phase is Phase.ROLE_ASSIGNING
+
+    assert await harness.runtime.jobs.resume_orphans() == 1
+    assert await harness.settled(session_id, after_version=claimed.version) is (
+        Phase.ROLE_ACKNOWLEDGED
+    )
+    await harness.slack.wait_for(
+        lambda s: any("was interrupted" in m.text for m in harness.thread(root_ts))
+    )
+    assert await harness.runtime.jobs.resume_orphans() == 0
+
+
+async def test_the_orphan_check_leaves_an_assignment_in_progress_alone(harness: Harness) -> None:
+    """While the sign-in's answer assigns, it holds the session's lease: nothing is released."""
+    _, session_id = await at_step_two(harness)
+    async with harness.runtime.jobs.held(session_id) as held:
+        assert held
+        provisioner = harness.runtime.provisioner
+        request = RoleRequest("Inline mail protection configures mail flow", requested_by=ADMIN)
+        for kind, actor, payload in (
+            (EventKind.ROLE_REQUEST, ADMIN, request),
+            (EventKind.ROLE_ACKNOWLEDGE, APPROVER, None),
+            (EventKind.ROLE_ASSIGNING, ROLE_ADMIN_UPN, SeenRequest(request.digest())),
+        ):
+            event = Event(kind, actor, provisioner.now(), payload=payload)
+            await provisioner.handle(session_id, event)
+        assert await harness.runtime.jobs.resume_orphans() == 0
+        async with harness.runtime.jobs.held(session_id) as second:
+            assert not second  # another answer for the same session waits its turn
+    assert (await harness.store.require(session_id)).phase is Phase.ROLE_ASSIGNING

@@ -129,7 +129,10 @@ class RoleStep:
 
     @property
     def jobs(self) -> Mapping[Phase, Runner]:
-        return {}
+        # Not a background job: the sign-in's answer assigns while holding the session's lease;
+        # if its process dies mid-way, the orphan check finds the claim without a holder and
+        # this releases it (the thread says to check or sign in again).
+        return {Phase.ROLE_ASSIGNING: self._interrupted}
 
     @property
     def returns(self) -> Mapping[str, RoleStep]:
@@ -544,6 +547,15 @@ class RoleStep:
         signed_in = await self._sign_in.redeem(session.tenant_id, flow, params)
         if not isinstance(signed_in, SignedIn):
             return await self._sign_in_failed(session, signed_in, request, thread)
+        async with self._provisioner.jobs.held(session.id) as held:
+            if not held:
+                return _not_waiting(session, thread)  # another answer is being assigned
+            return await self._assign(session, signed_in, request, thread)
+
+    async def _assign(
+        self, session: Session, signed_in: SignedIn, request: RoleRequest, thread: str | None
+    ) -> pages.Page:
+        """Claim the acknowledged request and assign it with the sign-in (under the lease)."""
         actor = signed_in_at_microsoft(signed_in.user)
         opened_by = session.role.sign_in_opened_by
         clicked = {"clicked_by": opened_by} if opened_by else {}
@@ -558,8 +570,9 @@ class RoleStep:
         except TransitionNotAllowed as refused:
             return _not_waiting(refused.session, thread)
         session = claimed.after
-        request = session.role.request
-        assert request is not None  # the guard of ROLE_ASSIGNING saw it
+        claimed_request = session.role.request
+        assert claimed_request is not None  # the guard of ROLE_ASSIGNING saw it
+        request = claimed_request
         requirements = session.role.requirements or RoleRequirements.assumed_pim()
         try:
             outcome = await self._sign_in.assign_as(
