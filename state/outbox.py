@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from state.connection import RedisClient
-from state.scripts import RELEASE_IF_HELD, RENEW_IF_HELD, as_text, session_key
+from state.scripts import RENEW_IF_HELD, as_text, session_key
 
 __all__ = ["Head", "OutboxStore", "Undelivered", "outbox_key"]
 
@@ -54,11 +54,26 @@ def outbox_keys(session_id: str) -> list[str]:
 
 # KEYS: outbox, delivery. ARGV: the head entry as read. Pops it only if it is still the head, so
 # two deliverers (a lease lost to a long pause) never pop an entry the other has not sent.
+# Returns {1, the next entry or false} when popped, {0} when it was not the head.
 _POP_IF_HEAD = """
-if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[1] then return 0 end
+if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[1] then return {0} end
 redis.call('LPOP', KEYS[1])
 redis.call('DEL', KEYS[2])
-return 1
+return {1, redis.call('LINDEX', KEYS[1], 0)}
+"""
+
+# KEYS: lease, outbox, delivery. ARGV: owner, ttl. Takes the delivery lease and, when taken,
+# reads the head and its delivery state in the same round trip: {1, head or false, state} or {0}.
+_TAKE_LEASE_AND_HEAD = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return {0} end
+return {1, redis.call('LINDEX', KEYS[2], 0), redis.call('HGETALL', KEYS[3])}
+"""
+
+# KEYS: lease, outbox. ARGV: owner. Gives the lease back (if still held) and says how many
+# entries are left, so the deliverer knows whether to look again.
+_RELEASE_AND_COUNT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return redis.call('LLEN', KEYS[2])
 """
 
 # KEYS: outbox, delivery, undelivered. ARGV: head as read, failure record, kept, ttl.
@@ -86,7 +101,7 @@ return 0
 class Head:
     """The oldest entry of a session's outbox and how its delivery has gone so far."""
 
-    entry: str
+    entry: bytes  # opaque: what the session store's compare-and-set wrote
     attempts: int
     not_before: float
     last_error: str
@@ -110,9 +125,10 @@ class OutboxStore:
         self._redis = redis
         self._retention_ttl = retention_ttl
         self._pop_if_head = redis.register_script(_POP_IF_HEAD)
+        self._take_and_read = redis.register_script(_TAKE_LEASE_AND_HEAD)
+        self._release_and_count = redis.register_script(_RELEASE_AND_COUNT)
         self._give_up = redis.register_script(_GIVE_UP_ON_HEAD)
         self._forget = redis.register_script(_FORGET_IF_UNCHANGED)
-        self._release = redis.register_script(RELEASE_IF_HELD)
         self._renew = redis.register_script(RENEW_IF_HELD)
 
     async def expect(self, session_id: str) -> None:
@@ -137,27 +153,21 @@ class OutboxStore:
         pipe.lindex(outbox_key(session_id), 0)
         pipe.hgetall(session_key(session_id, "delivery"))
         entry, state = await pipe.execute()
-        if entry is None:
-            return None
-        fields = {as_text(key): as_text(value) for key, value in (state or {}).items()}
-        return Head(
-            entry=as_text(entry),
-            attempts=int(fields.get("attempts") or 0),
-            not_before=float(fields.get("not_before") or 0),
-            last_error=fields.get("error", ""),
-        )
+        return _head(entry, state)
 
     async def length(self, session_id: str) -> int:
         return int(await self._redis.llen(outbox_key(session_id)))
 
-    async def delivered(self, session_id: str, head: Head) -> bool:
-        """The head was sent: pop it (only if it still is the head)."""
-        return bool(
-            await self._pop_if_head(
-                keys=[outbox_key(session_id), session_key(session_id, "delivery")],
-                args=[head.entry],
-            )
+    async def delivered(self, session_id: str, head: Head) -> tuple[bool, Head | None]:
+        """The head was sent: pop it (only if it still is the head). Returns whether it was
+        popped and the entry after it (a fresh one: never tried yet)."""
+        answer = await self._pop_if_head(
+            keys=[outbox_key(session_id), session_key(session_id, "delivery")],
+            args=[head.entry],
         )
+        if not answer[0]:
+            return False, None
+        return True, _head(answer[1], {})
 
     async def postpone(
         self, session_id: str, *, attempts: int, not_before: float, error: str
@@ -238,19 +248,54 @@ class OutboxStore:
     async def count_pending(self) -> int:
         return int(await self._redis.zcard(PENDING_INDEX))
 
-    async def take_lease(self, session_id: str, owner: str, *, ttl: int) -> bool:
-        """Become the one deliverer of this session's outbox for ``ttl`` seconds."""
-        return bool(
-            await self._redis.set(session_key(session_id, "delivering"), owner, nx=True, ex=ttl)
+    async def take_lease(
+        self, session_id: str, owner: str, *, ttl: int
+    ) -> tuple[bool, Head | None]:
+        """Become the one deliverer of this session's outbox for ``ttl`` seconds; when that
+        worked, also the head to deliver first (one round trip)."""
+        answer = await self._take_and_read(
+            keys=[
+                session_key(session_id, "delivering"),
+                outbox_key(session_id),
+                session_key(session_id, "delivery"),
+            ],
+            args=[owner, ttl],
         )
+        if not answer[0]:
+            return False, None
+        flat = answer[2] or []
+        return True, _head(answer[1], dict(zip(flat[::2], flat[1::2], strict=True)))
 
     async def renew_lease(self, session_id: str, owner: str, *, ttl: int) -> bool:
         return bool(
             await self._renew(keys=[session_key(session_id, "delivering")], args=[owner, ttl])
         )
 
-    async def release_lease(self, session_id: str, owner: str) -> None:
-        await self._release(keys=[session_key(session_id, "delivering")], args=[owner])
+    async def release_lease(self, session_id: str, owner: str) -> int:
+        """Give the lease back; how many entries are left."""
+        return int(
+            await self._release_and_count(
+                keys=[session_key(session_id, "delivering"), outbox_key(session_id)],
+                args=[owner],
+            )
+        )
+
+
+def _head(entry: object, state: object) -> Head | None:
+    """A head from Redis's answers (``entry`` None or false: the outbox is empty)."""
+    if not isinstance(entry, bytes | str):
+        return None
+    fields = (
+        {as_text(key): as_text(value) for key, value in state.items()}
+        if isinstance(state, dict)
+        else {}
+    )
+    return Head(
+        entry=entry if isinstance(entry, bytes) else entry.encode(),
+        attempts=int(fields.get("attempts") or 0),
+        not_before=float(fields.get("not_before") or 0),
+        last_error=fields.get("error", ""),
+    )
 
 
 def _undelivered(raw: bytes | str) -> Undelivered:

@@ -369,9 +369,14 @@ class SessionStore(Generic[R]):
         await self._index(None, session)
         return session
 
-    async def _index(self, before: R | None, after: R) -> None:
-        """Bring the indexes in line with ``after`` (one round trip)."""
+    async def _index(self, before: R | None, after: R, *, renew_tenant: bool = False) -> None:
+        """Bring the indexes in line with ``after`` and, with ``renew_tenant``, let an active
+        session's tenant lock live as long as the session (one round trip). The lock is
+        extended without asking whose it is: an active session's lock is its own (a lock is
+        taken over only from a session that has ended or is gone)."""
         pipe = self._redis.pipeline(transaction=False)
+        if renew_tenant and after.is_active:
+            pipe.expire(_tenant_key(after.tenant_id), self._active_ttl)
         if before is not None and before.phase != after.phase:
             pipe.zrem(_phase_index(before.phase), after.id)
         if after.is_active:
@@ -429,7 +434,7 @@ class SessionStore(Generic[R]):
         action: str,
         result: str = "ok",
         detail: Mapping[str, str] | None = None,
-        outbox: str | None = None,
+        outbox: bytes | None = None,
     ) -> R:
         """Store ``after`` if the stored session is still at ``before.version``, with its audit
         entry and, when given, its ``outbox`` entry (the Slack effects it implies)."""
@@ -443,7 +448,7 @@ class SessionStore(Generic[R]):
                 before.version,
                 _pack(after.to_json() if after.is_active else after.archived_json()),
                 self._ttl_for(after),
-                outbox or "",
+                outbox or b"",
                 *_audit_fields(actor, action, result, detail or {}),
             ],
         )
@@ -451,13 +456,7 @@ class SessionStore(Generic[R]):
             raise SessionGone(before.id)
         if outcome[0] == 0:
             raise VersionConflict(before.id, before.version, int(outcome[1]))
-        if after.is_active:
-            # The tenant lock lives as long as the session it guards (it sits in another hash
-            # slot, so it is renewed here rather than in the script).
-            await self._renew(
-                keys=[_tenant_key(after.tenant_id)], args=[after.id, self._active_ttl]
-            )
-        await self._index(before, after)
+        await self._index(before, after, renew_tenant=True)
         return after
 
     async def record(

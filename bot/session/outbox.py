@@ -25,15 +25,16 @@ import contextlib
 import json
 import logging
 import secrets
+import zlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, get_args
 
 from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 
 from bot.session.record import decode, encode
-from bot.workflow import Effect, Event, EventKind, Payload, Session, Transition
+from bot.workflow import Effect, Event, EventKind, Payload, Phase, Session, Transition
 from state.outbox import Head, OutboxStore
 
 __all__ = [
@@ -79,19 +80,23 @@ _HOPELESS = frozenset(
 _PAYLOADS: dict[str, type[Any]] = {kind.__name__: kind for kind in get_args(Payload)}
 
 
-def entry_for(transition: Transition) -> str | None:
-    """The outbox entry of ``transition``, or None when it has no Slack effect."""
+def entry_for(transition: Transition) -> bytes | None:
+    """The outbox entry of ``transition``, or None when it has no Slack effect.
+
+    Compact: the session after the transition, the event, and of the session before only what
+    showing a transition looks at (its phase and whether the thread was open, see
+    ``bot.steps.protocol.Step.show``); compressed, as the session record is.
+    """
     carried = [effect for effect in transition.effects if effect in _CARRIED]
     if not any(effect in SLACK_EFFECTS for effect in carried):
         return None
     event = transition.event
     payload = event.payload
-    return json.dumps(
+    text = json.dumps(
         {
             # A random id tells two entries of the same version apart (a lost compare-and-set
             # retried by another process writes the next version, never the same one twice).
             "id": secrets.token_hex(4),
-            "version": transition.after.version,
             "effects": [effect.value for effect in carried],
             "event": {
                 "kind": event.kind.value,
@@ -102,16 +107,21 @@ def entry_for(transition: Transition) -> str | None:
                 if payload is None
                 else {"type": type(payload).__name__, "data": encode(payload)},
             },
-            "before": transition.before.to_json(),
-            "after": transition.after.to_json(),
+            "before": {
+                "phase": transition.before.phase.value,
+                "root_ts": transition.before.root_ts,
+            },
+            "after": json.loads(transition.after.to_json()),
         },
         separators=(",", ":"),
     )
+    return zlib.compress(text.encode(), 6)
 
 
-def read_entry(entry: str) -> Transition:
-    """The transition an outbox entry was written for (its effects: the ones it carries)."""
-    data = json.loads(entry)
+def read_entry(entry: bytes) -> Transition:
+    """The transition an outbox entry was written for (its effects: the ones it carries; the
+    session before it: the one after, with the phase and thread it had)."""
+    data = json.loads(zlib.decompress(entry))
     event_data = data["event"]
     payload_data = event_data["payload"]
     payload = (
@@ -126,9 +136,16 @@ def read_entry(entry: str) -> Transition:
         detail={str(k): str(v) for k, v in event_data["detail"].items()},
         payload=payload,
     )
+    after = Session.from_json(json.dumps(data["after"]))
+    before = replace(
+        after,
+        phase=Phase(data["before"]["phase"]),
+        root_ts=data["before"]["root_ts"],
+        version=after.version - 1,
+    )
     return Transition(
-        before=Session.from_json(data["before"]),
-        after=Session.from_json(data["after"]),
+        before=before,
+        after=after,
         event=event,
         effects=tuple(Effect(value) for value in data["effects"]),
     )
@@ -248,18 +265,24 @@ class Courier:
             delivery = _Delivery(asyncio.current_task())
             self._draining[session_id] = delivery
             try:
-                if not await self._outbox.take_lease(
+                # Read before the head: a writer marks the index before it adds an entry, so
+                # the drain never forgets an entry it did not see.
+                generation = await self._outbox.generation(session_id)
+                taken, head = await self._outbox.take_lease(
                     session_id, self._owner, ttl=self._policy.lease_seconds
-                ):
+                )
+                if not taken:
                     logger.debug("session %s: another process is delivering it", session_id)
                     return
                 try:
-                    await self._drain(session_id, delivery)
+                    await self._drain(session_id, delivery, head, generation)
                 finally:
-                    await self._outbox.release_lease(session_id, self._owner)
+                    left = await self._outbox.release_lease(session_id, self._owner)
             finally:
                 del self._draining[session_id]
                 delivery.finished.set()
+            if not left:
+                return
             head = await self._outbox.head(session_id)
             if head is None or head.not_before > self._clock():
                 return
@@ -276,39 +299,58 @@ class Courier:
                 logger.exception("could not deliver the outbox of session %s", session_id)
         return len(sessions)
 
-    async def _drain(self, session_id: str, delivery: _Delivery) -> None:
-        generation = await self._outbox.generation(session_id)
+    async def _drain(
+        self,
+        session_id: str,
+        delivery: _Delivery,
+        head: Head | None,
+        generation: float | None,
+    ) -> None:
         renewing = asyncio.create_task(self._keep_lease(session_id))
         try:
             while True:
-                head = await self._outbox.head(session_id)
                 if head is None:
                     if generation is not None:
                         await self._outbox.forget_if_unchanged(session_id, generation)
                     return
                 if head.not_before > self._clock():
                     return  # in order: nothing after it goes first
-                if not await self._deliver_head(session_id, head, delivery):
+                done, following = await self._deliver_head(session_id, head, delivery)
+                if not done:
                     return
+                head = following if following is not None else await self._outbox.head(session_id)
         finally:
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewing
 
-    async def _deliver_head(self, session_id: str, head: Head, delivery: _Delivery) -> bool:
-        """True when the head is done with (delivered or given up on)."""
-        transition = read_entry(head.entry)
+    async def _deliver_head(
+        self, session_id: str, head: Head, delivery: _Delivery
+    ) -> tuple[bool, Head | None]:
+        """Whether the head is done with (delivered or given up on), and the entry after it
+        when the pop already read it."""
+        try:
+            transition = read_entry(head.entry)
+        except (ValueError, KeyError, TypeError, zlib.error):
+            # Unreadable (written by another version?): it must not block the entries after it.
+            logger.exception("gave up an unreadable outbox entry of session %s", session_id)
+            await self._outbox.give_up(
+                session_id, head, channel_id="", version=-1, effects=(), error="unreadable entry"
+            )
+            return True, None
         delivery.slot = Slot(session_id, transition.after.version)
         try:
             await self._perform(transition)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # noqa: BLE001 - logged with its traceback by _failed
-            return await self._failed(session_id, head, transition, error)
+            return await self._failed(session_id, head, transition, error), None
         finally:
             delivery.slot = None
-        await self._outbox.delivered(session_id, head)
-        return True
+        popped, following = await self._outbox.delivered(session_id, head)
+        if not popped:
+            return True, None  # someone else moved the outbox on: read it again
+        return True, following
 
     async def _failed(
         self, session_id: str, head: Head, transition: Transition, error: Exception

@@ -49,7 +49,8 @@ class Step(Protocol):
     async def show(self, transition: Transition) -> None:
         """Bring the step's thread message up to date with ``transition``, which entered one
         of its phases (prompt, and whom it waits for) or left them (who did it, or that the
-        session stopped)."""
+        session stopped). Of ``transition.before`` only the phase and ``root_ts`` may be read:
+        delivered from the outbox, the rest of it is the session after."""
         ...
 
     @property

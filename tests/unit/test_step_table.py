@@ -41,8 +41,9 @@ async def test_the_app_builds_one_table_of_the_four_steps() -> None:
             Phase.FAILED: MailFlowDesk,
         }
         assert all(table.owner(phase) is None for phase in TERMINAL)
-        # The jobs of the working phases, and who answers each kind of Microsoft redirect.
-        assert set(table.jobs) == WORKING
+        # The jobs of the working phases (and the recovery of an assignment whose process
+        # died), and who answers each kind of Microsoft redirect.
+        assert set(table.jobs) == WORKING | {Phase.ROLE_ASSIGNING}
         assert {purpose: type(h) for purpose, h in table.returns.items()} == {
             "mailflow": ConsentDesk,
             "dirsync": ConsentDesk,
