@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -84,6 +85,15 @@ class Memory:
 async def _usage(world: World, key: bytes) -> int:
     used = await world.redis.memory_usage(key, samples=0)
     return int(used or 0)
+
+
+async def at_rest(world: World, session_id: str, *, limit: float = 10.0) -> None:
+    """Wait until the bot has nothing left to do for the session (outbox empty, no delivery or
+    job lease), at most ``limit`` seconds."""
+    keys = [f"pi:{{{session_id}}}:{part}" for part in ("outbox", "delivering", "lease")]
+    deadline = time.monotonic() + limit
+    while await world.redis.exists(*keys) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)  # another process's work: nothing here to await
 
 
 async def memory(world: World, session_id: str, tenant_id: str) -> Memory:
@@ -288,6 +298,9 @@ async def part_provisioning(
         await conversation.whole(at_plan)
         if with_redis:
             stats = await world.commandstats()
+            # A finished session at rest: its last outbox entry delivered, no lease left (the
+            # plan-shown snapshot is taken mid-way on purpose: the issue counts the outbox).
+            await at_rest(world, conversation.session_id)
             snapshots["protected"] = await memory(
                 world, conversation.session_id, chosen.sandbox.tenant_id
             )
