@@ -63,6 +63,7 @@ from bot.sandbox.redis_server import RedisServer
 from bot.sandbox.server import SandboxTLS, free_port, serve_asgi
 from bot.sandbox.slack import SandboxSlack
 from bot.sandbox.slack_driver import SlackDriver, SlackDriverError
+from bot.session.views import root_message
 from bot.steps.consent.views import ACTION_CONSENT_OPEN, ACTION_CONSENT_RENEW
 from bot.steps.mailflow.desired import FULL, allow_list_entries, object_names
 from bot.steps.mailflow.views import ACTION_ACKNOWLEDGE as ACTION_ACKNOWLEDGE_WARNINGS
@@ -97,6 +98,7 @@ ACK_LIMIT = 3.0  # seconds Slack waits for an ack
 TRY_AGAIN = "Redis is unavailable for a moment"
 SOMETHING_WRONG = "Something went wrong on our side"
 NOTIFY_CHANNEL = "C0CHAOSNOTIFY"
+STATUS = "/provision-inline status"
 JUSTIFICATION = "Inline mail protection configures Exchange Online mail flow (chaos run)."
 
 # Targeted kills: (name, what is held, what becomes of it). "slack:" ones sit between a stored
@@ -452,6 +454,23 @@ class Report:
             "violations": {name: len(found) for name, found in self.violations.items()},
         }
 
+    def transcript(self) -> str:
+        """Every request, kill and Redis outage in time order (for a post-mortem)."""
+        lines: list[tuple[float, str]] = [
+            (
+                a.sent,
+                f"{a.sent:8.2f} session {a.session:>3} {a.who} {a.what}: HTTP {a.status} in "
+                f"{a.seconds:.2f}s via {a.replica} -> {a.outcome or '-'}"
+                + (" (Redis down)" if a.redis_down else ""),
+            )
+            for a in self.attempts
+        ]
+        lines += [(k.at, f"{k.at:8.2f} KILL {k.replica} ({k.reason}) {k.note}") for k in self.kills]
+        lines += [
+            (o.down, f"{o.down:8.2f} REDIS DOWN ({o.how}) until {o.up:.2f}") for o in self.outages
+        ]
+        return "\n".join(line for _, line in sorted(lines))
+
     def describe(self) -> str:
         lines = [f"chaos figures: {json.dumps(self.figures())}"]
         for name in self.INVARIANTS:
@@ -534,6 +553,7 @@ _PRIORITY = (
     "consent:mailflow",
 )
 _REQUEST_OPENERS = (ACTION_REQUEST_OPEN_PIM, ACTION_REQUEST_OPEN, ACTION_REQUEST_OPEN_DIRECT)
+OBSERVER = "U0OBSERVER"  # an admin who asks for the status while Redis is down
 _TRIES = 6  # presses of one button (on one version of its message) before a person gives up
 
 
@@ -574,23 +594,29 @@ class Person:
             if m.ts != self.root_ts
         ]
 
-    def _signature(self, user: str | None = None) -> tuple[Any, ...]:
-        """What the people see: the channel and the thread, their ephemerals, their modals."""
+    def _signature(self, user: str | None = None, *, views: bool = True) -> tuple[Any, ...]:
+        """What the people see: the channel and the thread, their ephemerals, their modals
+        (not after a submission: the form closing is Slack's doing, not the bot's answer)."""
         users = (user,) if user else (self.cast.admin, self.cast.approver)
         channel = self.slack.messages(self.cast.channel)
         return (
             tuple((m.ts, m.edited) for m in channel),
             tuple((m.ts, m.edited) for m in self.thread()),
             sum(1 for e in self.slack.ephemerals if e.user in users),
-            tuple((v.id, v.updates) for v in self.slack.open_views() if v.user in users),
+            tuple((v.id, v.updates) for v in self.slack.open_views() if v.user in users)
+            if views
+            else None,
         )
 
     async def _changed(
         self, before: tuple[Any, ...], seconds: float, user: str | None = None
     ) -> bool:
         """Whether what the people see changes within ``seconds``."""
+        views = before[3] is not None
         try:
-            await self.slack.wait_for(lambda _: self._signature(user) != before, timeout=seconds)
+            await self.slack.wait_for(
+                lambda _: self._signature(user, views=views) != before, timeout=seconds
+            )
         except TimeoutError:
             return False
         return True
@@ -606,7 +632,7 @@ class Person:
     def _bot_working(self) -> bool:
         root = self.root()
         text = root.text if root is not None else ""
-        return any(word in text for word in ("Verifying", "Configuring", "Assigning"))
+        return any(word in text for word in ("Verifying", "Configuring"))
 
     # -- acting --------------------------------------------------------------------------------
 
@@ -636,17 +662,42 @@ class Person:
         return response, attempt
 
     async def _observe(
-        self, attempt: Attempt, before: tuple[Any, ...], user: str, patience: float = 8.0
+        self,
+        attempt: Attempt,
+        before: tuple[Any, ...],
+        user: str,
+        patience: float = 8.0,
+        *,
+        answer_expected: bool = False,
     ) -> Outcome:
-        """What came of a press: a change people see, a "try again", an error, or silence."""
-        seen_before = len(self._ephemerals(user))
+        """What came of a press: a change people see, a "try again", an error, or silence.
+
+        With ``answer_expected`` (a command that always answers its user) only an ephemeral
+        message to ``user`` counts. A press sent while Redis was down that changed something
+        else first is given a moment more for its own answer, which may be on its way."""
+        seen: int = before[2]  # the user's ephemerals before the press (an answer may beat us here)
         if attempt.status != 200:
             attempt.outcome = "lost" if attempt.status in (0, 502, 503) else "failed"
             return attempt.outcome
-        if not await self._changed(before, patience, user):
+
+        def answered(_: Any) -> bool:
+            return len(self._ephemerals(user)) > seen
+
+        if answer_expected:
+            try:
+                await self.slack.wait_for(answered, timeout=patience)
+                changed = True
+            except TimeoutError:
+                changed = False
+        else:
+            changed = await self._changed(before, patience, user)
+        if not changed:
             attempt.outcome = "lost" if self.chaos.killed_since(attempt) else "silence"
             return attempt.outcome
-        told = [e.text for e in self._ephemerals(user)][seen_before:]
+        if attempt.redis_down and not answered(None):
+            with contextlib.suppress(TimeoutError):
+                await self.slack.wait_for(answered, timeout=3.0)
+        told = [e.text for e in self._ephemerals(user)][seen:]
         if any(TRY_AGAIN in text for text in told):
             attempt.outcome = "try_again"
         elif any(SOMETHING_WRONG in text for text in told):
@@ -800,7 +851,7 @@ class Person:
             move = moves.get(action)
             if move is None:
                 continue
-            key = (move.action, move.ts, move.edited)
+            key = _key(move)
             if key in self._done_with:
                 continue
             if self._tries[key] >= _TRIES:
@@ -822,7 +873,7 @@ class Person:
                         f"says: {root.text[:160] if root else 'nothing'!r}"
                     )
                 continue
-            key = (move.action, move.ts, move.edited)
+            key = _key(move)
             self._tries[key] += 1
             try:
                 outcome = await self._perform(move)
@@ -1007,7 +1058,7 @@ class Person:
             view = self.slack.views.get(view_id)
             if view is None or not view.is_open:
                 return "changed"
-            before = self._signature()
+            before = self._signature(admin, views=False)
             response, attempt = await self._send(
                 admin,
                 "submit role request",
@@ -1105,6 +1156,13 @@ class Person:
         return "lost"
 
 
+def _key(move: Move) -> tuple[str, str, int]:
+    """A press as people remember it: which button, on which message, as it then read (the
+    three ways to open the role request are one choice)."""
+    action = "role_request_open" if move.action in _REQUEST_OPENERS else move.action
+    return (action, move.ts, move.edited)
+
+
 def _answer_form(page: httpx.Response | None) -> tuple[str, dict[str, str]] | None:
     """The form (action, fields) Microsoft's sign-in page posts back to the bot."""
     if page is None or page.status_code != 200:
@@ -1184,6 +1242,7 @@ class Chaos:
         chaos = cls(config, tls, directory)
         total = config.sessions * config.max_waves
         chaos._add_casts(total)
+        chaos.slack.add_user(OBSERVER, "observer")
         chaos.microsoft = SandboxMicrosoft(
             [cast.tenant() for cast in chaos.casts],
             vendor_apps(MAILFLOW_CLIENT_ID, MAILFLOW_SECRET, DIRSYNC_CLIENT_ID, DIRSYNC_SECRET),
@@ -1215,7 +1274,7 @@ class Chaos:
                         MICROSOFT_LOGIN_URL=f"{ms_server.base_url}/login",
                         MICROSOFT_GRAPH_URL=f"{ms_server.base_url}/graph",
                         MICROSOFT_EXCHANGE_URL=f"{ms_server.base_url}/exchange",
-                        PROVISION_ADMINS=",".join(c.admin for c in chaos.casts),
+                        PROVISION_ADMINS=",".join([*(c.admin for c in chaos.casts), OBSERVER]),
                         PROVISION_APPROVERS=",".join(c.approver for c in chaos.casts),
                         PUBLIC_URL=public,
                         NOTIFY_CHANNEL=NOTIFY_CHANNEL,
@@ -1348,24 +1407,24 @@ class Chaos:
             await probe
 
     async def _probe_during_outage(self) -> None:
-        """Someone asks for the status while Redis is down: they must hear "try again" (or,
-        once Redis is back, the status). An answer lost with a killed replica is asked again
-        while the outage lasts."""
+        """Someone (an admin apart from the sessions' people) asks for the status in a session's
+        channel while Redis is down: they must hear "try again" (or, once Redis is back, get
+        the status). An answer lost with a killed replica is asked again while the outage
+        lasts."""
         people = [p for p in self._people if p.root_ts is not None] or self._people
         if not people:
             return
         person = self.rng.choice(people)
-        admin = person.cast.admin
         while self._outage_started is not None:
-            before = person._signature(admin)
+            before = person._signature(OBSERVER)
             _, attempt = await person._send(
-                admin,
-                "/provision-inline status",
+                OBSERVER,
+                STATUS,
                 lambda: self.driver.slash_command(
-                    user_id=admin, channel_id=person.cast.channel, text="status"
+                    user_id=OBSERVER, channel_id=person.cast.channel, text="status"
                 ),
             )
-            if await person._observe(attempt, before, admin) != "lost":
+            if await person._observe(attempt, before, OBSERVER, answer_expected=True) != "lost":
                 return
 
     async def run(self) -> Report:
@@ -1470,6 +1529,11 @@ class Chaos:
                 violations["redis_down_answers"].append(
                     f"{attempt.what} by {attempt.who} during a Redis outage: acked, then silence"
                 )
+            elif attempt.what == STATUS and attempt.outcome not in ("try_again", "told"):
+                violations["redis_down_answers"].append(
+                    f"{attempt.what} by {attempt.who} during a Redis outage: no answer to its "
+                    f"user ({attempt.outcome})"
+                )
         report.violations = violations
 
 
@@ -1573,9 +1637,32 @@ def _kind(text: str, top_level: bool) -> str:
     return "other"
 
 
+# What a step's message says once the session has reached a phase (it is edited as it moves):
+# (kind, phase reached, test of its text now). Where a phase is left again, the later wins.
+_SHOWS: tuple[tuple[str, Phase, Callable[[str], bool]], ...] = (
+    ("step 1 message", Phase.MAILFLOW_CONSENTED, lambda t: t.startswith(":white_check_mark:")),
+    ("step 3 message", Phase.DIRECTORY_CONSENTED, lambda t: t.startswith(":white_check_mark:")),
+    (
+        "step 2 message",
+        Phase.ROLE_ASSIGNED,
+        lambda t: "assigned the Exchange Administrator role" in t,
+    ),
+    ("step 4 (verify) message", Phase.PLAN_SHOWN, lambda t: t.startswith("Every grant")),
+    ("Submit message", Phase.PROTECTED, lambda t: "changes applied" in t),
+)
+# ... and while the session stands in a phase.
+_SHOWS_NOW: Mapping[Phase, tuple[str, Callable[[str], bool]]] = {
+    Phase.ROLE_REQUESTED: ("step 2 message", lambda t: t.startswith("Role request for review")),
+    Phase.ROLE_ACKNOWLEDGED: (
+        "step 2 message",
+        lambda t: t.startswith("Assign the Exchange Administrator role"),
+    ),
+}
+
+
 def posts_violations(where: str, slack: SandboxSlack, cast: Cast, session: Session) -> list[str]:
-    """Each message the session owes exactly once; the root and the step messages edited to
-    where the session stands."""
+    """Each message the session owes, posted exactly once; the root checklist and each step's
+    message edited to where the session stands; the announcement once in each channel."""
     found: list[str] = []
     posted: dict[str, list[str]] = {}
     for call in slack.calls_to("chat.postMessage"):
@@ -1589,13 +1676,32 @@ def posts_violations(where: str, slack: SandboxSlack, cast: Cast, session: Sessi
     reached = _reached(session)
     for kind, phase in _DUE.items():
         count = len(posted.get(kind, []))
-        due = phase in reached or (phase is Phase.PLAN_SHOWN and session.plan is not None)
+        due = phase in reached
         if kind in ("plan's domains and checks", "change plan", "Submit message"):
             due = session.plan is not None and bool(session.plan.domains)
         if due and count == 0:
             found.append(f"{where}: the {kind} is missing")
         elif count > 1:
             found.append(f"{where}: the {kind} was posted {count} times")
+
+    def now(kind: str) -> str | None:
+        """The text now of the (first) message of ``kind``."""
+        for ts in posted.get(kind, [])[:1]:
+            with contextlib.suppress(KeyError):
+                return slack.message(cast.channel, ts).text
+        return None
+
+    shows = [(kind, test) for kind, phase, test in _SHOWS if phase in reached]
+    if session.phase in _SHOWS_NOW:
+        shows.append(_SHOWS_NOW[session.phase])
+    for kind, test in shows:
+        text = now(kind)
+        if text is not None and not test(text):
+            found.append(f"{where}: the {kind} still says {text[:90]!r}")
+    root = now("root")
+    expected = root_message(session).text
+    if root is not None and root != expected:
+        found.append(f"{where}: the root checklist says {root[:90]!r}, not {expected[:90]!r}")
     if session.phase is Phase.PROTECTED:
         notes = [
             m
@@ -1604,9 +1710,6 @@ def posts_violations(where: str, slack: SandboxSlack, cast: Cast, session: Sessi
         ]
         if len(notes) != 1:
             found.append(f"{where}: {len(notes)} announcements in {NOTIFY_CHANNEL}, not 1")
-        root = next(iter(m for m in slack.messages(cast.channel) if m.ts == session.root_ts), None)
-        if root is not None and ANNOUNCEMENT not in root.text:
-            found.append(f"{where}: the root checklist still says {root.text[:100]!r}")
     return found
 
 

@@ -37,6 +37,7 @@ SHORT_FORM = ChaosConfig(
     min_kills=5,
     min_redis_restarts=1,
     max_waves=2,
+    wave_deadline=200.0,
     targets=(
         "slack:assign-prompt",
         "slack:step3-prompt",
@@ -57,8 +58,13 @@ FORMS = {"short": SHORT_FORM, "long": LONG_FORM}
 
 NEEDS_THE_OUTBOX = (
     "needs the outbox (issue 11, item 1): on main a process killed between a stored "
-    "transition and its Slack effects loses them, and the session waits for a message that "
-    "never comes"
+    "transition and its Slack effects loses them (or posts one twice), and the session waits "
+    "for a message that never comes"
+)
+NEEDS_THE_OUTBOX_AND_A_ROLE_CLAIM_WAY_OUT = (
+    NEEDS_THE_OUTBOX + "; and a way out of an interrupted role assignment: a process killed "
+    "(or Redis down) between the ROLE_ASSIGNING claim and ROLE_ASSIGNED leaves the session "
+    "claimed for 15 minutes"
 )
 
 
@@ -82,6 +88,7 @@ async def run(
     async with Chaos.running(config, tls, directory) as chaos:
         report = await chaos.run()
     (directory / "report.txt").write_text(report.describe() + "\n")
+    (directory / "transcript.txt").write_text(report.transcript() + "\n")
     REPORTS.append((form, report))
     yield report
 
@@ -97,11 +104,11 @@ def test_the_chaos_reached_its_figures(run: Report) -> None:
     assert figures["redis_restarts"] >= config.min_redis_restarts, _explain(run)
     assert figures["sessions"] >= config.sessions, _explain(run)
     assert figures["requests_during_redis_outage"] >= 1, _explain(run)
-    targeted = set(figures["targeted_kills"])
-    missed = [t for t in config.targets if t not in targeted]
-    assert not missed or figures["protected"] < figures["sessions"], (
-        f"targets never struck: {missed}" + _explain(run)
-    )
+    struck = set(figures["targeted_kills"])
+    # At least one kill between a stored transition and its Slack effects, and one between a
+    # Microsoft call and the state write (a session stuck earlier may miss its own target).
+    assert any(t.startswith("slack:") for t in struck), _explain(run)
+    assert any(t.startswith("microsoft:") for t in struck), _explain(run)
 
 
 def test_no_step_ran_twice(run: Report) -> None:
@@ -113,6 +120,9 @@ def test_exchange_holds_each_object_exactly_once(run: Report) -> None:
 
 
 def test_users_who_acted_while_redis_was_down_were_answered(run: Report) -> None:
+    """Every Slack request sent while Redis was down: HTTP 200 within 3 s, then "try again"
+    or the action done, never silence; ``/provision-inline status`` asked during an outage
+    gets an answer to its user (the status, or "try again")."""
     assert run.violations["redis_down_answers"] == [], _explain(run)
     told = [a for a in run.attempts if a.redis_down and a.outcome == "try_again"]
     assert told, "nobody met a Redis outage long enough to be told to try again" + _explain(run)
@@ -126,7 +136,7 @@ def test_acks_later_than_three_seconds(run: Report) -> None:
         assert run.violations["acks"] == [], _explain(run)
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_THE_OUTBOX)
+@pytest.mark.xfail(strict=True, reason=NEEDS_THE_OUTBOX_AND_A_ROLE_CLAIM_WAY_OUT)
 def test_every_session_ends_protected(run: Report) -> None:
     assert run.violations["final_state"] == [], _explain(run)
 

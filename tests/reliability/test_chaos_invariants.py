@@ -13,6 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.sandbox.microsoft import RecordedRequest, SandboxMicrosoft
 from bot.sandbox.server import serve_asgi
 from bot.sandbox.slack import SandboxSlack
+from bot.session.views import root_message
 from bot.steps.mailflow.model import PlanState
 from bot.workflow import EventKind, HistoryEntry, Phase, Scope, Session
 from state.sessions import AuditEntry
@@ -46,16 +47,32 @@ PHASES = (
     Phase.APPLYING,
     Phase.PROTECTED,
 )
+# (as posted, as edited since) of each message of a provisioning that went well.
 THREAD = (
-    "Step 1 — consent for mail flow for chaos1.example: a Global Administrator opens the link.",
-    "Step 2: the mail-flow app Inline mail flow needs the Exchange Administrator role.",
-    ":bell: <@U0APPROVER001>: <@U0ADMIN001> asks for the *Exchange Administrator* role.",
-    "Step 3 — consent for directory sync for chaos1.example: a Global Administrator opens it.",
-    "Step 4 for chaos1.example: press Verify to check every grant.",
-    "*Step 4 — the change plan.* Every grant is verified. Protected domains: chaos1.example.",
-    "Exchange Online change plan: 15 change(s), 0 object(s) left as they are, 0 blocked.",
-    "Review the pre-flight checks and the change plan above. Submit applies the 15 changes.",
-    "Exchange Online mail flow is configured: 13 created, 0 updated, 0 already in place.",
+    (
+        "Step 1 — consent for mail flow for chaos1.example: a Global Administrator opens it.",
+        ":white_check_mark: *Step 1 — consent for mail flow:* given by a Global Administrator.",
+    ),
+    (
+        "Step 2: the mail-flow app Inline mail flow needs the Exchange Administrator role.",
+        "`pra@chaos1.example` (signed in at Microsoft) assigned the Exchange Administrator role.",
+    ),
+    (":bell: <@U0APPROVER001>: <@U0ADMIN001> asks for the *Exchange Administrator* role.", None),
+    (
+        "Step 3 — consent for directory sync for chaos1.example: a Global Administrator opens it.",
+        ":white_check_mark: *Step 3 — consent for directory sync:* given by a Global Admin.",
+    ),
+    (
+        "Step 4 for chaos1.example: press Verify to check every grant.",
+        "Every grant is in place: Exchange Online accepts the mail-flow app.",
+    ),
+    ("*Step 4 — the change plan.* Every grant is verified. Protected domains: chaos1.", None),
+    ("Exchange Online change plan: 15 change(s), 0 object(s) left as they are, 0 blocked.", None),
+    (
+        "Review the pre-flight checks and the change plan above. Submit applies the 15 changes.",
+        ":rocket: <@U0ADMIN001> submitted the change plan. 15 of 15 changes applied.",
+    ),
+    ("Exchange Online mail flow is configured: 13 created, 0 updated, 0 already in place.", None),
 )
 
 
@@ -81,23 +98,29 @@ class Thread:
         self.client = client
         self.root_ts = ""
 
-    async def post(self, text: str, *, channel: str = CAST.channel, top: bool = False) -> str:
+    async def post(
+        self, text: str, *, channel: str = CAST.channel, top: bool = False, then: str | None = None
+    ) -> str:
+        """Post ``text`` (in the thread unless ``top``), and edit it into ``then``."""
         thread = None if top else self.root_ts
         answer = await self.client.chat_postMessage(channel=channel, text=text, thread_ts=thread)
+        if then is not None:
+            await self.client.chat_update(channel=channel, ts=answer["ts"], text=then)
         return str(answer["ts"])
 
-    async def whole(self) -> None:
-        """The thread of a provisioning that went well."""
-        self.root_ts = await self.post(
-            "Inline Mode provisioning for chaos1.example: Exchange Online protected in inline "
-            "mode.",
-            top=True,
+    async def whole(self, session: Session) -> Session:
+        """The thread of a provisioning that went well; ``session`` with its root."""
+        self.root_ts = await self.post("Inline Mode provisioning for chaos1.example", top=True)
+        session = replace(session, root_ts=self.root_ts)
+        await self.client.chat_update(
+            channel=CAST.channel, ts=self.root_ts, text=root_message(session).text
         )
-        for text in THREAD:
-            await self.post(text)
+        for posted, edited in THREAD:
+            await self.post(posted, then=edited)
         note = "Exchange Online protected in inline mode. Tenant: chaos1.example."
         await self.post(note, top=True)
         await self.post(note, channel=NOTIFY_CHANNEL, top=True)
+        return session
 
 
 @pytest.fixture
@@ -112,45 +135,55 @@ async def thread() -> AsyncIterator[Thread]:
 
 
 async def test_a_whole_thread_has_each_message_once(thread: Thread) -> None:
-    await thread.whole()
-    assert posts_violations("s", thread.slack, CAST, protected(thread.root_ts)) == []
+    session = await thread.whole(protected(""))
+    assert posts_violations("s", thread.slack, CAST, session) == []
 
 
 async def test_a_repeated_step_message_is_caught(thread: Thread) -> None:
-    await thread.whole()
-    await thread.post(THREAD[3])
-    assert posts_violations("s", thread.slack, CAST, protected(thread.root_ts)) == [
+    session = await thread.whole(protected(""))
+    await thread.post(THREAD[3][0], then=THREAD[3][1])
+    assert posts_violations("s", thread.slack, CAST, session) == [
         "s: the step 3 message was posted 2 times"
     ]
 
 
 async def test_a_missing_plan_and_announcement_are_caught(thread: Thread) -> None:
-    thread.root_ts = await thread.post(
-        "Inline Mode provisioning for chaos1.example: done", top=True
-    )
-    for text in THREAD:
-        if not text.startswith("Exchange Online change plan"):
-            await thread.post(text)
+    thread.root_ts = await thread.post("Inline Mode provisioning for chaos1.example", top=True)
+    for posted, edited in THREAD:
+        if not posted.startswith("Exchange Online change plan"):
+            await thread.post(posted, then=edited)
     found = posts_violations("s", thread.slack, CAST, protected(thread.root_ts))
     assert "s: the change plan is missing" in found
     assert "s: the announcement is missing" in found
     assert f"s: 0 announcements in {NOTIFY_CHANNEL}, not 1" in found
-    assert any("root checklist still says" in problem for problem in found)
+    assert any(problem.startswith("s: the root checklist says") for problem in found)
+
+
+async def test_an_edit_that_never_came_is_caught(thread: Thread) -> None:
+    """Step 1 was recorded, but its message still shows the link (its edit was lost)."""
+    session = await thread.whole(protected(""))
+    [step1] = [m for m in thread.slack.all_messages() if "Step 1 — consent" in m.text]
+    await thread.client.chat_update(channel=CAST.channel, ts=step1.ts, text=THREAD[0][0])
+    assert posts_violations("s", thread.slack, CAST, session) == [
+        f"s: the step 1 message still says {THREAD[0][0][:90]!r}"
+    ]
 
 
 async def test_a_session_owes_only_the_messages_of_the_steps_it_reached(thread: Thread) -> None:
-    thread.root_ts = await thread.post("Inline Mode provisioning for chaos1.example", top=True)
-    await thread.post(THREAD[0])
-    started = replace(protected(thread.root_ts), phase=Phase.STARTED, history=(), plan=None)
+    started = replace(protected(""), phase=Phase.STARTED, history=(), plan=None)
+    thread.root_ts = await thread.post(root_message(started).text, top=True)
+    started = replace(started, root_ts=thread.root_ts)
+    await thread.post(THREAD[0][0])
     assert posts_violations("s", thread.slack, CAST, started) == []
     consented = replace(
         started,
         phase=Phase.MAILFLOW_CONSENTED,
         history=(HistoryEntry(EventKind.MAILFLOW_CONSENT, "x", 0.0, Phase.MAILFLOW_CONSENTED),),
     )
-    assert posts_violations("s", thread.slack, CAST, consented) == [
-        "s: the step 2 message is missing"
-    ]
+    found = posts_violations("s", thread.slack, CAST, consented)
+    assert "s: the step 2 message is missing" in found
+    assert any(problem.startswith("s: the step 1 message still says") for problem in found)
+    assert any(problem.startswith("s: the root checklist says") for problem in found)
 
 
 def exchange_call(cmdlet: str, name: str, status: int = 200) -> RecordedRequest:
