@@ -39,7 +39,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from html import unescape
 from pathlib import Path
@@ -1193,8 +1193,12 @@ class Chaos:
         self.report.notes.append(f"seed {self.seed}")
         self.slack = SandboxSlack()
         self.slack.add_channel(NOTIFY_CHANNEL, "mail-security")
-        self.casts: list[Cast] = []
-        self.microsoft = SandboxMicrosoft([])  # with the casts' tenants once they are known
+        self.slack.add_user(OBSERVER, "observer")
+        self.casts = [self._cast(n + 1) for n in range(config.sessions * config.max_waves)]
+        self.microsoft = SandboxMicrosoft(
+            [cast.tenant() for cast in self.casts],
+            vendor_apps(MAILFLOW_CLIENT_ID, MAILFLOW_SECRET, DIRSYNC_CLIENT_ID, DIRSYNC_SECRET),
+        )
         self.redis_server = RedisServer()
         self.replicas: list[Replica] = []
         self.router: Router | None = None
@@ -1212,41 +1216,30 @@ class Chaos:
 
     # -- set-up --------------------------------------------------------------------------------
 
-    def _add_casts(self, count: int) -> list[Cast]:
-        """``count`` more sessions' worth of tenants, channels and people."""
-        added = []
-        for _ in range(count):
-            index = len(self.casts) + 1
-            cast = Cast(
-                index=index,
-                tenant_id=str(uuid.uuid4()),
-                domain=f"chaos{index}.example",
-                channel=f"C0CHAOS{index:03d}",
-                admin=f"U0ADMIN{index:03d}",
-                approver=f"U0APPROVER{index:03d}",
-                global_admin=f"ga@chaos{index}.example",
-                role_admin=f"pra@chaos{index}.example",
-            )
-            self.casts.append(cast)
-            self.slack.add_user(cast.admin, f"admin{index}")
-            self.slack.add_user(cast.approver, f"approver{index}")
-            self.slack.add_channel(cast.channel, f"provisioning-{index}")
-            added.append(cast)
-        return added
+    def _cast(self, index: int) -> Cast:
+        """The ``index``-th session's tenant, channel and people (known to the sandbox Slack)."""
+        cast = Cast(
+            index=index,
+            tenant_id=str(uuid.uuid4()),
+            domain=f"chaos{index}.example",
+            channel=f"C0CHAOS{index:03d}",
+            admin=f"U0ADMIN{index:03d}",
+            approver=f"U0APPROVER{index:03d}",
+            global_admin=f"ga@chaos{index}.example",
+            role_admin=f"pra@chaos{index}.example",
+        )
+        self.slack.add_user(cast.admin, f"admin{index}")
+        self.slack.add_user(cast.approver, f"approver{index}")
+        self.slack.add_channel(cast.channel, f"provisioning-{index}")
+        return cast
 
     @classmethod
     @contextlib.asynccontextmanager
     async def running(
         cls, config: ChaosConfig, tls: SandboxTLS, directory: Path
     ) -> AsyncIterator[Chaos]:
+        """The sandboxes, Redis, the router and the replicas, started (and stopped after)."""
         chaos = cls(config, tls, directory)
-        total = config.sessions * config.max_waves
-        chaos._add_casts(total)
-        chaos.slack.add_user(OBSERVER, "observer")
-        chaos.microsoft = SandboxMicrosoft(
-            [cast.tenant() for cast in chaos.casts],
-            vendor_apps(MAILFLOW_CLIENT_ID, MAILFLOW_SECRET, DIRSYNC_CLIENT_ID, DIRSYNC_SECRET),
-        )
         await asyncio.to_thread(chaos.redis_server.start)
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -1648,7 +1641,12 @@ _SHOWS: tuple[tuple[str, Phase, Callable[[str], bool]], ...] = (
         lambda t: "assigned the Exchange Administrator role" in t,
     ),
     ("step 4 (verify) message", Phase.PLAN_SHOWN, lambda t: t.startswith("Every grant")),
-    ("Submit message", Phase.PROTECTED, lambda t: "changes applied" in t),
+    (
+        "Submit message",
+        Phase.PROTECTED,
+        # "Nothing to change.": a resumed job found every change already made
+        lambda t: "changes applied" in t or "Nothing to change" in t,
+    ),
 )
 # ... and while the session stands in a phase.
 _SHOWS_NOW: Mapping[Phase, tuple[str, Callable[[str], bool]]] = {
@@ -1697,7 +1695,8 @@ def posts_violations(where: str, slack: SandboxSlack, cast: Cast, session: Sessi
     for kind, test in shows:
         text = now(kind)
         if text is not None and not test(text):
-            found.append(f"{where}: the {kind} still says {text[:90]!r}")
+            shown = text if len(text) <= 160 else f"{text[:70]}…{text[-80:]}"
+            found.append(f"{where}: the {kind} still says {shown!r}")
     root = now("root")
     expected = root_message(session).text
     if root is not None and root != expected:
@@ -1764,7 +1763,3 @@ def exchange_violations(
                 f"{where}: the IP allow list lacks {sorted(entries - set(org.ip_allow_list))}"
             )
     return found
-
-
-def summarise(reports: Iterable[Report]) -> str:
-    return "\n\n".join(report.describe() for report in reports)

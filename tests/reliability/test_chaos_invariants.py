@@ -165,7 +165,7 @@ async def test_an_edit_that_never_came_is_caught(thread: Thread) -> None:
     [step1] = [m for m in thread.slack.all_messages() if "Step 1 — consent" in m.text]
     await thread.client.chat_update(channel=CAST.channel, ts=step1.ts, text=THREAD[0][0])
     assert posts_violations("s", thread.slack, CAST, session) == [
-        f"s: the step 1 message still says {THREAD[0][0][:90]!r}"
+        f"s: the step 1 message still says {THREAD[0][0]!r}"
     ]
 
 
