@@ -36,7 +36,7 @@ SHORT_FORM = ChaosConfig(
     sessions=7,
     min_kills=5,
     min_redis_restarts=1,
-    max_waves=2,
+    max_waves=5,  # more waves only while the minimums are not reached (quick sessions)
     wave_deadline=200.0,
     targets=(
         "slack:assign-prompt",
