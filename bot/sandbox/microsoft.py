@@ -62,6 +62,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bot.sandbox.exchange_reference import ExchangeReference, load_reference
 from bot.sandbox.exchange_reference import Finding as ReferenceFinding
 from bot.sandbox.exchange_reference import Severity as ReferenceSeverity
+from bot.sandbox.holds import HeldCall, Hold, Holds
 
 __all__ = [
     "DIRSYNC_APP_ROLES",
@@ -513,6 +514,7 @@ class SandboxMicrosoft:
         self.id_token_tenant: str | None = None
         self.requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
+        self.holds = Holds()
         self.latency: dict[Service | None, float] = {}
         self.browser_user: str | None = None
         self.browser_auto: Literal["accept", "cancel"] | None = None
@@ -606,6 +608,29 @@ class SandboxMicrosoft:
         fault = Fault(service, status, retry_after, drop, path_contains, times)
         self.faults.append(fault)
         return fault
+
+    def hold(
+        self,
+        service: Service | None = None,
+        *,
+        method: str | None = None,
+        path_contains: str | None = None,
+        matching: Callable[[HeldCall], bool] | None = None,
+    ) -> Hold:
+        """Hold the next matching request (of ``service``, with the HTTP ``method``, a path
+        containing ``path_contains``, satisfying ``matching``) until the test releases it
+        (answered as usual) or drops it (not carried out, the connection cut); see
+        ``bot.sandbox.holds``."""
+
+        def matches(call: HeldCall) -> bool:
+            return (
+                service in (None, call.service)
+                and method in (None, call.method)
+                and (path_contains is None or path_contains in call.path)
+                and (matching is None or matching(call))
+            )
+
+        return self.holds.arm(matches, f"{service or 'any'} {method or ''} {path_contains or ''}")
 
     def set_latency(self, seconds: float, service: Service | None = None) -> None:
         """Delay every answer (of one service, or all) by ``seconds`` (0 removes it)."""
@@ -2419,22 +2444,23 @@ class _Instrument:
                 break
         raw = b"".join(chunks)
         sandbox = self.sandbox
+        request = Request(scope)
+        record = _Recorder(sandbox, service, request, raw)
+        peer = scope.get("client")
+        client = (str(peer[0]), int(peer[1])) if peer else None
+        held = HeldCall(service, request.method, path, record.body, client)
+        if not await sandbox.holds.pass_through(held):
+            await _cut_off(send)
+            record.done(0)
+            return
         delay = sandbox.latency.get(service, sandbox.latency.get(None, 0.0))
         if delay:
             await asyncio.sleep(delay)
-        request = Request(scope)
-        record = _Recorder(sandbox, service, request, raw)
         fault = next((f for f in sandbox.faults if f.matches(service, path)), None)
         if fault is not None:
             fault.times -= 1
             if fault.drop:
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 200,
-                        "headers": [(b"content-length", b"64")],
-                    }
-                )
+                await _cut_off(send)
                 record.done(0)
                 return
             headers = (
@@ -2475,6 +2501,13 @@ class _Instrument:
             await self.app(scope, replay, capture)
         finally:
             record.done(status)
+
+
+async def _cut_off(send: Send) -> None:
+    """Start a response that promises a body and end without it: a broken connection."""
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"64")]}
+    )
 
 
 class _Recorder:

@@ -47,6 +47,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from bot.sandbox.holds import HeldCall, Hold, Holds
 
 __all__ = [
     "Ephemeral",
@@ -1034,6 +1037,7 @@ class SandboxSlack:
             str,
             deque[tuple[Callable[[Mapping[str, Any]], bool], Callable[[], Awaitable[None]]]],
         ] = {}
+        self.holds = Holds()
         self._home_hashes: dict[str, str] = {}
         self._home_ids: dict[str, str] = {}
         self._stacks: dict[str, list[str]] = {}
@@ -1210,6 +1214,18 @@ class SandboxSlack:
         the caller learning of it."""
         self._after_success.setdefault(method, deque()).append((when, action))
 
+    def hold(
+        self, method: str, matching: Callable[[Mapping[str, Any]], bool] | None = None
+    ) -> Hold:
+        """Hold the next call of ``method`` (whose arguments satisfy ``matching``) until the
+        test releases it (carried out) or drops it (not carried out, connection cut); see
+        ``bot.sandbox.holds``."""
+
+        def matches(call: HeldCall) -> bool:
+            return call.method == method and (matching is None or matching(call.params))
+
+        return self.holds.arm(matches, method)
+
     # ---- reading state ---------------------------------------------------------------------
 
     def messages(self, channel: str, *, thread_ts: str | None = None) -> list[Message]:
@@ -1337,6 +1353,11 @@ class SandboxSlack:
             params, token = await _read_params(request)
         except _SlackError as problem:
             return await self._answer(method, {}, problem)
+        client = (request.client.host, request.client.port) if request.client else None
+        call = HeldCall("slack", method, request.url.path, params, client)
+        if not await self.holds.pass_through(call):
+            await self.record(method, params, ok=False, error="dropped", status=0)
+            return _CutOff()
         fault_queue = self._faults.get(method)
         if fault_queue:
             fault = fault_queue.popleft()
@@ -2246,6 +2267,19 @@ class SandboxSlack:
 # --------------------------------------------------------------------------------------------
 # Module helpers
 # --------------------------------------------------------------------------------------------
+
+
+class _CutOff(Response):
+    """No answer: the response starts, promises a body and ends the exchange without it, so
+    the caller sees a broken connection (a dropped call)."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=200)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"64")]}
+        )
 
 
 async def _read_params(request: Request) -> tuple[dict[str, Any], str | None]:

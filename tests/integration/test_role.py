@@ -543,3 +543,28 @@ async def test_the_orphan_check_leaves_an_assignment_in_progress_alone(harness: 
         async with harness.runtime.jobs.held(session_id) as second:
             assert not second  # another answer for the same session waits its turn
     assert (await harness.store.require(session_id)).phase is Phase.ROLE_ASSIGNING
+
+
+async def test_an_assignment_recorded_before_its_process_died_is_completed(
+    harness: Harness,
+) -> None:
+    """Microsoft's "assigned" was recorded, then the process died before the step was: the
+    orphan check records the step (no second sign-in, no second assignment)."""
+    _, session_id = await at_step_two(harness)
+    provisioner = harness.runtime.provisioner
+    request = RoleRequest("Inline mail protection configures mail flow", requested_by=ADMIN)
+    for kind, actor, payload in (
+        (EventKind.ROLE_REQUEST, ADMIN, request),
+        (EventKind.ROLE_ACKNOWLEDGE, APPROVER, None),
+        (EventKind.ROLE_ASSIGNING, ROLE_ADMIN_UPN, SeenRequest(request.digest())),
+    ):
+        await provisioner.handle(session_id, Event(kind, actor, provisioner.now(), payload=payload))
+    await harness.store.record(
+        session_id, actor=ROLE_ADMIN_UPN, action="role_assignment", result="assigned"
+    )
+    claimed = await harness.store.require(session_id)
+
+    assert await harness.runtime.jobs.resume_orphans() == 1
+    assert await harness.settled(session_id, after_version=claimed.version) is (Phase.ROLE_ASSIGNED)
+    audit = await harness.store.audit(session_id)
+    assert [e.action for e in audit].count("role_assigned") == 1

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -155,3 +157,32 @@ async def test_new_is_not_resent_after_a_dropped_answer(
         await exchange.invoke("New-TransportRule", {"Name": "once"})
     news = [r for r in cloud.sandbox.requests_to("exchange") if "New-" in str(r.body)]
     assert len(news) == 1
+
+
+async def test_a_held_request_is_carried_out_when_released(
+    cloud: Cloud, exchange: ExchangeClient
+) -> None:
+    await exchange.invoke("Get-AcceptedDomain")
+    hold = cloud.sandbox.hold(
+        "exchange", matching=lambda call: "New-TransportRule" in str(call.params)
+    )
+    creating = asyncio.create_task(exchange.invoke("New-TransportRule", {"Name": "held"}))
+    call = await hold.reached()
+    assert call.service == "exchange"
+    assert call.method == "POST"
+    assert call.client is not None
+    assert "held" not in str(cloud.sandbox.tenant(CONTOSO).exchange.objects)
+    hold.release()
+    await creating
+    assert "held" in cloud.sandbox.tenant(CONTOSO).exchange.objects["TransportRule"]
+
+
+async def test_a_dropped_request_is_not_carried_out(cloud: Cloud, exchange: ExchangeClient) -> None:
+    await exchange.invoke("Get-AcceptedDomain")
+    hold = cloud.sandbox.hold("exchange", method="POST")
+    creating = asyncio.create_task(exchange.invoke("New-TransportRule", {"Name": "dropped"}))
+    await hold.reached()
+    hold.drop()
+    with pytest.raises(MicrosoftUnavailable):
+        await creating
+    assert "TransportRule" not in cloud.sandbox.tenant(CONTOSO).exchange.objects

@@ -1168,3 +1168,44 @@ async def test_real_bolt_app_round_trip(world: World) -> None:
             user_id="U1", channel_id="C1", signature_override="v0=00"
         )
         assert forged.status_code == 401
+
+
+async def test_a_held_call_waits_then_is_carried_out_when_released(world: World) -> None:
+    hold = world.sandbox.hold("chat.postMessage", lambda params: params.get("text") == "held")
+    await world.client.chat_postMessage(channel="C1", text="not held")
+    posting = asyncio.create_task(world.client.chat_postMessage(channel="C1", text="held"))
+    call = await hold.reached()
+    assert call.params["text"] == "held"
+    assert call.client is not None
+    assert call.client[0] == "127.0.0.1"
+    assert [m.text for m in world.sandbox.messages("C1")] == ["not held"]  # not yet
+    hold.release()
+    answer = await posting
+    assert answer["ok"]
+    assert [m.text for m in world.sandbox.messages("C1")] == ["not held", "held"]
+    # Spent: the next matching call goes through at once.
+    await world.client.chat_postMessage(channel="C1", text="held")
+    assert len(world.sandbox.messages("C1")) == 3
+
+
+async def test_a_dropped_call_is_not_carried_out_and_its_connection_breaks(world: World) -> None:
+    hold = world.sandbox.hold("chat.update")
+    posted = await world.client.chat_postMessage(channel="C1", text="before")
+    updating = asyncio.create_task(
+        world.client.chat_update(channel="C1", ts=posted["ts"], text="after")
+    )
+    await hold.reached()
+    hold.drop()
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - whatever the client makes of it
+        await updating
+    assert not isinstance(caught.value, SlackApiError)  # no answer from Slack at all
+    assert world.sandbox.message("C1", posted["ts"]).text == "before"
+    [dropped] = world.sandbox.calls_to("chat.update")
+    assert dropped.error == "dropped"
+
+
+async def test_an_unreached_hold_times_out_naming_itself(world: World) -> None:
+    hold = world.sandbox.hold("views.open")
+    with pytest.raises(TimeoutError, match=r"views\.open"):
+        await hold.reached(timeout=0.05)
+    world.sandbox.holds.release_all()

@@ -63,6 +63,7 @@ from bot.steps.role.views import (
 from bot.web import pages
 from bot.workflow import Event, EventKind, Payload, Phase, Session, Transition, TransitionNotAllowed
 from state.oauth import OAuthState
+from state.sessions import AuditEntry
 
 __all__ = ["RoleStep", "RoleStepSettings"]
 
@@ -430,6 +431,16 @@ class RoleStep:
                 )
 
     async def _interrupted(self, session: Session) -> None:
+        """The claim's process stopped. If Microsoft's answer was recorded before it did (the
+        audit has it), the step is done: record it. Otherwise release the claim."""
+        answer = await self._answer_recorded(session.id)
+        if answer is not None:
+            await self._assigned(
+                session,
+                answer.actor,
+                {**answer.detail, "recovered": "the answer was recorded before an interruption"},
+            )
+            return
         try:
             moved = await self._move(
                 session.id,
@@ -445,9 +456,20 @@ class RoleStep:
             notice(
                 ":warning: The role assignment after the last sign-in was interrupted before "
                 "Microsoft's answer arrived. Press *I've assigned it* to check whether it went "
-                "through, or *New sign-in link* to try again."
+                "through, or *Assign for me* again: its link is a fresh one."
             ),
         )
+        # The used link cannot be used twice: the step offers a fresh one at once.
+        await self.offer_assignment(moved.after)
+
+    async def _answer_recorded(self, session_id: str) -> AuditEntry | None:
+        """Microsoft's "assigned" recorded after the latest claim, if there is one."""
+        for entry in reversed(await self._store.latest_audit(session_id, count=20)):
+            if entry.action == EventKind.ROLE_ASSIGNING.value:
+                return None
+            if entry.action == "role_assignment" and entry.result == "assigned":
+                return entry
+        return None
 
     # -- assigning ----------------------------------------------------------------------------
 
