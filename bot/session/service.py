@@ -299,12 +299,16 @@ class Provisioner:
     async def _keep(self, session: Session, keys: list[str], ts: str) -> None:
         await self.store.keep_post(session.id, keys, ts)
 
-    async def show_step(self, session: Session, name: str, message: Message) -> str:
+    async def show_step(
+        self, session: Session, name: str, message: Message, *, version: int = STEP_MESSAGE
+    ) -> str:
         """Post a step's own thread message, or edit it in place once it exists: each step
-        shows itself in one message for the whole session (kept under version 0)."""
-        ts = await self.kept(session, name, STEP_MESSAGE)
+        shows itself in one message for the whole session (kept under version 0). With
+        ``version``, one message per transition: what a job posts under its transition's
+        version is posted once, however often the job is resumed."""
+        ts = await self.kept(session, name, version)
         if ts is None:
-            return await self.post_kept(session, name, message, version=STEP_MESSAGE)
+            return await self.post_kept(session, name, message, version=version)
         await self.edit(session, ts, message)
         return ts
 

@@ -360,7 +360,10 @@ class MailFlowDesk:
             return
         total = len(result.applied)
         await show(progress_message(total, total))
-        await provisioner.post_in_thread(session, summary_message(result))
+        # Once per apply run, however often a kill makes the job resume.
+        await provisioner.show_step(
+            session, "apply-summary", summary_message(result), version=session.version
+        )
         detail = {
             "created": str(len(result.created)),
             "updated": str(len(result.updated)),
@@ -408,8 +411,11 @@ class MailFlowDesk:
         return Message(f"{head} {progress.text}", [_section(head), *progress.blocks])
 
     async def _failed(self, session: Session, failed: ApplyFailed) -> None:
-        await self._provisioner.post_in_thread(
-            session, failure_message(failed, retry_action_id=ACTION_RETRY, retry_value=session.id)
+        await self._provisioner.show_step(
+            session,
+            "apply-failure",
+            failure_message(failed, retry_action_id=ACTION_RETRY, retry_value=session.id),
+            version=session.version,
         )
         detail = {"code": failed.code, "reason": failed.message[:300]}
         if failed.change is not None:
