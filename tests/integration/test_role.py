@@ -497,13 +497,9 @@ async def test_two_admins_submitting_requests_at_once_make_one_reviewed_request(
     assert recorded["justification"] == texts[winner]
 
 
-async def test_an_assignment_whose_process_died_is_released_by_the_orphan_check(
-    harness: Harness,
-) -> None:
-    """The sign-in's answer claimed the request (``role_assigning``) and its process died before
-    Microsoft's answer was recorded: no lease holds the claim, so the orphan check releases it
-    and the thread says what to do, instead of the session waiting 15 minutes for the sweep."""
-    root_ts, session_id = await at_step_two(harness)
+async def claim_assignment(harness: Harness, session_id: str) -> None:
+    """Request, acknowledge and claim the role (the sign-in's answer about to assign it),
+    walked through the workflow."""
     provisioner = harness.runtime.provisioner
     request = RoleRequest("Inline mail protection configures mail flow", requested_by=ADMIN)
     for kind, actor, payload in (
@@ -512,6 +508,16 @@ async def test_an_assignment_whose_process_died_is_released_by_the_orphan_check(
         (EventKind.ROLE_ASSIGNING, ROLE_ADMIN_UPN, SeenRequest(request.digest())),
     ):
         await provisioner.handle(session_id, Event(kind, actor, provisioner.now(), payload=payload))
+
+
+async def test_an_assignment_whose_process_died_is_released_by_the_orphan_check(
+    harness: Harness,
+) -> None:
+    """The sign-in's answer claimed the request (``role_assigning``) and its process died before
+    Microsoft's answer was recorded: no lease holds the claim, so the orphan check releases it
+    and the thread says what to do, instead of the session waiting 15 minutes for the sweep."""
+    root_ts, session_id = await at_step_two(harness)
+    await claim_assignment(harness, session_id)
     claimed = await harness.store.require(session_id)
     assert claimed.phase is Phase.ROLE_ASSIGNING
 
@@ -530,15 +536,7 @@ async def test_the_orphan_check_leaves_an_assignment_in_progress_alone(harness: 
     _, session_id = await at_step_two(harness)
     async with harness.runtime.jobs.held(session_id) as held:
         assert held
-        provisioner = harness.runtime.provisioner
-        request = RoleRequest("Inline mail protection configures mail flow", requested_by=ADMIN)
-        for kind, actor, payload in (
-            (EventKind.ROLE_REQUEST, ADMIN, request),
-            (EventKind.ROLE_ACKNOWLEDGE, APPROVER, None),
-            (EventKind.ROLE_ASSIGNING, ROLE_ADMIN_UPN, SeenRequest(request.digest())),
-        ):
-            event = Event(kind, actor, provisioner.now(), payload=payload)
-            await provisioner.handle(session_id, event)
+        await claim_assignment(harness, session_id)
         assert await harness.runtime.jobs.resume_orphans() == 0
         async with harness.runtime.jobs.held(session_id) as second:
             assert not second  # another answer for the same session waits its turn
@@ -551,14 +549,7 @@ async def test_an_assignment_recorded_before_its_process_died_is_completed(
     """Microsoft's "assigned" was recorded, then the process died before the step was: the
     orphan check records the step (no second sign-in, no second assignment)."""
     _, session_id = await at_step_two(harness)
-    provisioner = harness.runtime.provisioner
-    request = RoleRequest("Inline mail protection configures mail flow", requested_by=ADMIN)
-    for kind, actor, payload in (
-        (EventKind.ROLE_REQUEST, ADMIN, request),
-        (EventKind.ROLE_ACKNOWLEDGE, APPROVER, None),
-        (EventKind.ROLE_ASSIGNING, ROLE_ADMIN_UPN, SeenRequest(request.digest())),
-    ):
-        await provisioner.handle(session_id, Event(kind, actor, provisioner.now(), payload=payload))
+    await claim_assignment(harness, session_id)
     await harness.store.record(
         session_id, actor=ROLE_ADMIN_UPN, action="role_assignment", result="assigned"
     )
