@@ -162,8 +162,10 @@ TRANSITIONS: Mapping[tuple[Phase, EventKind], Phase] = {
     (Phase.ROLE_ASSIGNING, EventKind.ROLE_ASSIGNED): Phase.ROLE_ASSIGNED,
     (Phase.ROLE_ASSIGNING, EventKind.ROLE_ASSIGN_FAILED): Phase.ROLE_ACKNOWLEDGED,
     (Phase.ROLE_ASSIGNED, EventKind.DIRECTORY_CONSENT): Phase.DIRECTORY_CONSENTED,
+    # Only from step 3 done (or a failed verification): once the plan is shown no message
+    # offers Verify, so a Verify pressed then is a stale click on an earlier message, and
+    # must not run the verification and post the plan again (the plan's Check again re-reads).
     (Phase.DIRECTORY_CONSENTED, EventKind.VERIFY): Phase.VERIFYING,
-    (Phase.PLAN_SHOWN, EventKind.VERIFY): Phase.VERIFYING,
     (Phase.VERIFYING, EventKind.VERIFICATION_PASSED): Phase.PLAN_SHOWN,
     (Phase.VERIFYING, EventKind.VERIFICATION_FAILED): Phase.DIRECTORY_CONSENTED,
     (Phase.PLAN_SHOWN, EventKind.SUBMIT): Phase.APPLYING,

@@ -78,3 +78,22 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+#: The user property a chaos run's figures travel in to the terminal summary (here, not in
+#: tests/reliability: with xdist only the root conftest runs in the controller).
+CHAOS_SUMMARY = "chaos summary"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Each chaos run's figures (kills, restarts, requests, late acks, violations); they come
+    in the test reports, so a run on an xdist worker is summarised too."""
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for name, value in getattr(report, "user_properties", ()):
+                if name != CHAOS_SUMMARY or getattr(report, "when", "") != "call":
+                    continue
+                form, described = value
+                terminalreporter.write_sep("-", f"chaos suite, {form} form")
+                for line in described.splitlines():
+                    terminalreporter.write_line(line)

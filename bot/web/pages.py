@@ -250,9 +250,11 @@ def link_replayed(thread: str | None) -> Page:
         title="This link was already used",
         tone=Tone.PROBLEM,
         paragraphs=(
-            "Each consent link works once, and this one has been used. Nothing was changed "
-            "by this visit.",
-            "The Slack thread shows what was recorded; use New link there if a step is still open.",
+            "Each consent or sign-in link works once, and this one has been used. Nothing was "
+            "changed by this visit.",
+            "The Slack thread shows what was recorded. If the step is still open, the thread "
+            "offers a fresh link (New link, or New sign-in link); after an interruption on our "
+            "side it offers one by itself within a minute.",
         ),
         thread_url=thread,
         status=400,
@@ -317,6 +319,16 @@ def sign_in_rejected(what: str, detail: str, fresh_link: str, thread: str | None
         thread_url=thread,
         status=400,
         action=("Sign in again", fresh_link),
+    )
+
+
+def role_being_assigned(summary: str, thread: str | None) -> Page:
+    return Page(
+        title="The role is already being assigned",
+        tone=Tone.PROBLEM,
+        paragraphs=(summary, "This sign-in was not used: nothing was sent to Microsoft with it."),
+        thread_url=thread,
+        status=409,
     )
 
 

@@ -9,6 +9,7 @@ import logging
 import httpx
 import pytest
 
+from bot.jobs import RESUME_WITHIN_SECONDS
 from bot.sandbox.microsoft import EXCHANGE_ADMINISTRATOR, PolicyRules
 from bot.session.service import STEP_MESSAGE
 from bot.steps.role.model import RoleRequest, SeenRequest
@@ -18,6 +19,7 @@ from bot.steps.role.views import (
     ACTION_ASSIGN_SIGN_IN,
     ACTION_CHECK,
     ACTION_DECLINE,
+    ACTION_NEW_SIGN_IN,
     ACTION_PORTAL,
     ACTION_REQUEST_AMEND,
     ACTION_REQUEST_OPEN,
@@ -559,3 +561,37 @@ async def test_an_assignment_recorded_before_its_process_died_is_completed(
     assert await harness.settled(session_id, after_version=claimed.version) is (Phase.ROLE_ASSIGNED)
     audit = await harness.store.audit(session_id)
     assert [e.action for e in audit].count("role_assigned") == 1
+
+
+async def test_while_an_interrupted_assignment_is_claimed_people_are_told_to_wait(
+    harness: Harness,
+) -> None:
+    """The claim of a sign-in whose process died is released only by the orphan check. Until
+    then, an admin who asks for a new sign-in link is told the role is being assigned and
+    when a fresh link comes (not "not waiting"), and a second sign-in's answer gets a page
+    saying the same: nothing is sent to Microsoft with it. Then the fresh link comes."""
+    root_ts, session_id = await at_step_two(harness)
+    await claim_assignment(harness, session_id)
+    await wait_button(harness, root_ts, ACTION_ASSIGN_SIGN_IN)
+    before = len(harness.microsoft.requests)
+
+    await click(harness, root_ts, ACTION_NEW_SIGN_IN, ADMIN)
+    told = await ephemeral_for(harness, ADMIN, "being assigned with an earlier sign-in")
+    assert f"within {RESUME_WITHIN_SECONDS} seconds" in told.text
+    page = await sign_in_and_assign(harness, root_ts, ROLE_ADMIN_UPN)
+    assert page.status_code == 409
+    assert "already being assigned" in page.text
+    assert "nothing was sent to Microsoft" in page.text
+    assert not [r for r in harness.microsoft.requests[before:] if "/roleManagement/" in r.path], (
+        "a sign-in's answer reached Microsoft's role management while another claim held"
+    )
+    claimed = await harness.store.require(session_id)
+    assert claimed.phase is Phase.ROLE_ASSIGNING
+
+    assert await harness.runtime.jobs.resume_orphans() == 1
+    assert await harness.settled(session_id, after_version=claimed.version) is (
+        Phase.ROLE_ACKNOWLEDGED
+    )
+    await harness.slack.wait_for(
+        lambda s: any("its link is a fresh one" in m.text for m in harness.thread(root_ts))
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from bot.sandbox.microsoft import EXCHANGE_ADMINISTRATOR
+from bot.steps.mailflow.views import ACTION_SUBMIT
 from bot.steps.verify.views import ACTION_VERIFY
 from bot.workflow import Phase
 from tests.conftest import MAILFLOW_CLIENT_ID
@@ -168,3 +169,40 @@ async def test_a_slack_failure_during_verification_is_reported_and_verify_offere
     root = harness.slack.message(CHANNEL, root_ts)
     assert "Verify" in root.text or "verif" in root.text.lower()
     assert await harness.runtime.store.lease_holder(session_id) is None
+
+
+async def test_a_verify_pressed_on_an_earlier_message_after_the_plan_is_shown_changes_nothing(
+    harness: Harness,
+) -> None:
+    """Once the plan is shown no message offers Verify; a click made on the Verify prompt as it
+    read before (Slack delivers it late, or a person's screen was behind) is answered "already
+    done" and neither verifies again nor posts the plan a second time."""
+    root_ts, session_id = await ready_to_verify(harness)
+    await harness.slack.wait_for(
+        lambda s: any(ACTION_VERIFY in json.dumps(m.blocks) for m in harness.thread(root_ts))
+    )
+    stale = harness.driver.build_click(
+        user_id=ADMIN,
+        channel_id=CHANNEL,
+        message_ts=verify_button_ts(harness, root_ts),
+        action_id=ACTION_VERIFY,
+    )
+    await click_verify(harness, root_ts)
+    await harness.slack.wait_for(
+        lambda s: any(ACTION_SUBMIT in json.dumps(m.blocks) for m in harness.thread(root_ts))
+    )
+    assert await harness.settled(session_id) is Phase.PLAN_SHOWN
+    shown = await harness.store.require(session_id)
+
+    def plans() -> int:
+        thread = harness.thread(root_ts)
+        return sum(m.text.startswith("Exchange Online change plan") for m in thread)
+
+    assert plans() == 1
+    response = await harness.driver.send(stale)
+    assert response.status_code == 200
+    told = await ephemeral_for(harness, ADMIN, "Already done")
+    assert "Nothing was changed" in told.text
+    after = await harness.store.require(session_id)
+    assert (after.phase, after.version) == (Phase.PLAN_SHOWN, shown.version)
+    assert plans() == 1

@@ -28,7 +28,7 @@ import pytest_asyncio
 
 from bot.sandbox.server import SandboxTLS
 from bot.workflow import Phase
-from tests.reliability.chaos import REPORTS, TARGETS, Chaos, ChaosConfig, Report
+from tests.reliability.chaos import CHAOS_SUMMARY, REPORTS, TARGETS, Chaos, ChaosConfig, Report
 
 LONG = os.environ.get("CHAOS", "").lower() == "long"
 
@@ -96,7 +96,10 @@ def _explain(report: Report) -> str:
     return "\n" + report.describe()
 
 
-def test_the_chaos_reached_its_figures(run: Report) -> None:
+def test_the_chaos_reached_its_figures(run: Report, request: pytest.FixtureRequest) -> None:
+    # Carried to the terminal summary (by the report, so it also reaches it from an xdist worker).
+    form = next(name for name, report in REPORTS if report is run)
+    request.node.user_properties.append((CHAOS_SUMMARY, (form, run.describe())))
     config = run.config
     figures = run.figures()
     assert figures["kills"] >= config.min_kills, _explain(run)

@@ -231,8 +231,14 @@ def test_a_decision_recorded_twice_is_caught() -> None:
 
     audit = [entry("mailflow_consent"), entry("role_request"), entry("role_assignment", "assigned")]
     assert steps_twice("s", protected("1.1"), audit) == []
+    # A claim released and claimed again by a new sign-in is the person's doing, not a repeat.
+    audit += [entry("role_assigning"), entry("role_assign_failed"), entry("role_assigning")]
+    assert steps_twice("s", protected("1.1"), audit) == []
+    audit += [entry("role_assigning")]
+    assert steps_twice("s", protected("1.1"), audit) == ["s: role_assigning recorded 3 times"]
     audit += [entry("mailflow_consent"), entry("role_assignment", "assigned")]
     assert steps_twice("s", protected("1.1"), audit) == [
         "s: mailflow_consent recorded 2 times",
+        "s: role_assigning recorded 3 times",
         "s: the role was assigned at Microsoft 2 times",
     ]

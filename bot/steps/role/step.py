@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import httpx
 
 from bot.actors import signed_in_at_microsoft
-from bot.blocks import Message, mention
-from bot.jobs import Runner
+from bot.blocks import Message, mention, when
+from bot.jobs import RESUME_WITHIN_SECONDS, Runner
 from bot.microsoft.errors import MicrosoftError, PremiumLicenseRequired
 from bot.microsoft.graph import GraphClient
 from bot.microsoft.identity import MicrosoftApp, SignInFlow
@@ -481,6 +481,8 @@ class RoleStep:
 
     async def new_sign_in(self, session_id: str) -> Message | None:
         session = await self._store.get(session_id)
+        if session is not None and session.phase is Phase.ROLE_ASSIGNING:
+            return notice(f":hourglass_flowing_sand: {_being_assigned(session)}")
         if session is None or session.phase is not Phase.ROLE_ACKNOWLEDGED:
             return notice("The role is not waiting to be assigned; no new link was made.")
         await self.offer_assignment(session)
@@ -698,9 +700,23 @@ _FOREIGN_ANSWERS: Mapping[str, str] = {
 }
 
 
+def _being_assigned(session: Session, *, dated: Callable[[float], str] = when) -> str:
+    """What a person who asks for a new sign-in link meanwhile is told of the claim in hand
+    (``dated``: Slack's date markup, or plain text for a web page)."""
+    claimed = session.last(EventKind.ROLE_ASSIGNING)
+    since = f" (its sign-in came back {dated(claimed.at)})" if claimed else ""
+    return (
+        f"The role is being assigned with an earlier sign-in{since}. The thread shows "
+        f"Microsoft's answer; if the assignment was interrupted, the thread offers a fresh "
+        f"Assign for me link within {RESUME_WITHIN_SECONDS} seconds. Nothing to do until then."
+    )
+
+
 def _not_waiting(session: Session, thread: str | None) -> pages.Page:
     """The page for a sign-in that came back when there was nothing (or something else) to
     assign; nothing was sent to Microsoft."""
+    if session.phase is Phase.ROLE_ASSIGNING:
+        return pages.role_being_assigned(_being_assigned(session, dated=pages.when), thread)
     if session.phase is Phase.ROLE_REQUESTED and session.role.request is not None:
         return pages.role_not_assigned(
             "The role request was changed after it was acknowledged, so nothing was assigned: "
