@@ -73,10 +73,12 @@ class Jobs:
         self._renew_seconds = renew_seconds
         self._owner = f"process-{secrets.token_hex(6)}"
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._stopped = False
 
     def launch(self, session: Session) -> None:
-        """Start the job for ``session``'s phase here, unless one already runs in this process."""
-        if session.phase not in self._runners:
+        """Start the job for ``session``'s phase here, unless one already runs in this process
+        or the process is stopping (its jobs are another process's to resume)."""
+        if self._stopped or session.phase not in self._runners:
             return
         running = self._tasks.get(session.id)
         if running is not None and not running.done():
@@ -149,7 +151,10 @@ class Jobs:
         return resumed
 
     async def stop(self) -> None:
-        """Cancel this process's jobs and hand their leases back, so a restart resumes them."""
+        """Cancel this process's jobs and hand their leases back, so a restart resumes them.
+        No job starts here afterwards: a launch deferred behind a cancelled job would otherwise
+        start it again on a process that is going away, holding the lease from the next one."""
+        self._stopped = True
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()

@@ -786,6 +786,7 @@ class RecordedCall:
     at: float
     status: int = 200
     response: dict[str, Any] = field(default_factory=dict)
+    client: tuple[str, int] | None = None  # the caller's (host, port), as the server saw it
 
 
 @dataclass(frozen=True)
@@ -1331,6 +1332,7 @@ class SandboxSlack:
         error: str | None,
         status: int = 200,
         response: Mapping[str, Any] | None = None,
+        client: tuple[str, int] | None = None,
     ) -> RecordedCall:
         call = RecordedCall(
             method=method,
@@ -1340,6 +1342,7 @@ class SandboxSlack:
             at=self.clock(),
             status=status,
             response=dict(response or {}),
+            client=client,
         )
         self.calls.append(call)
         await self.notify()
@@ -1383,7 +1386,7 @@ class SandboxSlack:
         except _SlackError as problem:
             return await self._answer(method, params, problem)
         body = {"ok": True, **result}
-        await self.record(method, params, ok=True, error=None, response=body)
+        await self.record(method, params, ok=True, error=None, response=body, client=client)
         waiting = self._after_success.get(method)
         chosen = next((hook for hook in waiting or () if hook[0](params)), None)
         if waiting is not None and chosen is not None:

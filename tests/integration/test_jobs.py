@@ -67,6 +67,37 @@ async def test_one_process_runs_a_session_job_and_another_resumes_it_after_a_cra
     assert await store.lease_holder(session.id) is None
 
 
+async def test_a_stopped_process_starts_no_job_not_even_one_deferred_behind_another(
+    store: SessionStore[Session],
+) -> None:
+    """A launch that comes while the session's job still runs here waits for it; when the
+    process stops, the running job is cancelled and the waiting launch must not start it
+    again: it would hold the lease on a process going away, and the next process could not
+    resume the job."""
+    session = await store.create(working_session(), detail={})
+    started: list[str] = []
+    running = asyncio.Event()
+
+    async def run(current: Session) -> None:
+        started.append(current.id)
+        running.set()
+        await asyncio.Event().wait()  # works until cancelled
+
+    jobs = Jobs(store, {Phase.VERIFYING: run}, lease_seconds=30)
+    jobs.launch(session)
+    await running.wait()
+    jobs.launch(session)  # deferred behind the running one
+    await jobs.stop()
+    await asyncio.sleep(0)  # the done callbacks of the cancelled job have run
+    async with asyncio.timeout(10):  # a job started again would work on, until cancelled
+        await jobs.wait(session.id)
+    assert started == [session.id]
+    assert await store.lease_holder(session.id) is None
+    jobs.launch(session)
+    await jobs.wait(session.id)
+    assert started == [session.id]
+
+
 async def test_sessions_in_phases_without_a_runner_are_left_alone(
     store: SessionStore[Session],
 ) -> None:

@@ -242,3 +242,30 @@ def test_a_decision_recorded_twice_is_caught() -> None:
         "s: role_assigning recorded 3 times",
         "s: the role was assigned at Microsoft 2 times",
     ]
+
+
+async def test_a_repeat_is_explained_only_where_its_first_copy_s_process_died_unrecorded(
+    thread: Thread,
+) -> None:
+    """A post made again is a violation unless every earlier copy's process died between
+    Slack's answer and the record of its ts (what ``explain`` finds out from the kills)."""
+    session = await thread.whole(protected(""))
+    await thread.post(THREAD[3][0], then=THREAD[3][1])
+    [first, _] = [
+        c for c in thread.slack.calls_to("chat.postMessage") if "Step 3" in c.params["text"]
+    ]
+    explained: list[str] = []
+    found = posts_violations(
+        "s",
+        thread.slack,
+        CAST,
+        session,
+        explain=lambda call: "killed before the record" if call is first else None,
+        explained=explained,
+    )
+    assert found == []
+    assert explained == ["s: the step 3 message was posted 2 times: killed before the record"]
+    found = posts_violations(
+        "s", thread.slack, CAST, session, explain=lambda call: None, explained=explained
+    )
+    assert found == ["s: the step 3 message was posted 2 times"]
