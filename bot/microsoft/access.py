@@ -62,7 +62,9 @@ class VerifyContext:
     as the mail-flow app. ``initial_domain`` (``contoso.onmicrosoft.com``) may be left ``None``:
     verification then reads it from Graph ``/domains`` (``isInitial``). ``clock`` gives seconds
     since the epoch (wall time), used to date results and to tell replication delay from a real
-    refusal (``replication_window``).
+    refusal (``replication_window``). ``exchange_token`` is the mail-flow app's token provider for
+    Exchange (the one ``exchange`` uses), so a verification can ask for the token while it still
+    reads the initial domain.
     """
 
     tenant_id: str
@@ -73,6 +75,7 @@ class VerifyContext:
     initial_domain: str | None = None
     clock: Callable[[], float] = field(default=time.time, repr=False, compare=False)
     replication_window: timedelta = DEFAULT_REPLICATION_WINDOW
+    exchange_token: TokenProvider | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def create(
@@ -109,6 +112,7 @@ class VerifyContext:
             initial_domain=initial_domain,
             clock=clock,
             replication_window=replication_window,
+            exchange_token=exchange_token,
         )
 
     @classmethod

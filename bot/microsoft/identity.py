@@ -72,6 +72,8 @@ MICROSOFT_LOGIN_HOSTS = frozenset(
         "login.partner.microsoftonline.cn",
     }
 )
+#: A token handed out again has at least this long left (MSAL itself refreshes about as early).
+_TOKEN_REUSE_MARGIN_SECONDS = 300.0
 #: AADSTS codes that mean the app is not (yet) consented in the tenant.
 CONSENT_ERROR_CODES = frozenset({7000229, 65001, 700016, 650052})
 CONSENT_ERRORS = frozenset({"consent_required"})
@@ -279,6 +281,8 @@ class MicrosoftApp:
         self._credential = credentials.msal_credential()
         self._apps: dict[str, Any] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._tokens: dict[tuple[str, str], tuple[str, float]] = {}  # → (token, expires at)
+        self._token_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._running: set[concurrent.futures.Future[Any]] = set()
 
     def __repr__(self) -> str:
@@ -364,11 +368,23 @@ class MicrosoftApp:
             raise MicrosoftUnavailable("Microsoft sign-in answered something unreadable") from None
 
     async def app_token(self, tenant_id: str, resource_url: str) -> str:
-        """An app-only access token for ``resource_url`` in ``tenant_id`` (cached by MSAL)."""
-        result = await self._call(
-            tenant_id, "acquire_token_for_client", scopes=[resource_scope(resource_url)]
-        )
-        token = _check(result)
+        """An app-only access token for ``resource_url`` in ``tenant_id`` (cached by MSAL).
+
+        Calls made together share one request for it, and the token is handed out again without
+        a trip through MSAL's thread until it nears expiry: each trip costs a thread hop and
+        MSAL's cache search, which a burst of parallel Graph or Exchange calls would queue for.
+        """
+        scope = resource_scope(resource_url)
+        key = (tenant_id.lower(), scope)
+        if (token := self._unexpired(key)) is not None:
+            return token
+        async with self._token_locks.setdefault(key, asyncio.Lock()):
+            if (token := self._unexpired(key)) is not None:
+                return token
+            result = await self._call(tenant_id, "acquire_token_for_client", scopes=[scope])
+            token = _check(result)
+            expires_in = float(result.get("expires_in", 0))
+            self._tokens[key] = (token, time.time() + expires_in)
         log.debug(
             "app-only token for %s in tenant %s (%s)",
             self.client_id,
@@ -376,6 +392,12 @@ class MicrosoftApp:
             result.get("token_source", "identity_provider"),
         )
         return token
+
+    def _unexpired(self, key: tuple[str, str]) -> str | None:
+        held = self._tokens.get(key)
+        if held is None or held[1] - _TOKEN_REUSE_MARGIN_SECONDS <= time.time():
+            return None
+        return held[0]
 
     async def fresh_app_token(self, tenant_id: str, resource_url: str) -> AppToken:
         """An app-only token for ``resource_url`` in ``tenant_id`` straight from Microsoft,

@@ -206,3 +206,41 @@ async def test_a_verify_pressed_on_an_earlier_message_after_the_plan_is_shown_ch
     after = await harness.store.require(session_id)
     assert (after.phase, after.version) == (Phase.PLAN_SHOWN, shown.version)
     assert plans() == 1
+
+
+async def test_the_plan_reads_graph_and_exchange_side_by_side(harness: Harness) -> None:
+    """Verification has just named the initial domain, so the plan's Exchange reads do not wait
+    for Graph's domains: with the plan's ``GET /domains`` held, they reach Microsoft anyway. Both
+    are read afresh (the plan shows the tenant as it is when shown)."""
+    root_ts, session_id = await ready_to_verify(harness)
+    listed: list[object] = []
+
+    def plans_listing(call: object) -> bool:
+        listed.append(call)
+        return len(listed) == 2  # the first is verification's
+
+    domains = harness.microsoft.hold(
+        "graph", method="GET", path_contains="/v1.0/domains", matching=plans_listing
+    )
+    connectors = harness.microsoft.hold(
+        "exchange",
+        method="POST",
+        matching=lambda call: call.params["CmdletInput"]["CmdletName"] == "Get-OutboundConnector",
+    )
+    await click_verify(harness, root_ts)
+    try:
+        await domains.reached()
+        await connectors.reached()
+        assert not domains.decided
+    finally:
+        harness.microsoft.holds.release_all()
+    await harness.slack.wait_for(
+        lambda s: any(ACTION_SUBMIT in json.dumps(m.blocks) for m in harness.thread(root_ts))
+    )
+    assert await harness.settled(session_id) is Phase.PLAN_SHOWN
+    accepted = [
+        r
+        for r in harness.microsoft.requests_to("exchange")
+        if r.body["CmdletInput"]["CmdletName"] == "Get-AcceptedDomain"
+    ]
+    assert len(accepted) == 2  # verification's check, and the plan's own read

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 
@@ -39,6 +40,17 @@ async def test_app_only_token_comes_from_msal_cache(cloud: Cloud, make_app: AppF
     assert len(token_posts) == 1
     assert token_posts[0].body["client_secret"] == "<redacted>"
     assert token_posts[0].body["grant_type"] == "client_credentials"
+
+
+async def test_calls_made_together_share_one_token_request(
+    cloud: Cloud, make_app: AppFactory
+) -> None:
+    cloud.sandbox.consent(CONTOSO, MAILFLOW_ID)
+    app = make_app()
+    tokens = await asyncio.gather(*(app.app_token(CONTOSO, cloud.exchange_url) for _ in range(4)))
+    assert len(set(tokens)) == 1
+    token_posts = [r for r in cloud.sandbox.requests if r.path.endswith("/token")]
+    assert len(token_posts) == 1
 
 
 async def test_domain_works_as_tenant(cloud: Cloud, make_app: AppFactory) -> None:

@@ -18,9 +18,10 @@ give one, and the apply job protects exactly the domains the plan showed.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from bot.blocks import Message, mention, when
@@ -29,6 +30,7 @@ from bot.jobs import Runner
 from bot.microsoft.access import MicrosoftAccess, VerifyContext
 from bot.microsoft.errors import MicrosoftError
 from bot.microsoft.exchange import ExchangeClient
+from bot.microsoft.model import Domain
 from bot.session.service import Provisioner
 from bot.session.views import notice
 from bot.steps.mailflow.apply import ApplyBlocked, ApplyFailed, apply, read_current
@@ -89,6 +91,14 @@ class Survey:
     plan: Plan
 
 
+def _initial_domain(listed: Iterable[Domain]) -> str:
+    """The tenant's initial (onmicrosoft.com) domain among Graph's ``/domains`` ("" if none)."""
+    domains = list(listed)
+    return next((d.name for d in domains if d.is_initial), None) or next(
+        (d.name for d in domains if d.name.casefold().endswith(".onmicrosoft.com")), ""
+    )
+
+
 def _fingerprint(findings: tuple[Finding, ...]) -> str:
     if not findings:
         return ""
@@ -128,7 +138,9 @@ class MailFlowDesk:
         elif transition.after.phase is Phase.PLAN_SHOWN and transition.before.phase is not (
             Phase.PLAN_SHOWN
         ):
-            await self.show_plan(transition.after)
+            # Verification has just read the initial domain: the plan's reads need not wait for it.
+            known = transition.event.detail.get("initial_domain") or None
+            await self.show_plan(transition.after, initial_domain=known)
 
     # -- reading the tenant ------------------------------------------------------------------
 
@@ -142,15 +154,37 @@ class MailFlowDesk:
             self._settings.inline, directions, domains, route_key=route_key
         )
 
-    async def survey(self, session: Session) -> tuple[Survey, ExchangeClient]:
-        """Read the tenant (Graph for its domains, Exchange for its mail flow); change nothing."""
+    async def survey(
+        self, session: Session, *, initial_domain: str | None = None
+    ) -> tuple[Survey, ExchangeClient]:
+        """Read the tenant (Graph for its domains, Exchange for its mail flow); change nothing.
+
+        With the tenant's ``initial_domain`` known (Exchange is addressed through it), Graph and
+        Exchange are read side by side; without it, Exchange once Graph has named it. Both are
+        read afresh either way: the plan shows the tenant as it is now.
+        """
         context = self._context(session)
-        listed = await context.graph.domains()
-        initial = next((d.name for d in listed if d.is_initial), None) or next(
-            (d.name for d in listed if d.name.casefold().endswith(".onmicrosoft.com")), ""
-        )
-        exchange = context.exchange(initial)
-        current = await read_current(exchange, self._settings.inline.name_prefix)
+        prefix = self._settings.inline.name_prefix
+        if initial_domain:
+            exchange = context.exchange(initial_domain)
+            try:
+                async with asyncio.TaskGroup() as group:
+                    listing = group.create_task(context.graph.domains())
+                    reading = group.create_task(read_current(exchange, prefix))
+            except ExceptionGroup as failed:  # the first error, as the sequential reads raise it
+                raise failed.exceptions[0] from failed
+            listed, current = listing.result(), reading.result()
+            initial = _initial_domain(listed) or initial_domain
+            if initial.casefold() != initial_domain.casefold():
+                # Not what verification read (it cannot change in Microsoft 365): read again.
+                logger.warning("tenant %s names another initial domain now", session.tenant_id)
+                exchange = context.exchange(initial)
+                current = await read_current(exchange, prefix)
+        else:
+            listed = await context.graph.domains()
+            initial = _initial_domain(listed)
+            exchange = context.exchange(initial)
+            current = await read_current(exchange, prefix)
         choice = choose_domains(
             ((d.name, d.is_verified, d.is_initial) for d in listed),
             (a.domain for a in current.accepted_domains),
@@ -161,11 +195,12 @@ class MailFlowDesk:
 
     # -- PLAN_SHOWN ----------------------------------------------------------------------------
 
-    async def show_plan(self, session: Session) -> None:
-        """Post the domains, the pre-flight checklist, the plan and the Submit message."""
+    async def show_plan(self, session: Session, *, initial_domain: str | None = None) -> None:
+        """Post the domains, the pre-flight checklist, the plan and the Submit message
+        (``initial_domain``: the tenant's, when already known)."""
         provisioner = self._provisioner
         try:
-            survey, _ = await self.survey(session)
+            survey, _ = await self.survey(session, initial_domain=initial_domain)
         except MicrosoftError as error:
             logger.warning("could not read tenant %s for the plan: %s", session.tenant_id, error)
             unread = PlanState(
@@ -238,7 +273,8 @@ class MailFlowDesk:
         await self._provisioner.store.record(
             session_id, actor=user_id, action="plan_check_again", result="ok"
         )
-        await self.show_plan(session)
+        shown = session.plan
+        await self.show_plan(session, initial_domain=shown.initial_domain if shown else None)
         return None
 
     async def acknowledge(self, session_id: str, user_id: str) -> Message | None:

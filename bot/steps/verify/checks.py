@@ -6,11 +6,12 @@ Five checks, run in parallel where they do not depend on each other::
                          Exchange.ManageAsApp on Office 365 Exchange Online
     mailflow_role        that service principal holds an active Exchange Administrator
                          assignment (step 2): PIM schedule instances, or plain role assignments
-                         on tenants without Entra ID P2          (needs the principal's id)
+                         on tenants without Entra ID P2   (needs the principal's id, not its grants)
     dirsync_consent      the directory-sync app's service principal exists (step 3)
     domains              the verified domains are readable (and give the initial domain)
     exchange             Get-AcceptedDomain with the mail-flow app's app-only token succeeds
-                         (needs the initial domain, unless the context knows it)
+                         (needs the initial domain, unless the context knows it; the token is
+                         asked for meanwhile, as it does not depend on the domains)
 
 Graph is read with the directory-sync app's token, so without step 3 the Graph checks cannot run:
 they fail as "not checked" and point at step 3.
@@ -48,6 +49,7 @@ from bot.microsoft.model import (
     GLOBAL_ADMINISTRATOR,
     ActiveAssignments,
     Domain,
+    ServicePrincipal,
 )
 from bot.steps.verify.model import (
     CHECK_TITLES,
@@ -203,6 +205,15 @@ class _GraphFailure:
 
 
 @dataclass(frozen=True)
+class _Principal:
+    """The mail-flow app's service principal (and Exchange Online's), or the first check's
+    failed result saying why it could not be had."""
+
+    mailflow: ServicePrincipal | CheckResult
+    exchange: ServicePrincipal | None = None
+
+
+@dataclass(frozen=True)
 class _Permission:
     result: CheckResult
     service_principal_id: str | None = None
@@ -236,11 +247,13 @@ class _Run:
     async def run(self) -> Verification:
         try:
             async with asyncio.TaskGroup() as group:
-                permission = group.create_task(self.mailflow_permission())
-                role = group.create_task(self.mailflow_role(permission))
+                principal = group.create_task(self.mailflow_principal())
+                permission = group.create_task(self.mailflow_permission(principal))
+                role = group.create_task(self.mailflow_role(principal))
                 dirsync = group.create_task(self.dirsync_consent())
                 domains = group.create_task(self.domains())
-                exchange = group.create_task(self.exchange(domains))
+                token = group.create_task(self.exchange_token())
+                exchange = group.create_task(self.exchange(domains, token))
         except ExceptionGroup as group:  # a bug, not a Microsoft answer: surface it plainly
             raise group.exceptions[0] from group
         return self.combine(
@@ -253,35 +266,48 @@ class _Run:
 
     # (a) ---------------------------------------------------------------------------------------
 
-    async def mailflow_permission(self) -> _Permission:
+    async def mailflow_principal(self) -> _Principal:
         ctx, name = self.ctx, CheckName.MAILFLOW_PERMISSION
         failure = _GraphFailure(
             ctx, name, "the mail-flow app's service principal", "Application.Read.All"
         )
-        try:
-            found = await asyncio.gather(
-                ctx.graph.find_service_principal(ctx.mailflow_app_id),
-                ctx.graph.find_service_principal(EXCHANGE_ONLINE_APP_ID),
-                return_exceptions=True,
-            )
-            for outcome in found:
-                if isinstance(outcome, BaseException):
-                    raise outcome
-            sp, exchange_sp = (o for o in found if not isinstance(o, BaseException))
-            if sp is None:
-                return _Permission(
-                    _result(
-                        name,
-                        "No consent for the mail-flow app: it has no service principal in this"
-                        f" tenant (application ID {ctx.mailflow_app_id}).",
-                        f"{_STEP1}; then click Verify again.",
-                        Problem.MAILFLOW_CONSENT_MISSING,
-                        1,
-                    )
+        found = await asyncio.gather(
+            ctx.graph.find_service_principal(ctx.mailflow_app_id),
+            ctx.graph.find_service_principal(EXCHANGE_ONLINE_APP_ID),
+            return_exceptions=True,
+        )
+        for outcome in found:
+            if isinstance(outcome, MicrosoftError):
+                return _Principal(failure(outcome))
+            if isinstance(outcome, BaseException):
+                raise outcome
+        sp, exchange_sp = (o for o in found if not isinstance(o, BaseException))
+        if sp is None:
+            return _Principal(
+                _result(
+                    name,
+                    "No consent for the mail-flow app: it has no service principal in this"
+                    f" tenant (application ID {ctx.mailflow_app_id}).",
+                    f"{_STEP1}; then click Verify again.",
+                    Problem.MAILFLOW_CONSENT_MISSING,
+                    1,
                 )
+            )
+        return _Principal(sp, exchange_sp)
+
+    async def mailflow_permission(self, principal: Awaitable[_Principal]) -> _Permission:
+        ctx, name = self.ctx, CheckName.MAILFLOW_PERMISSION
+        found = await principal
+        sp, exchange_sp = found.mailflow, found.exchange
+        if isinstance(sp, CheckResult):
+            return _Permission(sp)
+        try:
             grants = await ctx.graph.app_role_assignments(sp.id)
         except MicrosoftError as error:
-            return _Permission(failure(error))
+            failure = _GraphFailure(
+                ctx, name, "the mail-flow app's service principal", "Application.Read.All"
+            )
+            return _Permission(failure(error), sp.id)
         held = any(
             grant.app_role_id == EXCHANGE_MANAGE_AS_APP
             and (exchange_sp is None or grant.resource_id == exchange_sp.id)
@@ -313,12 +339,12 @@ class _Run:
 
     # (b) ---------------------------------------------------------------------------------------
 
-    async def mailflow_role(self, permission: Awaitable[_Permission]) -> _Role:
+    async def mailflow_role(self, principal: Awaitable[_Principal]) -> _Role:
+        """Needs the principal's id only: read beside its grants, not after them."""
         ctx, name = self.ctx, CheckName.MAILFLOW_ROLE
-        found = await permission
-        if found.service_principal_id is None:
-            blocked = found.result.problem
-            if blocked is Problem.MAILFLOW_CONSENT_MISSING:
+        sp = (await principal).mailflow
+        if isinstance(sp, CheckResult):
+            if sp.problem is Problem.MAILFLOW_CONSENT_MISSING:
                 return _Role(
                     _result(
                         name,
@@ -335,18 +361,18 @@ class _Run:
                     name,
                     "Not checked: the mail-flow app's service principal could not be read"
                     " (see the first check).",
-                    found.result.fix,
+                    sp.fix,
                     Problem.NOT_CHECKED,
-                    found.result.step,
+                    sp.step,
                 )
             )
-        principal = found.service_principal_id
+        principal_id = sp.id
         failure = _GraphFailure(ctx, name, "the role assignments", "RoleManagement.Read.Directory")
         try:
-            active = await ctx.graph.active_assignments(principal, EXCHANGE_ADMINISTRATOR)
+            active = await ctx.graph.active_assignments(principal_id, EXCHANGE_ADMINISTRATOR)
             role = "Exchange Administrator"
             if not active:
-                broader = await ctx.graph.active_assignments(principal, GLOBAL_ADMINISTRATOR)
+                broader = await ctx.graph.active_assignments(principal_id, GLOBAL_ADMINISTRATOR)
                 if broader:
                     active, role = broader, "Global Administrator"
         except MicrosoftError as error:
@@ -426,7 +452,21 @@ class _Run:
 
     # (e) ---------------------------------------------------------------------------------------
 
-    async def exchange(self, domains: Awaitable[_Domains]) -> _Exchange:
+    async def exchange_token(self) -> MicrosoftError | None:
+        """Ask for the mail-flow app's Exchange token while the initial domain is being read
+        (the token does not depend on it); the Exchange check meets a refusal as its own."""
+        ctx = self.ctx
+        if ctx.initial_domain is not None or ctx.exchange_token is None:
+            return None  # nothing to wait for: the Exchange check asks for it at once
+        try:
+            await ctx.exchange_token.access_token()
+        except MicrosoftError as error:
+            return error
+        return None
+
+    async def exchange(
+        self, domains: Awaitable[_Domains], token: Awaitable[MicrosoftError | None]
+    ) -> _Exchange:
         ctx, name = self.ctx, CheckName.EXCHANGE
         initial = ctx.initial_domain
         if initial is None:
@@ -445,6 +485,10 @@ class _Run:
                     )
                 )
         try:
+            # The token asked for meanwhile (MSAL keeps it): a refusal is the check's answer.
+            refused = await token
+            if refused is not None:
+                raise refused
             accepted = await ctx.exchange(initial).invoke("Get-AcceptedDomain")
         except Forbidden as error:
             return _Exchange(None, denied=error, initial_domain=initial)

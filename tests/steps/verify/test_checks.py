@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from bot.microsoft.model import EXCHANGE_MANAGE_AS_APP
 from bot.sandbox.microsoft import GLOBAL_ADMINISTRATOR, GRAPH, ManualClock
 from bot.sandbox.slack import validate_blocks
@@ -63,6 +65,33 @@ async def test_known_initial_domain_skips_waiting_for_domains(
     cloud.provision()
     result = await verify(make_context(initial_domain="contoso.onmicrosoft.com"))
     assert result.passed
+
+
+async def test_the_exchange_token_is_asked_for_while_the_domains_are_read(
+    cloud: Cloud, make_context: ContextFactory
+) -> None:
+    """The mail-flow app's token does not depend on the domains: with Graph's answer held, the
+    token request still reaches Microsoft."""
+    cloud.provision()
+    domains = cloud.sandbox.hold("graph", method="GET", path_contains="/v1.0/domains")
+    token = cloud.sandbox.hold(
+        "login",
+        method="POST",
+        matching=lambda call: (
+            call.path.endswith("/token") and call.params.get("client_id") == MAILFLOW_ID
+        ),
+    )
+    verifying = asyncio.create_task(verify(make_context()))
+    try:
+        await domains.reached()
+        await token.reached()
+        assert not domains.decided  # Graph has not answered the domains yet
+    finally:
+        cloud.sandbox.holds.release_all()
+    result = await verifying
+    assert result.passed, result.checks
+    logins = [r for r in cloud.sandbox.requests_to("login") if r.path.endswith("/token")]
+    assert [r.client_id for r in logins].count(MAILFLOW_ID) == 1  # asked once, then reused
 
 
 async def test_no_mailflow_consent(cloud: Cloud, make_context: ContextFactory) -> None:
