@@ -26,6 +26,7 @@ from bot.session.outbox import (
     entry_for,
 )
 from bot.session.views import (
+    HOME_SESSIONS,
     DeliveryTrouble,
     home_view,
     not_in_channel_message,
@@ -60,7 +61,6 @@ logger = logging.getLogger(__name__)
 _CHANNEL_PROBLEMS = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
 ANNOUNCEMENT = "Exchange Online protected in inline mode."
 STATUS_AUDIT_ENTRIES = 8  # the newest, per session, in ``/provision-inline status``
-HOME_SESSIONS = 40  # on the App Home tab; the rest are counted
 PERMALINK = "permalink"  # where a session's thread link is kept, beside its message ids
 # How long recording the ts of a message Slack accepted waits out an unavailable Redis.
 RECORD_POST_BUDGET_SECONDS = 30.0
@@ -412,8 +412,9 @@ class Provisioner:
             sessions = await self.store.newest(HOME_SESSIONS)
             total = await self.store.count_active()
         elif is_approver:
-            sessions = await self.store.in_phase(Phase.ROLE_REQUESTED, limit=HOME_SESSIONS)
-            total = len(sessions)
+            waiting = Phase.ROLE_REQUESTED
+            sessions = await self.store.in_phase(waiting, limit=HOME_SESSIONS)
+            total = (await self.store.count_in_phases([waiting]))[waiting]
         else:
             sessions, total = [], 0
         return home_view(sessions, await self._links(sessions), more=total - len(sessions))

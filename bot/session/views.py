@@ -514,6 +514,12 @@ def status_message(
     return Message(text="\n".join(texts), blocks=blocks[:50])
 
 
+# Sessions on the App Home tab, the newest (or, for approvers, the longest waiting) first; the
+# others are counted and `/provision-inline status` lists a channel's. As many as `status` shows
+# for a channel: the tab is a glance, and costs the same however many sessions there are.
+HOME_SESSIONS = 10
+
+
 def home_view(
     sessions: Sequence[Session], permalinks: Mapping[str, str], *, more: int = 0
 ) -> dict[str, Any]:
@@ -529,7 +535,7 @@ def home_view(
                 "where I am a member."
             )
         )
-    for session in sessions[:40]:
+    for session in sessions[:HOME_SESSIONS]:
         link = permalinks.get(session.id)
         where = f"<{link}|open the thread>" if link else f"in <#{session.channel_id}>"
         blocks.append(
@@ -538,7 +544,7 @@ def home_view(
                 f"Started by {mention(session.started_by)}, {when(session.created_at)} · {where}"
             )
         )
-    hidden = more + max(0, len(sessions) - 40)
+    hidden = more + max(0, len(sessions) - HOME_SESSIONS)
     if hidden > 0:
         blocks.append(
             _context(
