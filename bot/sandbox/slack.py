@@ -786,6 +786,9 @@ class RecordedCall:
     at: float
     status: int = 200
     response: dict[str, Any] = field(default_factory=dict)
+    # The caller's address and port: which TCP connection carried the request (response_url
+    # posts only), so a test can tell a pooled client from one that connects every time.
+    connection: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -1331,6 +1334,7 @@ class SandboxSlack:
         error: str | None,
         status: int = 200,
         response: Mapping[str, Any] | None = None,
+        connection: tuple[str, int] | None = None,
     ) -> RecordedCall:
         call = RecordedCall(
             method=method,
@@ -1340,6 +1344,7 @@ class SandboxSlack:
             at=self.clock(),
             status=status,
             response=dict(response or {}),
+            connection=connection,
         )
         self.calls.append(call)
         await self.notify()
@@ -2173,6 +2178,7 @@ class SandboxSlack:
         except json.JSONDecodeError:
             payload = None
         params = payload if isinstance(payload, dict) else {"_raw": raw.decode(errors="replace")}
+        connection = (request.client.host, request.client.port) if request.client else None
         try:
             self._apply_response_url(token, payload)
         except _SlackError as problem:
@@ -2180,10 +2186,15 @@ class SandboxSlack:
             if problem.messages:
                 body["response_metadata"] = {"messages": problem.messages}
             await self.record(
-                "response_url", params, ok=False, error=problem.error, status=problem.status
+                "response_url",
+                params,
+                ok=False,
+                error=problem.error,
+                status=problem.status,
+                connection=connection,
             )
             return JSONResponse(body, status_code=problem.status)
-        await self.record("response_url", params, ok=True, error=None)
+        await self.record("response_url", params, ok=True, error=None, connection=connection)
         return JSONResponse({"ok": True})
 
     def _apply_response_url(self, token: str, payload: Any) -> None:
