@@ -53,7 +53,7 @@ class Services:
     inflight: InFlight
     tenant_lookup_budget_seconds: float
     # Refusals are recorded and answered after the ack, a few at a time: a flood of refused
-    # clicks must not take every Redis connection (redis-py fails past its pool's 100).
+    # clicks must not take every Redis connection (past the pool's 100, commands wait).
     refusal_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
     # Replies to response URLs: only to Slack's (the middleware refuses a request carrying
     # another), over the Slack client's connection pool.

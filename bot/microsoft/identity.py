@@ -364,11 +364,18 @@ class MicrosoftApp:
             raise MicrosoftUnavailable("Microsoft sign-in answered something unreadable") from None
 
     async def app_token(self, tenant_id: str, resource_url: str) -> str:
-        """An app-only access token for ``resource_url`` in ``tenant_id`` (cached by MSAL)."""
+        """An app-only access token for ``resource_url`` in ``tenant_id`` (cached by MSAL).
+
+        A refusal (no consent yet, say) forgets the tenant's MSAL app: MSAL would answer the
+        same refusal from its memory for a minute, even once the consent is given."""
         result = await self._call(
             tenant_id, "acquire_token_for_client", scopes=[resource_scope(resource_url)]
         )
-        token = _check(result)
+        try:
+            token = _check(result)
+        except TokenError:
+            self._apps.pop(tenant_id.lower(), None)
+            raise
         log.debug(
             "app-only token for %s in tenant %s (%s)",
             self.client_id,
