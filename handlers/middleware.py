@@ -292,15 +292,16 @@ async def drop_duplicate_deliveries(
         )
         if key is not None
     ]
-    for key, ttl in claims:
+    if claims:
         try:
-            claim = partial(found.store.claim_once, key, ttl=ttl, token=token)
-            first = await before_ack(context, "duplicate filter", claim)
+            claim = partial(found.store.claim_each, claims, token=token)
+            firsts = await before_ack(context, "duplicate filter", claim)
         except RedisUnavailable:
             return await tell_redis_unavailable(body, found, ack, "duplicate filter")
-        if not first:
-            found.metrics.count_duplicate()
-            logger.info("dropped a duplicate Slack delivery (%s)", key.split(":", 1)[0])
-            return await ack()
+        for (key, _), first in zip(claims, firsts, strict=True):
+            if not first:
+                found.metrics.count_duplicate()
+                logger.info("dropped a duplicate Slack delivery (%s)", key.split(":", 1)[0])
+                return await ack()
     await next()
     return None
