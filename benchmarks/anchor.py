@@ -3,7 +3,8 @@
 A bare Bolt ``AsyncApp`` whose listeners only call ``ack()``, behind the product's server stack:
 the same Starlette route body (``to_async_bolt_request`` → ``async_dispatch`` →
 ``to_starlette_response``), the same uvicorn settings as ``provision-inline-bot serve``
-(``bot.cli``: log level info with access log, proxy headers), the same Slack client and request
+(``bot.cli``: log level info with access log, proxy headers; uvloop and httptools, which
+uvicorn picks when installed and the product runs on), the same Slack client and request
 verification (signed requests, the same signing secret). Run as its own process::
 
     SLACK_SIGNING_SECRET=… SLACK_BOT_TOKEN=… SLACK_API_URL=… PORT=… python -m benchmarks.anchor

@@ -35,7 +35,7 @@ from bot.blocks import Message
 from bot.session.access import AccessCheckFailed
 from bot.session.views import notice, refusal_message, wrong_channel_message
 from handlers.blips import before_ack, tell_redis_unavailable
-from handlers.reply import reply_ephemeral, response_url_of, say, session_of
+from handlers.reply import response_url_of, say, session_of
 from handlers.services import Services, services
 from state.patience import RedisUnavailable
 
@@ -201,4 +201,4 @@ async def _refuse(
             # keeps the clicked message as it is.
             await say(respond, answer, replace_original=None if "command" in body else False)
         else:  # a modal's submission: the response_url its command carried over
-            await reply_ephemeral(response_url_of(body), answer)
+            await found.replies.ephemeral(response_url_of(body), answer)

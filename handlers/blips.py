@@ -18,7 +18,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.response import BoltResponse
 
 from bot.session.views import REDIS_UNAVAILABLE, notice_modal, redis_unavailable_message
-from handlers.reply import reply_ephemeral, response_url_of
+from handlers.reply import response_url_of
 from handlers.services import Services
 from state.patience import BEFORE_ACK_BUDGET_SECONDS, within
 
@@ -64,9 +64,9 @@ async def tell_redis_unavailable(
     given = await ack()
     url = response_url_of(body)
     if url:
-        found.inflight.spawn(_tell(url), name="redis unavailable: tell the user")
+        found.inflight.spawn(_tell(found, url), name="redis unavailable: tell the user")
     return given
 
 
-async def _tell(url: str) -> None:
-    await reply_ephemeral(url, redis_unavailable_message())
+async def _tell(found: Services, url: str) -> None:
+    await found.replies.ephemeral(url, redis_unavailable_message())

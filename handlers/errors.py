@@ -13,7 +13,7 @@ from typing import Any
 from slack_bolt.context.async_context import AsyncBoltContext
 
 from bot.session.views import error_message
-from handlers.reply import reply_ephemeral, response_url_of
+from handlers.reply import response_url_of
 from handlers.services import CONTEXT_KEY, Services
 
 __all__ = ["on_unexpected_error"]
@@ -34,7 +34,9 @@ async def on_unexpected_error(
         body.get("type") or body.get("command") or "Slack",
         exc_info=error,
     )
+    if not isinstance(found, Services):
+        return  # nobody checked the request's response URL: it is not replied to
     try:
-        await reply_ephemeral(response_url_of(body), error_message(reference))
+        await found.replies.ephemeral(response_url_of(body), error_message(reference))
     except Exception:
         logger.exception("could not tell the user about error %s", reference)

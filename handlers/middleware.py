@@ -42,7 +42,7 @@ from slack_bolt.response import BoltResponse
 from bot.ops.inflight import InFlight
 from bot.ops.metrics import Metrics
 from handlers.blips import REDIS_DEADLINE_KEY, before_ack, tell_redis_unavailable
-from handlers.reply import ReplyOrigins, carried_response_urls
+from handlers.reply import PooledRespond, carried_response_urls
 from handlers.services import CONTEXT_KEY, Services, services
 from state.patience import BEFORE_ACK_BUDGET_SECONDS, RedisUnavailable
 
@@ -131,6 +131,10 @@ class RequestScope(AsyncMiddleware):
         # One deadline for every Redis call before the ack (see handlers.blips).
         req.context[REDIS_DEADLINE_KEY] = (
             asyncio.get_running_loop().time() + BEFORE_ACK_BUDGET_SECONDS
+        )
+        # Bolt's own respond opens a new connection per reply; this one reuses the pool.
+        req.context["respond"] = PooledRespond(
+            response_url=req.context.response_url, replies=self._services.replies
         )
         req.context["ack"] = TrackedAck(
             kind=kind_of(req.body),
@@ -231,7 +235,7 @@ async def refuse_foreign_response_urls(
     next: Callable[[], Awaitable[None]],
 ) -> BoltResponse | None:
     """Global middleware: a request whose response URL is not Slack's is acked and dropped."""
-    origins: ReplyOrigins = services(context).reply_origins
+    origins = services(context).replies.origins
     foreign = [url for url in carried_response_urls(body) if not origins.allows(url)]
     if not foreign:
         await next()
@@ -288,15 +292,16 @@ async def drop_duplicate_deliveries(
         )
         if key is not None
     ]
-    for key, ttl in claims:
+    if claims:
         try:
-            claim = partial(found.store.claim_once, key, ttl=ttl, token=token)
-            first = await before_ack(context, "duplicate filter", claim)
+            claim = partial(found.store.claim_each, claims, token=token)
+            firsts = await before_ack(context, "duplicate filter", claim)
         except RedisUnavailable:
             return await tell_redis_unavailable(body, found, ack, "duplicate filter")
-        if not first:
-            found.metrics.count_duplicate()
-            logger.info("dropped a duplicate Slack delivery (%s)", key.split(":", 1)[0])
-            return await ack()
+        for (key, _), first in zip(claims, firsts, strict=True):
+            if not first:
+                found.metrics.count_duplicate()
+                logger.info("dropped a duplicate Slack delivery (%s)", key.split(":", 1)[0])
+                return await ack()
     await next()
     return None

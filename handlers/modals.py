@@ -32,7 +32,6 @@ from bot.session.views import (
     started_modal,
 )
 from bot.workflow import Scope
-from handlers.reply import reply_ephemeral
 from handlers.services import services
 
 __all__ = ["start_submitted", "tenant_problem"]
@@ -112,6 +111,6 @@ async def start_submitted(
         if isinstance(outcome, Busy)
         else outcome.message
     )
-    await reply_ephemeral(metadata.get("response_url"), problem)
+    await found.replies.ephemeral(metadata.get("response_url"), problem)
     if not finished:
         await found.slack.views_update(view_id=view["id"], view=notice_modal(problem))

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_bolt.context.respond.internals import _build_message
+from slack_sdk.models.attachments import Attachment
+from slack_sdk.models.blocks import Block
 from slack_sdk.webhook.async_client import AsyncWebhookClient
+from slack_sdk.webhook.webhook_response import WebhookResponse
 
 from bot.blocks import Message
 from bot.session.views import notice, refused_transition_message
@@ -180,17 +185,95 @@ def response_url_of(body: dict[str, Any]) -> str | None:
     return None
 
 
-async def reply_ephemeral(response_url: str | None, message: Message) -> bool:
-    """Send ``message`` to the one user who acted; False if Slack would not take it."""
-    if not response_url:
-        return False
-    answer = await AsyncWebhookClient(response_url).send(
-        text=message.text,
-        blocks=message.blocks,
-        response_type="ephemeral",
-        replace_original=False,
-    )
-    if answer.status_code != 200:
-        logger.warning("response_url refused the reply: HTTP %s", answer.status_code)
-        return False
-    return True
+class ForeignResponseUrl(ValueError):
+    """A reply was about to go somewhere that is not one of Slack's response URLs."""
+
+
+class Replies:
+    """Posts to Slack's response URLs over the process's pooled aiohttp session (``pool()``: the
+    Slack Web client's, opened by the web app's lifespan), so a reply reuses a kept-alive
+    connection instead of opening one; without a pool, slack_sdk opens one per reply.
+
+    Response URLs come from requests, so they are untrusted: the middleware refuses a request
+    carrying a foreign one, and this refuses to post to one whatever the caller.
+    """
+
+    def __init__(
+        self, origins: ReplyOrigins, pool: Callable[[], aiohttp.ClientSession | None]
+    ) -> None:
+        self.origins = origins
+        self._pool = pool
+
+    async def post(self, url: str, message: dict[str, Any]) -> WebhookResponse:
+        """POST ``message`` to the response URL ``url``; ``ForeignResponseUrl`` if it is not
+        Slack's."""
+        if not self.origins.allows(url):
+            raise ForeignResponseUrl(f"not a Slack response URL: {ReplyOrigins.describe(url)}")
+        return await AsyncWebhookClient(url, session=self._pool()).send_dict(message)
+
+    async def ephemeral(self, response_url: str | None, message: Message) -> bool:
+        """Send ``message`` to the one user who acted; False if Slack would not take it (or
+        the URL is missing or not Slack's)."""
+        if not response_url:
+            return False
+        try:
+            answer = await self.post(
+                response_url,
+                _build_message(
+                    text=message.text,
+                    blocks=message.blocks,
+                    response_type="ephemeral",
+                    replace_original=False,
+                ),
+            )
+        except ForeignResponseUrl:
+            logger.warning(
+                "refused to reply to %s: not a Slack response URL",
+                ReplyOrigins.describe(response_url),
+            )
+            return False
+        if answer.status_code != 200:
+            logger.warning("response_url refused the reply: HTTP %s", answer.status_code)
+            return False
+        return True
+
+
+class PooledRespond(AsyncRespond):
+    """Bolt's ``respond`` (same arguments, same message), sent through ``Replies``: Bolt's own
+    builds a webhook client and an aiohttp session, a new connection, for every reply."""
+
+    def __init__(self, *, response_url: str | None, replies: Replies) -> None:
+        super().__init__(response_url=response_url)
+        self._replies = replies
+
+    async def __call__(
+        self,
+        text: str | dict[str, Any] = "",
+        blocks: Sequence[dict[str, Any] | Block] | None = None,
+        attachments: Sequence[dict[str, Any] | Attachment] | None = None,
+        response_type: str | None = None,
+        replace_original: bool | None = None,
+        delete_original: bool | None = None,
+        unfurl_links: bool | None = None,
+        unfurl_media: bool | None = None,
+        thread_ts: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> WebhookResponse:
+        if self.response_url is None:
+            raise ValueError("respond is unsupported here as there is no response_url")
+        if isinstance(text, dict):
+            message = _build_message(**text)
+        else:
+            message = _build_message(
+                text=text,
+                blocks=blocks,
+                attachments=attachments,
+                response_type=response_type,
+                replace_original=replace_original,
+                delete_original=delete_original,
+                unfurl_links=unfurl_links,
+                unfurl_media=unfurl_media,
+                thread_ts=thread_ts,
+                metadata=metadata,
+            )
+        return await self._replies.post(self.response_url, message)

@@ -27,7 +27,7 @@ from bot.steps.role.views import (
     request_modal,
 )
 from bot.workflow import EventKind
-from handlers.reply import reply_ephemeral, response_url_of, say
+from handlers.reply import response_url_of, say
 from handlers.services import services
 
 __all__ = [
@@ -90,7 +90,8 @@ async def request_submitted(
     ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], context: AsyncBoltContext
 ) -> None:
     """The request form: field errors in the ack, then the request goes to the approvers."""
-    step = services(context).role_step
+    found = services(context)
+    step = found.role_step
     metadata = json.loads(view.get("private_metadata") or "{}")
     session_id = metadata["session"]
     user_id = body["user"]["id"]
@@ -102,7 +103,7 @@ async def request_submitted(
     await ack()
     refused = await step.submit(session_id, checked)
     if refused is not None:
-        await reply_ephemeral(response_url_of(body), refused)
+        await found.replies.ephemeral(response_url_of(body), refused)
 
 
 async def decided(

@@ -24,7 +24,7 @@ from bot.steps.consent.step import ConsentDesk
 from bot.steps.mailflow.step import MailFlowDesk
 from bot.steps.role.step import RoleStep
 from bot.workflow import Session
-from handlers.reply import ReplyOrigins
+from handlers.reply import Replies, ReplyOrigins
 from state.sessions import SessionStore
 
 if TYPE_CHECKING:
@@ -53,11 +53,14 @@ class Services:
     inflight: InFlight
     tenant_lookup_budget_seconds: float
     # Refusals are recorded and answered after the ack, a few at a time: a flood of refused
-    # clicks must not take every Redis connection (redis-py fails past its pool's 100).
+    # clicks must not take every Redis connection (past the pool's 100, commands wait).
     refusal_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
-    # Where replies may go (Slack's response URLs): anything else is refused by the middleware.
-    reply_origins: ReplyOrigins = field(
-        default_factory=lambda: ReplyOrigins.for_api("https://slack.com/api/")
+    # Replies to response URLs: only to Slack's (the middleware refuses a request carrying
+    # another), over the Slack client's connection pool.
+    replies: Replies = field(
+        default_factory=lambda: Replies(
+            ReplyOrigins.for_api("https://slack.com/api/"), pool=lambda: None
+        )
     )
 
     async def take_over_job(self, session: Session) -> bool:
@@ -79,7 +82,10 @@ class Services:
             metrics=runtime.metrics,
             inflight=runtime.inflight,
             tenant_lookup_budget_seconds=runtime.settings.tenant_lookup_budget_seconds,
-            reply_origins=ReplyOrigins.for_api(runtime.settings.slack_api_url),
+            replies=Replies(
+                ReplyOrigins.for_api(runtime.settings.slack_api_url),
+                pool=lambda: runtime.slack.session,
+            ),
         )
 
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 from redis.asyncio import Redis, RedisCluster, Sentinel
-from redis.asyncio.connection import SSLConnection, parse_url
+from redis.asyncio.connection import BlockingConnectionPool, SSLConnection, parse_url
 from redis.exceptions import NoPermissionError, RedisClusterException, RedisError
 
 __all__ = ["RedisClient", "TopologyError", "connect", "verify"]
@@ -38,6 +38,11 @@ _OPTIONS: dict[str, Any] = {
 # A single server's client retries a timed-out command; the cluster client always does (and
 # also on MOVED/ASK, CLUSTERDOWN and lost connections, re-reading the slot map).
 _SINGLE = {**_OPTIONS, "retry_on_timeout": True}
+#: A single server's pool: past this many connections in use a command waits for one to come back
+#: (up to ``POOL_WAIT_SECONDS``) instead of failing at once with "Too many connections", so a burst
+#: of acked work queues for Redis rather than erroring.
+MAX_CONNECTIONS = 100
+POOL_WAIT_SECONDS = 20
 
 
 class TopologyError(RedisError):
@@ -73,8 +78,10 @@ def connect(
         if not sentinel_master:
             raise ValueError("Sentinel needs the name of the master it watches")
         return _through_sentinel(url, sentinels, sentinel_master, sentinel_password)
-    client: Redis = Redis.from_url(url, **_SINGLE)
-    return client
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS, **_SINGLE
+    )
+    return Redis.from_pool(pool)
 
 
 def _through_sentinel(

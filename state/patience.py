@@ -56,6 +56,18 @@ async def within(deadline: float, what: str, call: Callable[[], Awaitable[T]]) -
     if remaining <= 0:
         raise RedisUnavailable(f"{what}: no time left before the ack")
     try:
+        # The first try bare: almost every call succeeds, and stamina's retry context costs
+        # more CPU than the round trip itself on this path (every Slack request, twice).
+        async with asyncio.timeout(remaining):
+            return await call()
+    except TRANSIENT:
+        pass
+    except TimeoutError as error:
+        raise RedisUnavailable(what) from error
+    remaining = deadline - asyncio.get_running_loop().time()
+    if remaining <= 0:
+        raise RedisUnavailable(what)
+    try:
         async with asyncio.timeout(remaining):
             async for attempt in stamina.retry_context(
                 on=TRANSIENT,

@@ -688,6 +688,19 @@ class SessionStore(Generic[R]):
             return True
         return token is not None and as_text(await self._redis.get(once)) == token
 
+    async def claim_each(self, claims: Sequence[tuple[str, int]], *, token: str) -> list[bool]:
+        """``claim_once(key, ttl=ttl, token=token)`` for every ``(key, ttl)``, in one round trip
+        (a pipeline, not a transaction: the keys may live on different cluster nodes); every
+        key is claimed, whatever the others' answers."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, ttl in claims:
+                pipe.set(_once_key(key), token, nx=True, ex=ttl)
+            answers = await pipe.execute()
+        return [
+            bool(first) or as_text(await self._redis.get(_once_key(key))) == token
+            for (key, _), first in zip(claims, answers, strict=True)
+        ]
+
     async def ping(self) -> bool:
         """True when Redis answers as the deployment the client was made for (every master of a
         cluster; a plain server, not a cluster node, otherwise); raises ``RedisError`` if not."""

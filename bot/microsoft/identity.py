@@ -373,6 +373,8 @@ class MicrosoftApp:
         Calls made together share one request for it, and the token is handed out again without
         a trip through MSAL's thread until it nears expiry: each trip costs a thread hop and
         MSAL's cache search, which a burst of parallel Graph or Exchange calls would queue for.
+        A refusal (no consent yet, say) forgets the tenant's MSAL app: MSAL would answer the
+        same refusal from its memory for a minute, even once the consent is given.
         """
         scope = resource_scope(resource_url)
         key = (tenant_id.lower(), scope)
@@ -382,7 +384,11 @@ class MicrosoftApp:
             if (token := self._unexpired(key)) is not None:
                 return token
             result = await self._call(tenant_id, "acquire_token_for_client", scopes=[scope])
-            token = _check(result)
+            try:
+                token = _check(result)
+            except TokenError:
+                self._apps.pop(tenant_id.lower(), None)
+                raise
             expires_in = float(result.get("expires_in", 0))
             self._tokens[key] = (token, time.time() + expires_in)
         log.debug(

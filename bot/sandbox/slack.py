@@ -786,7 +786,9 @@ class RecordedCall:
     at: float
     status: int = 200
     response: dict[str, Any] = field(default_factory=dict)
-    client: tuple[str, int] | None = None  # the caller's (host, port), as the server saw it
+    # The caller's (host, port), as the server saw it: which TCP connection carried the call, so
+    # a test can tell a pooled client from one that connects every time, or which process it was.
+    client: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -2176,6 +2178,7 @@ class SandboxSlack:
         except json.JSONDecodeError:
             payload = None
         params = payload if isinstance(payload, dict) else {"_raw": raw.decode(errors="replace")}
+        connection = (request.client.host, request.client.port) if request.client else None
         try:
             self._apply_response_url(token, payload)
         except _SlackError as problem:
@@ -2183,10 +2186,15 @@ class SandboxSlack:
             if problem.messages:
                 body["response_metadata"] = {"messages": problem.messages}
             await self.record(
-                "response_url", params, ok=False, error=problem.error, status=problem.status
+                "response_url",
+                params,
+                ok=False,
+                error=problem.error,
+                status=problem.status,
+                client=connection,
             )
             return JSONResponse(body, status_code=problem.status)
-        await self.record("response_url", params, ok=True, error=None)
+        await self.record("response_url", params, ok=True, error=None, client=connection)
         return JSONResponse({"ok": True})
 
     def _apply_response_url(self, token: str, payload: Any) -> None:

@@ -68,6 +68,7 @@ def build_steps(provisioner: Provisioner, services: StepServices) -> StepTable:
                 access=services.access,
                 http=services.http,
                 new_dirsync_app=services.new_dirsync_app,
+                dirsync_app=microsoft.dirsync,
                 sealer=services.sealer,
             ),
             VerificationJob(

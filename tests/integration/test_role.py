@@ -595,3 +595,25 @@ async def test_while_an_interrupted_assignment_is_claimed_people_are_told_to_wai
     await harness.slack.wait_for(
         lambda s: any("its link is a fresh one" in m.text for m in harness.thread(root_ts))
     )
+
+
+async def test_checks_of_one_tenant_reuse_the_directory_sync_apps_token(harness: Harness) -> None:
+    root_ts, session_id = await at_step_two(harness, "fabrikam.example", dirsync_consented=True)
+    await request_role(harness, root_ts, {"justification_input": JUSTIFICATION})
+    await click(harness, root_ts, ACTION_ACKNOWLEDGE, APPROVER)
+    await click(harness, root_ts, ACTION_PORTAL, ADMIN)  # the portal's steps end in the check
+    before = len(harness.microsoft.requests)
+    not_yet = "role is not active for the mail-flow app yet"
+    for checks in (1, 2):
+        await click(harness, root_ts, ACTION_CHECK, ADMIN)
+        await harness.slack.wait_for(
+            lambda s, wanted=checks: (
+                sum(not_yet in m.text for m in harness.thread(root_ts)) >= wanted or None
+            )
+        )
+    assert await phase_of(harness, session_id) is Phase.ROLE_ACKNOWLEDGED
+    asked = harness.microsoft.requests[before:]
+    assert [r for r in asked if r.service == "graph"], "each check reads the directory"
+    # The tenant's MSAL app (and the token it got when the step began) is the process's, not
+    # a throw-away per click: no discovery and no token request for the two checks.
+    assert [r.path for r in asked if r.service == "login"] == []

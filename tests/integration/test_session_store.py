@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from bot.sandbox.redis_server import RedisServer
 from bot.workflow import Event, EventKind, Phase, Scope, Session, TransitionNotAllowed, advance
+from state.connection import MAX_CONNECTIONS, connect
 from state.sessions import SessionGone, SessionStore, TenantBusy, VersionConflict
 
 TENANT = "0f1e2d3c-4b5a-4697-8899-aabbccddeeff"
@@ -347,3 +348,16 @@ async def test_sessions_of_an_earlier_version_are_indexed_at_start_up(
     assert [s.id for s in await store.in_channel("C0PROV")] == [session.id]
     assert not await redis.exists("pi:sessions")
     assert await store.migrate_indexes() == 0
+
+
+async def test_a_command_past_the_pools_connections_waits_for_one_instead_of_failing(
+    redis_server: RedisServer,
+) -> None:
+    client = connect(redis_server.url)
+    try:
+        # Every connection held by a blocking pop for a moment, and one command more.
+        waits = [client.blpop([f"empty:{n}"], timeout=0.3) for n in range(MAX_CONNECTIONS)]
+        answers = await asyncio.gather(*waits, client.ping())
+    finally:
+        await client.aclose()
+    assert answers == [None] * MAX_CONNECTIONS + [True]

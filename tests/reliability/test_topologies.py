@@ -273,6 +273,12 @@ async def test_leases_and_claims(store: SessionStore[Session]) -> None:
     assert [await store.claim_once(f"trigger:{n % 3}") for n in range(6)] == [True] * 3 + [
         False
     ] * 3
+    # Several keys in one round trip (on a cluster, over several nodes); a retry with the same
+    # token is still the first, another claimant is not.
+    claims = [(f"trigger:{n}", 60) for n in range(2, 6)]
+    assert await store.claim_each(claims, token="a") == [False, True, True, True]
+    assert await store.claim_each(claims, token="a") == [False, True, True, True]
+    assert await store.claim_each(claims, token="b") == [False] * 4
 
 
 async def test_oauth_states_are_single_use(client: RedisClient) -> None:

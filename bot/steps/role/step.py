@@ -102,6 +102,7 @@ class RoleStep:
         access: AccessPolicy,
         http: httpx.AsyncClient,
         new_dirsync_app: Callable[[], MicrosoftApp],
+        dirsync_app: MicrosoftApp,
         sealer: Sealer,
     ) -> None:
         self._provisioner = provisioner
@@ -109,7 +110,7 @@ class RoleStep:
         self._settings = settings
         self._access = access
         self._http = http
-        self._new_app = new_dirsync_app
+        self._dirsync_app = dirsync_app
         self._sign_in = RoleSignIn(
             new_app=new_dirsync_app,
             graph_url=settings.graph_url,
@@ -252,15 +253,12 @@ class RoleStep:
 
     @contextlib.asynccontextmanager
     async def _graph_as_dirsync(self, tenant_id: str) -> AsyncIterator[GraphClient]:
-        """Graph as the directory-sync app, through a throw-away MSAL app: step 2 usually comes
-        before that app's consent, and MSAL remembers refused token requests for a while, which
-        must not hold up the verification after step 3."""
-        app = self._new_app()
-        try:
-            provider = app.token_provider(tenant_id, self._settings.graph_url)
-            yield GraphClient(self._http, self._settings.graph_url, provider)
-        finally:
-            app.close()
+        """Graph as the directory-sync app: the process's one (its MSAL app per tenant and its
+        tokens are kept). Step 2 usually comes before that app's consent; a refused token
+        request is not remembered (``MicrosoftApp.app_token``), so it cannot hold up the
+        verification after step 3."""
+        provider = self._dirsync_app.token_provider(tenant_id, self._settings.graph_url)
+        yield GraphClient(self._http, self._settings.graph_url, provider)
 
     async def _read_policy(self, session: Session) -> RoleRequirements | None:
         """The tenant's PIM policy, read with the directory-sync app where it has consent."""
