@@ -20,8 +20,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
-from redis.exceptions import RedisError
-
+from bot.renewal import renewed
 from bot.workflow import Phase, Session
 from state.sessions import SessionStore
 
@@ -74,6 +73,11 @@ class Jobs:
         self._owner = f"process-{secrets.token_hex(6)}"
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopped = False
+
+    @property
+    def owner(self) -> str:
+        """The name this process holds leases under."""
+        return self._owner
 
     def launch(self, session: Session) -> None:
         """Start the job for ``session``'s phase here, unless one already runs in this process
@@ -132,13 +136,10 @@ class Jobs:
         if not await self._store.take_lease(session_id, self._owner, ttl=self._lease_seconds):
             yield False
             return
-        renewer = asyncio.create_task(self._keep_lease(session_id, None))
         try:
-            yield True
+            async with self._renewed(session_id, None):
+                yield True
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
             await self._store.release_lease(session_id, self._owner)
 
     async def resume_orphans(self) -> int:
@@ -167,41 +168,32 @@ class Jobs:
             return  # another process runs it
         job = asyncio.current_task()
         assert job is not None  # _run is always a task of its own (launch)
-        renewer = asyncio.create_task(self._keep_lease(session.id, job), name=f"lease-{session.id}")
         try:
-            current = await self._store.get(session.id)
-            runner = self._runners.get(current.phase) if current else None
-            if current is not None and runner is not None:
-                await runner(current)
+            async with self._renewed(session.id, job):
+                current = await self._store.get(session.id)
+                runner = self._runners.get(current.phase) if current else None
+                if current is not None and runner is not None:
+                    await runner(current)
         except asyncio.CancelledError:
             raise
         except Exception:
             logger.exception("background job for session %s failed", session.id)
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
             await self._store.release_lease(session.id, self._owner)
 
-    async def _keep_lease(self, session_id: str, job: asyncio.Task[None] | None) -> None:
-        """Renew the lease while the job runs; stop the job if the lease was lost, since
-        another process may already have resumed it (``job`` None: work a request holds the
-        lease for, which finishes what it started)."""
-        while True:
-            await asyncio.sleep(self._renew_seconds)  # a timer: renew well before expiry
-            try:
-                held = await self._store.renew_lease(
-                    session_id, self._owner, ttl=self._lease_seconds
-                )
-            except (RedisError, OSError):
-                # The lease still has time left: the next renewal may get through.
-                logger.warning("could not renew the lease of session %s", session_id, exc_info=True)
-                continue
-            if not held:
-                logger.warning(
-                    "lost the lease of session %s: its job stops here and resumes elsewhere",
-                    session_id,
-                )
-                if job is not None:
-                    job.cancel()
-                return
+    def _renewed(
+        self, session_id: str, job: asyncio.Task[None] | None
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """The lease renewed while the work runs; a lost lease stops the job, since another
+        process may already have resumed it (``job`` None: work a request holds the lease
+        for, which finishes what it started)."""
+
+        async def renew() -> bool:
+            return await self._store.renew_lease(session_id, self._owner, ttl=self._lease_seconds)
+
+        return renewed(
+            renew,
+            every=self._renew_seconds,
+            what=f"the lease of session {session_id}",
+            on_lost=job.cancel if job is not None else None,
+        )

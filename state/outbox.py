@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from state.connection import RedisClient
@@ -155,6 +155,18 @@ class OutboxStore:
         entry, state = await pipe.execute()
         return _head(entry, state)
 
+    async def heads(self, session_ids: Sequence[str]) -> dict[str, Head | None]:
+        """``head`` of each of ``session_ids``, in one round trip (a pipeline)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for session_id in session_ids:
+            pipe.lindex(outbox_key(session_id), 0)
+            pipe.hgetall(session_key(session_id, "delivery"))
+        answers = await pipe.execute() if session_ids else []
+        return {
+            session_id: _head(answers[2 * n], answers[2 * n + 1])
+            for n, session_id in enumerate(session_ids)
+        }
+
     async def length(self, session_id: str) -> int:
         return int(await self._redis.llen(outbox_key(session_id)))
 
@@ -219,13 +231,15 @@ class OutboxStore:
 
     async def undelivered(self, session_ids: list[str]) -> Mapping[str, list[Undelivered]]:
         """What could not be delivered, for each of ``session_ids`` that has any."""
-        found: dict[str, list[Undelivered]] = {}
+        pipe = self._redis.pipeline(transaction=False)
         for session_id in session_ids:
-            raw = await self._redis.lrange(session_key(session_id, "undelivered"), 0, -1)
-            if not raw:
-                continue
-            found[session_id] = [_undelivered(item) for item in raw]
-        return found
+            pipe.lrange(session_key(session_id, "undelivered"), 0, -1)
+        answers = await pipe.execute() if session_ids else []
+        return {
+            session_id: [_undelivered(item) for item in raw]
+            for session_id, raw in zip(session_ids, answers, strict=True)
+            if raw
+        }
 
     async def with_undelivered(self, channel_id: str) -> list[str]:
         """The sessions of ``channel_id`` that have undelivered entries (dropping those whose

@@ -490,6 +490,19 @@ class SessionStore(Generic[R]):
         raw = await self._redis.xrevrange(_audit_key(session_id), count=count)
         return [_audit_entry(entry_id, fields) for entry_id, fields in reversed(raw or [])]
 
+    async def latest_audits(
+        self, session_ids: Sequence[str], *, count: int = 8
+    ) -> dict[str, list[AuditEntry]]:
+        """``latest_audit`` of each of ``session_ids``, in one round trip (a pipeline)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for session_id in session_ids:
+            pipe.xrevrange(_audit_key(session_id), count=count)
+        answers = await pipe.execute() if session_ids else []
+        return {
+            session_id: [_audit_entry(entry_id, fields) for entry_id, fields in reversed(raw or [])]
+            for session_id, raw in zip(session_ids, answers, strict=True)
+        }
+
     async def record_refusal(
         self,
         session_id: str,

@@ -21,7 +21,6 @@ session's undelivered list, which ``status`` shows with what to do.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import secrets
@@ -30,9 +29,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, get_args
 
-from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 
+from bot.renewal import renewed
 from bot.session.record import decode, encode
 from bot.workflow import Effect, Event, EventKind, Payload, Phase, Session, Transition
 from state.outbox import Head, OutboxStore
@@ -306,8 +305,18 @@ class Courier:
         head: Head | None,
         generation: float | None,
     ) -> None:
-        renewing = asyncio.create_task(self._keep_lease(session_id))
-        try:
+        async def renew() -> bool:
+            return await self._outbox.renew_lease(
+                session_id, self._owner, ttl=self._policy.lease_seconds
+            )
+
+        # A lost lease is only logged: the entry in hand is finished here (its posts are kept
+        # per slot, so whoever took over edits rather than posts again).
+        async with renewed(
+            renew,
+            every=self._policy.lease_seconds / 3,
+            what=f"the delivery lease of session {session_id}",
+        ):
             while True:
                 if head is None:
                     if generation is not None:
@@ -319,10 +328,6 @@ class Courier:
                 if not done:
                     return
                 head = following if following is not None else await self._outbox.head(session_id)
-        finally:
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
 
     async def _deliver_head(
         self, session_id: str, head: Head, delivery: _Delivery
@@ -399,17 +404,3 @@ class Courier:
             error=failure.description,
         )
         return False
-
-    async def _keep_lease(self, session_id: str) -> None:
-        while True:
-            await asyncio.sleep(self._policy.lease_seconds / 3)  # a timer: renew before expiry
-            try:
-                renewed = await self._outbox.renew_lease(
-                    session_id, self._owner, ttl=self._policy.lease_seconds
-                )
-            except (RedisError, OSError):
-                logger.warning("could not renew the delivery lease of session %s", session_id)
-                continue  # Redis away for a moment: the next renewal may still be in time
-            if not renewed:
-                logger.warning("lost the delivery lease of session %s", session_id)
-                return

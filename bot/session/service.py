@@ -380,10 +380,10 @@ class Provisioner:
         """The channel's active sessions with their checklists, latest audit entries and any
         message the outbox could not post; finished sessions too when theirs could not be."""
         sessions = await self.sessions_in_channel(channel_id)
-        history = {
-            session.id: await self.store.latest_audit(session.id, count=STATUS_AUDIT_ENTRIES)
-            for session in sessions
-        }
+        # Each read below is one round trip for all the sessions (pipelines), not one each.
+        history = await self.store.latest_audits(
+            [s.id for s in sessions], count=STATUS_AUDIT_ENTRIES
+        )
         outbox = self.store.outbox
         finished = []
         for session_id in await outbox.with_undelivered(channel_id):
@@ -391,9 +391,10 @@ class Provisioner:
             if session is not None and not session.is_active and session.channel_id == channel_id:
                 finished.append(session)
         given_up = await outbox.undelivered([s.id for s in (*sessions, *finished)])
+        heads = await outbox.heads([s.id for s in sessions])
         trouble: dict[str, DeliveryTrouble] = {}
         for session in (*sessions, *finished):
-            head = await outbox.head(session.id) if session.is_active else None
+            head = heads.get(session.id)
             failures = given_up.get(session.id, [])
             retrying = head.last_error if head is not None and head.attempts > 0 else None
             if failures or retrying:

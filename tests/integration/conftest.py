@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -66,6 +67,17 @@ EXCHANGE_ADMIN_UPN = "exo@contoso.com"
 FABRIKAM_ADMIN_UPN = "ga@fabrikam.example"
 
 T = TypeVar("T")
+
+
+def _job_stacks() -> str:
+    """Where this process's jobs and lease renewals are (for a wait that timed out)."""
+    found = []
+    for task in asyncio.all_tasks():
+        if task.get_name().startswith(("job-", "renewing")):
+            trace = io.StringIO()
+            task.print_stack(file=trace)
+            found.append(f"\n{task.get_name()}:\n{trace.getvalue()}")
+    return "".join(found)
 
 
 def session_keys(session_id: str) -> str:
@@ -209,7 +221,8 @@ class Harness:
         except TimeoutError:
             raise TimeoutError(
                 f"session {session_id} did not settle past version {after_version} "
-                f"within {timeout}s (last seen: {last})"
+                f"within {timeout}s (last seen: {last}; this bot's jobs are "
+                f"{self.runtime.jobs.owner}){_job_stacks()}"
             ) from None
 
     async def sleep(self, seconds: float) -> None:

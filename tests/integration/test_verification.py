@@ -154,6 +154,10 @@ async def test_a_slack_failure_during_verification_is_reported_and_verify_offere
     # message (the job reports it in the thread).
     for _ in range(3):
         harness.slack.fail_next("chat.update", "internal_error")
+    # The bot's clock stands still: the outbox's retry (1 s later) is due only when the test
+    # moves the clock on, however slowly a loaded machine runs the job meanwhile.
+    frozen = harness.clock.base()
+    harness.clock.base = lambda: frozen
     await click_verify(harness, root_ts)
     note = await harness.slack.wait_for(
         lambda s: [m for m in harness.thread(root_ts) if "unexpected error" in m.text] or None

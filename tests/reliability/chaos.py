@@ -1846,8 +1846,10 @@ def posts_violations(
             repeated(f"the {kind}", calls[kind])
 
     def now(kind: str) -> str | None:
-        """The text now of the (first) message of ``kind``."""
-        for ts in posted.get(kind, [])[:1]:
+        """The text now of the latest message of ``kind``: the one the bot keeps editing. (A
+        copy posted again in the outbox's window leaves the first one behind, unknown to the
+        bot and as it was; a repeat outside that window is a violation of its own above.)"""
+        for ts in posted.get(kind, [])[-1:]:
             with contextlib.suppress(KeyError):
                 return slack.message(cast.channel, ts).text
         return None

@@ -252,6 +252,17 @@ async def test_audit_refusals_messages_and_discard(store: SessionStore[Session])
         "mailflow_consent",
         "check",
     ]
+    # Several sessions' keys in one pipeline (status): on a cluster they live in other slots.
+    await store.create(new_session("s2", "1f1e2d3c-4b5a-4697-8899-aabbccddeeff"), detail={})
+    audits = await store.latest_audits(["s1", "s2", "gone"], count=1)
+    assert {k: [e.action for e in v] for k, v in audits.items()} == {
+        "s1": ["check"],
+        "s2": ["start"],
+        "gone": [],
+    }
+    heads = await store.outbox.heads(["s1", "s2"])
+    assert heads == {"s1": None, "s2": None}
+    assert await store.outbox.undelivered(["s1", "s2"]) == {}
     assert [r.actor for r in await store.refusals("s1")] == ["U0OUTSIDER"]
     assert await store.kept_message("s1", "progress", 1) == "1700000000.000100"
     await store.discard(moved)  # one DEL of the session's four keys: one slot
