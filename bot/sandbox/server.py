@@ -10,6 +10,7 @@ certificate from a throw-away certificate authority (``SandboxTLS``, made with `
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime
 import ipaddress
@@ -30,12 +31,29 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 __all__ = ["RunningServer", "SandboxTLS", "free_port", "serve_asgi"]
 
 
+# Ports handed out by ``free_port``, each held by a bound socket that does not listen (oldest
+# first; the oldest are let go, long after their servers bound them).
+_RESERVED: collections.OrderedDict[int, socket.socket] = collections.OrderedDict()
+_RESERVED_AT_MOST = 256
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that nothing listens on, kept for whoever asked.
+
+    The port stays bound (``SO_REUSEADDR``, not listening) after this returns, so neither another
+    test process asking for a free port nor the kernel choosing a client connection's local port
+    takes it before its server binds it, or between a server's stop and its restart on the same
+    port (the address a bot was configured with). A server binding it with ``SO_REUSEADDR``, as
+    ``serve_asgi``, uvicorn and redis-server do, is let in while nothing listens there."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", 0))
+    port: int = holder.getsockname()[1]
+    _RESERVED[port] = holder
+    while len(_RESERVED) > _RESERVED_AT_MOST:
+        _, oldest = _RESERVED.popitem(last=False)
+        oldest.close()
+    return port
 
 
 @dataclass(frozen=True)
@@ -154,9 +172,13 @@ async def serve_asgi(
     # kept-alive connection (Nagle's algorithm meeting the client's delayed ACK), which no real
     # service adds.
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", port))
-    listener.listen(128)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(128)
+    except OSError:
+        listener.close()
+        raise
     chosen: int = listener.getsockname()[1]
     config = uvicorn.Config(
         app,

@@ -1546,13 +1546,20 @@ class Chaos:
 
     async def _busy(self) -> list[str]:
         busy = []
+        pending = set(await self._store.outbox.pending())
         for session in (await self._sessions()).values():
             undelivered = await self._store.outbox.length(session.id)
             holder = await self._store.lease_holder(session.id)
             if undelivered or holder or session.phase in WORKING:
+                head = await self._store.outbox.head(session.id)
+                deliverer = await self.redis.get(f"pi:{{{session.id}}}:delivering")
                 busy.append(
-                    f"{session.tenant_label}: {session.phase}, {undelivered} outbox entries, "
-                    f"lease {holder}"
+                    f"{session.tenant_label} ({session.id}): {session.phase}, {undelivered} "
+                    f"outbox entries (pending index: {session.id in pending}; head: "
+                    f"{head.attempts if head else '-'} attempts, not before "
+                    f"{head.not_before - time.time() if head else 0:.0f}s from now, "
+                    f"{head.last_error if head else ''!r}; delivery lease {deliverer!r}), "
+                    f"job lease {holder}"
                 )
         return busy
 
