@@ -910,14 +910,25 @@ class Person:
                 continue
             key = _key(move)
             self._tries[key] += 1
+            sent_before = len(self.chaos.report.attempts)
             try:
                 outcome = await self._perform(move)
             except Vanished:
                 continue  # look again
+            if not self._reached_a_replica(sent_before):
+                # Every replica was down at once (restarting after kills, slowly on a loaded
+                # machine): nobody answered, so the press does not count as one that failed.
+                self._tries[key] -= 1
             if outcome in ("changed", "told"):
                 self._done_with.add(key)
             elif outcome in ("try_again", "error", "lost", "silence", "failed"):
                 await self._think()
+
+    def _reached_a_replica(self, since: int) -> bool:
+        """Whether a request these people sent since attempt number ``since`` reached a replica
+        (the router answers 503 without one when none is up)."""
+        sent = [a for a in self.chaos.report.attempts[since:] if a.session == self.cast.index]
+        return not sent or any(a.replica is not None for a in sent)
 
     async def _perform(self, move: Move) -> Outcome:
         admin, approver = self.cast.admin, self.cast.approver
@@ -1546,8 +1557,9 @@ class Chaos:
 
     async def _busy(self) -> list[str]:
         busy = []
+        sessions = await self._sessions()  # (sets up the store too)
         pending = set(await self._store.outbox.pending())
-        for session in (await self._sessions()).values():
+        for session in sessions.values():
             undelivered = await self._store.outbox.length(session.id)
             holder = await self._store.lease_holder(session.id)
             if undelivered or holder or session.phase in WORKING:
