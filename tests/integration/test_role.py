@@ -512,6 +512,20 @@ async def claim_assignment(harness: Harness, session_id: str) -> None:
         await provisioner.handle(session_id, Event(kind, actor, provisioner.now(), payload=payload))
 
 
+async def released_by_the_orphan_check(
+    harness: Harness, root_ts: str, session_id: str, saying: str
+) -> None:
+    """The claimed request, its process gone, is released by the orphan check, and the thread
+    then says ``saying``."""
+    claimed = await harness.store.require(session_id)
+    assert claimed.phase is Phase.ROLE_ASSIGNING
+    assert await harness.runtime.jobs.resume_orphans() == 1
+    assert await harness.settled(session_id, after_version=claimed.version) is (
+        Phase.ROLE_ACKNOWLEDGED
+    )
+    await harness.slack.wait_for(lambda s: any(saying in m.text for m in harness.thread(root_ts)))
+
+
 async def test_an_assignment_whose_process_died_is_released_by_the_orphan_check(
     harness: Harness,
 ) -> None:
@@ -520,16 +534,7 @@ async def test_an_assignment_whose_process_died_is_released_by_the_orphan_check(
     and the thread says what to do, instead of the session waiting 15 minutes for the sweep."""
     root_ts, session_id = await at_step_two(harness)
     await claim_assignment(harness, session_id)
-    claimed = await harness.store.require(session_id)
-    assert claimed.phase is Phase.ROLE_ASSIGNING
-
-    assert await harness.runtime.jobs.resume_orphans() == 1
-    assert await harness.settled(session_id, after_version=claimed.version) is (
-        Phase.ROLE_ACKNOWLEDGED
-    )
-    await harness.slack.wait_for(
-        lambda s: any("was interrupted" in m.text for m in harness.thread(root_ts))
-    )
+    await released_by_the_orphan_check(harness, root_ts, session_id, "was interrupted")
     assert await harness.runtime.jobs.resume_orphans() == 0
 
 
@@ -585,16 +590,7 @@ async def test_while_an_interrupted_assignment_is_claimed_people_are_told_to_wai
     assert not [r for r in harness.microsoft.requests[before:] if "/roleManagement/" in r.path], (
         "a sign-in's answer reached Microsoft's role management while another claim held"
     )
-    claimed = await harness.store.require(session_id)
-    assert claimed.phase is Phase.ROLE_ASSIGNING
-
-    assert await harness.runtime.jobs.resume_orphans() == 1
-    assert await harness.settled(session_id, after_version=claimed.version) is (
-        Phase.ROLE_ACKNOWLEDGED
-    )
-    await harness.slack.wait_for(
-        lambda s: any("its link is a fresh one" in m.text for m in harness.thread(root_ts))
-    )
+    await released_by_the_orphan_check(harness, root_ts, session_id, "its link is a fresh one")
 
 
 async def test_checks_of_one_tenant_reuse_the_directory_sync_apps_token(harness: Harness) -> None:
