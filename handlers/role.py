@@ -63,13 +63,18 @@ async def open_request(
     step = found.role_step
     action = body["actions"][0]
     session_id = action["value"]
+    amending = action["action_id"] == ACTION_REQUEST_AMEND
+    if not amending and (refused := await step.may_request(session_id)) is not None:
+        await say(respond, refused)
+        return
     make = OPENERS[action["action_id"]]
     requirements = make() if make else await step.requirements(session_id)
     if requirements is None:
         requirements = RoleRequirements.assumed_pim()
     await step.remember_requirements(session_id, requirements)
-    amending = action["action_id"] == ACTION_REQUEST_AMEND
-    metadata = json.dumps({"session": session_id, "response_url": body.get("response_url")})
+    metadata = json.dumps(
+        {"session": session_id, "response_url": body.get("response_url"), "amending": amending}
+    )
     try:
         await found.slack.views_open(
             trigger_id=body["trigger_id"],
@@ -101,7 +106,7 @@ async def request_submitted(
         await ack(response_action="errors", errors=checked)
         return
     await ack()
-    refused = await step.submit(session_id, checked)
+    refused = await step.submit(session_id, checked, amending=bool(metadata.get("amending")))
     if refused is not None:
         await found.replies.ephemeral(response_url_of(body), refused)
 

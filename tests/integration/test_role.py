@@ -613,3 +613,38 @@ async def test_checks_of_one_tenant_reuse_the_directory_sync_apps_token(harness:
     # The tenant's MSAL app (and the token it got when the step began) is the process's, not
     # a throw-away per click: no discovery and no token request for the two checks.
     assert [r.path for r in asked if r.service == "login"] == []
+
+
+async def test_a_first_request_opened_after_the_request_was_made_is_refused(
+    harness: Harness,
+) -> None:
+    """The request buttons are on step 2's first message only. A click on them once the request
+    exists (an earlier copy of that message, still in the thread after an interruption, or a
+    click Slack delivers late) opens no form and changes nothing: only *Complete the request*
+    amends a request."""
+    root_ts, session_id = await at_step_two(harness)
+    opener_ts = await wait_button(harness, root_ts, ACTION_REQUEST_OPEN_PIM)
+    stale = harness.driver.build_click(
+        user_id=GROUP_ADMIN,
+        channel_id=CHANNEL,
+        message_ts=opener_ts,
+        action_id=ACTION_REQUEST_OPEN_PIM,
+    )
+    await request_role(
+        harness, root_ts, {"justification_input": JUSTIFICATION}, opener=ACTION_REQUEST_OPEN_PIM
+    )
+    await review_posted(harness, root_ts, session_id)  # the request is stored and shown
+    requested = await harness.version_of(session_id)
+    await click(harness, root_ts, ACTION_ACKNOWLEDGE, APPROVER)
+    assert await harness.settled(session_id, after_version=requested) is (Phase.ROLE_ACKNOWLEDGED)
+    acknowledged = await harness.store.require(session_id)
+    forms = len(harness.slack.open_views(GROUP_ADMIN))
+
+    response = await harness.driver.send(stale)
+    assert response.status_code == 200
+    told = await ephemeral_for(harness, GROUP_ADMIN, "Already done")
+    assert f"<@{ADMIN}> requested the role" in told.text
+    assert "Nothing was changed" in told.text
+    assert len(harness.slack.open_views(GROUP_ADMIN)) == forms  # no form opened
+    after = await harness.store.require(session_id)
+    assert (after.phase, after.version) == (Phase.ROLE_ACKNOWLEDGED, acknowledged.version)

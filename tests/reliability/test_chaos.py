@@ -62,8 +62,8 @@ FORMS = {"short": SHORT_FORM, "long": LONG_FORM}
 # runs that meet these faults do not fail the suite.
 KNOWN_FAULTS = (
     "known faults left (issue 11): a message posted again in the outbox's window leaves its "
-    "first copy behind with live buttons, and a person pressing those can amend an "
-    "acknowledged role request (a second request, review and notification); once in about "
+    "first copy behind with live buttons (a first role request from such a copy is now "
+    "refused; other buttons are not checked against the message the bot keeps); once in about "
     "twelve runs one session's outbox entry was not delivered within 90 s after a targeted "
     "kill (not yet explained: the run now prints the pending index, head and delivery lease)"
 )

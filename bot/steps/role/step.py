@@ -210,10 +210,30 @@ class RoleStep:
         session = await self._store.get(session_id)
         return session.role.requirements if session else None
 
-    async def submit(self, session_id: str, request: RoleRequest) -> Message | None:
+    async def may_request(self, session_id: str) -> Message | None:
+        """Why a first request cannot be made now (``None``: it can). Only step 2's first
+        message offers it; once a request exists, a form opened from a copy of that message
+        (one the thread still shows, posted again after an interruption) must not replace it:
+        only *Complete the request*, after Microsoft asked for more, amends a request."""
+        session = await self._store.get(session_id)
+        if session is None or session.phase is Phase.MAILFLOW_CONSENTED:
+            return None
+        made = session.last(EventKind.ROLE_REQUEST)
+        who = f"{mention(made.actor)} requested the role {when(made.at)}" if made else "requested"
+        return notice(
+            f"Already done: {who}. Nothing was changed. The thread's latest step 2 message "
+            "shows where the request stands."
+        )
+
+    async def submit(
+        self, session_id: str, request: RoleRequest, *, amending: bool = False
+    ) -> Message | None:
         """A validated request from the form: store it and put it up for review (the phase
         check and the store are one compare-and-set: a form submitted too late cannot replace
-        the request an approver is looking at)."""
+        the request an approver is looking at). A first request's form (not ``amending``)
+        never replaces one already made."""
+        if not amending and (refused := await self.may_request(session_id)) is not None:
+            return refused
         detail = {
             "justification_length": str(len(request.justification)),
             "ticket": request.ticket_number or "",
