@@ -477,8 +477,7 @@ class RoleStep:
                 "through, or *Assign for me* again: its link is a fresh one."
             ),
         )
-        # The used link cannot be used twice: the step offers a fresh one at once.
-        await self.offer_assignment(moved.after)
+        # The fresh link: the release's own entry shows the step anew (``show``, acknowledged).
 
     async def _answer_recorded(self, session_id: str) -> AuditEntry | None:
         """Microsoft's "assigned" recorded after the latest claim, if there is one."""
