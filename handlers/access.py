@@ -8,7 +8,10 @@ command or a start form has no session yet: it is logged, not recorded).
 
 Every one of them also binds a click to its session's channel: a button of a session clicked in
 a message of another channel is refused and recorded the same way (a click in a modal or the
-Home tab has no channel; the listener's own checks apply there).
+Home tab has no channel; the listener's own checks apply there). So is a click on a leftover
+copy of a message the bot posted twice (its process died after Slack took the post and before
+its ts was recorded, so the outbox posted it again): the copy shows a step as it was, and it is
+stripped of its buttons.
 
 The check runs before the listener, so before its ack: it is bounded (user groups are listed by
 Slack, cached for at most a minute; ``fresh=True`` asks Slack every time, for the commitments:
@@ -22,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -33,7 +38,12 @@ from slack_bolt.response import BoltResponse
 
 from bot.blocks import Message
 from bot.session.access import AccessCheckFailed
-from bot.session.views import notice, refusal_message, wrong_channel_message
+from bot.session.views import (
+    notice,
+    out_of_date_copy_answer,
+    refusal_message,
+    wrong_channel_message,
+)
 from handlers.blips import before_ack, tell_redis_unavailable
 from handlers.reply import response_url_of, say, session_of
 from handlers.services import Services, services
@@ -95,18 +105,51 @@ def clicked_in(body: dict[str, Any]) -> str | None:
     return str(channel) if channel else None
 
 
-async def _outside_channel(
+@dataclass(frozen=True)
+class _Misplaced:
+    """A click on a session's button where it may not act: why, and what to tell the user."""
+
+    answer: Message
+    reason: str
+    leftover: tuple[str, str] | None = None  # (channel, ts) of a leftover copy to retire
+
+
+async def _misplaced(
     found: Services, body: dict[str, Any], context: AsyncBoltContext
-) -> str | None:
-    """The session's channel when ``body`` is a click on its button in another channel."""
+) -> _Misplaced | None:
+    """Whether ``body`` is a click on a session's button in another channel, or on a leftover
+    copy of a message the bot posted twice (the outbox's at-least-once window: a process died
+    after Slack took a post and before its ts was recorded). Such a copy's buttons show the step
+    as it was, so acting on them would act on a past the session has left."""
     channel = clicked_in(body)
     session_id = session_of(body)
     if channel is None or session_id is None:
         return None
-    session = await before_ack(context, "channel check", partial(found.store.get, session_id))
-    if session is None or session.channel_id == channel:
+    session, posted = await before_ack(
+        context, "channel check", partial(found.store.get_with_posts, session_id)
+    )
+    if session is None:
         return None
-    return session.channel_id
+    if session.channel_id != channel:
+        return _Misplaced(
+            wrong_channel_message(session.channel_id),
+            f"clicked in {channel}, not the session's channel",
+        )
+    container = body.get("container") or {}
+    ts = container.get("message_ts")
+    if (
+        session.is_active
+        and isinstance(ts, str)
+        and not container.get("is_ephemeral")
+        and ts != session.root_ts
+        and posted.disowns(ts, now=time.time())
+    ):
+        return _Misplaced(
+            out_of_date_copy_answer(),
+            f"clicked on a leftover copy ({ts}) of a message posted twice",
+            leftover=(channel, ts),
+        )
+    return None
 
 
 def _could_not_check(failure: AccessCheckFailed | None) -> Message:
@@ -134,6 +177,7 @@ def _require(action: str, *, admins: bool, approvers: bool, fresh: bool) -> List
         found = services(context)
         user_id = user_of(body)
         reason: str | None = None
+        leftover: tuple[str, str] | None = None
         try:
             async with asyncio.timeout(ACCESS_CHECK_BUDGET_SECONDS):
                 allowed = (
@@ -141,7 +185,7 @@ def _require(action: str, *, admins: bool, approvers: bool, fresh: bool) -> List
                     or (admins and await found.access.is_admin(user_id, fresh=fresh))
                     or (approvers and await found.access.is_approver(user_id, fresh=fresh))
                 )
-                elsewhere = await _outside_channel(found, body, context) if allowed else None
+                misplaced = await _misplaced(found, body, context) if allowed else None
         except RedisUnavailable:
             return await tell_redis_unavailable(body, found, ack, "channel check")
         except AccessCheckFailed as failure:
@@ -149,12 +193,12 @@ def _require(action: str, *, admins: bool, approvers: bool, fresh: bool) -> List
         except TimeoutError:
             answer, reason = _could_not_check(None), "user groups not listed in time"
         else:
-            if allowed and elsewhere is None:
+            if allowed and misplaced is None:
                 await next()
                 return None
-            if elsewhere is not None:
-                answer = wrong_channel_message(elsewhere)
-                reason = f"clicked in {clicked_in(body)}, not the session's channel"
+            if misplaced is not None:
+                answer, reason = misplaced.answer, misplaced.reason
+                leftover = misplaced.leftover
             else:
                 principals: Sequence[str] = (found.access.admins if admins else ()) + (
                     found.access.approvers if approvers else ()
@@ -162,7 +206,7 @@ def _require(action: str, *, admins: bool, approvers: bool, fresh: bool) -> List
                 answer = refusal_message(action, principals)
         given = await ack()
         found.inflight.spawn(
-            _refuse(found, body, respond, user_id, action, answer, reason),
+            _refuse(found, body, respond, user_id, action, answer, reason, leftover),
             name=f"refusal: {action}",
         )
         return given
@@ -188,8 +232,10 @@ async def _refuse(
     action: str,
     answer: Message,
     reason: str | None,
+    leftover: tuple[str, str] | None = None,
 ) -> None:
-    """Record the refusal (when it concerns a session), then tell the user."""
+    """Record the refusal (when it concerns a session), then tell the user; a leftover copy
+    of a message loses its buttons, so nobody is misled by it again."""
     async with found.refusal_slots:
         session_id = session_of(body)
         if session_id is not None:
@@ -202,3 +248,5 @@ async def _refuse(
             await say(respond, answer, replace_original=None if "command" in body else False)
         else:  # a modal's submission: the response_url its command carried over
             await found.replies.ephemeral(response_url_of(body), answer)
+        if leftover is not None:
+            await found.provisioner.retire_copy(*leftover)

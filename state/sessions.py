@@ -14,9 +14,12 @@ below run on Redis Cluster too):
 - ``pi:once:{key}``     idempotency markers for Slack retries and double clicks
 - ``pi:{sid}:lease``    which process runs the session's background job (verify, apply)
 - ``pi:{sid}:messages`` hash of the ids (Slack ``ts``) of messages the bot edits later, each under
-  a name and the session version whose transition posted it, and of every post the outbox made
-  (under ``out:<version>.<n>``, so a redelivery never posts twice); never state a decision
-  depends on
+  a name and the session version whose transition posted it, of every post the outbox made
+  (under ``out:<version>.<n>``, so a redelivery never posts twice) and of every other post
+  (``posted:<ts>``); ``posting:<id>`` marks a post in flight until its ts is recorded;
+  ``every_post`` marks a session whose posts are all kept, so a click on a
+  message missing here comes from a copy posted twice across a crash and is refused; never
+  state a transition depends on
 - ``pi:{sid}:outbox`` and its companions: see ``state.outbox``
 
 Every change of a session is a compare-and-set on its version, done in one Lua script together
@@ -189,15 +192,25 @@ def _once_key(key: str) -> str:
     return f"pi:once:{{{key}}}"
 
 
-# KEYS: session, audit. ARGV: data, ttl, then audit field/value pairs.
+POSTING = "posting:"
+"""Prefix of the fields of ``pi:{sid}:messages`` that mark a post in flight: written before the
+post, removed with the write that records its ts."""
+EVERY_POST_KEPT = "every_post"
+"""The field of ``pi:{sid}:messages`` that says every post of the session is kept there: set
+when the session is created, so sessions from before this rule are not judged by it."""
+
+
+# KEYS: session, audit, messages. ARGV: data, ttl, then audit field/value pairs.
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'version', 0, 'data', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[3], 'EVERY_POST_KEPT', '1')
+redis.call('EXPIRE', KEYS[3], ARGV[2])
 redis.call('XADD', KEYS[2], 'MAXLEN', AUDIT_KEPT, '*', unpack(ARGV, 3))
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 1
-""".replace("AUDIT_KEPT", str(AUDIT_KEPT))
+""".replace("AUDIT_KEPT", str(AUDIT_KEPT)).replace("EVERY_POST_KEPT", EVERY_POST_KEPT)
 
 # KEYS: session, audit, outbox. ARGV: expected version, data, ttl, outbox entry ('' for none),
 # then audit field/value pairs. Returns {1} when stored, {0, found} on a version conflict, {-1}
@@ -237,6 +250,24 @@ return 1
 
 
 _PACKED = b"z:"  # a record stored compressed (JSON starts with "{", never with this)
+
+
+@dataclass(frozen=True)
+class PostedMessages:
+    """The ts of the messages the bot posted for a session (``pi:{sid}:messages``)."""
+
+    complete: bool
+    """Every post is kept, so a message of the session's missing here is a copy the bot
+    posted and could not record (its process died first) and then posted again."""
+    ts: frozenset[str]
+    posting_until: tuple[float, ...] = ()
+    """When each post still in flight gives up recording its ts (wall clock): until then, a
+    message missing here may be that post, posted and not recorded yet."""
+
+    def disowns(self, ts: str, *, now: float) -> bool:
+        """``ts`` is certainly not one of the messages the bot keeps for the session."""
+        in_flight = any(until > now for until in self.posting_until)
+        return self.complete and ts not in self.ts and not in_flight
 
 
 def _pack(text: str) -> bytes:
@@ -351,7 +382,7 @@ class SessionStore(Generic[R]):
         other order would let a second start take a lock whose record was still being written.
         """
         created = await self._create(
-            keys=[_session_key(session.id), _audit_key(session.id)],
+            keys=[_session_key(session.id), _audit_key(session.id), _messages_key(session.id)],
             args=[
                 _pack(session.to_json()),
                 self._active_ttl,
@@ -364,7 +395,9 @@ class SessionStore(Generic[R]):
             await self._take_tenant(session)
         except BaseException:
             # Busy, or interrupted: the record that never got its lock is not a session.
-            await self._redis.delete(_session_key(session.id), _audit_key(session.id))
+            await self._redis.delete(
+                _session_key(session.id), _audit_key(session.id), _messages_key(session.id)
+            )
             raise
         await self._index(None, session)
         return session
@@ -418,6 +451,19 @@ class SessionStore(Generic[R]):
     async def get(self, session_id: str) -> R | None:
         data = await self._redis.hget(_session_key(session_id), "data")
         return self._decode(unpack_record(data)) if data is not None else None
+
+    async def get_with_posts(self, session_id: str) -> tuple[R | None, PostedMessages]:
+        """The session and the ts of the messages the bot posted for it, in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hget(_session_key(session_id), "data")
+        pipe.hgetall(_messages_key(session_id))
+        data, kept = await pipe.execute()
+        session = self._decode(unpack_record(data)) if data is not None else None
+        fields = {as_text(name): as_text(value) for name, value in kept.items()}
+        complete = fields.pop(EVERY_POST_KEPT, None) is not None
+        posting = [name for name in fields if name.startswith(POSTING)]
+        posting_until = tuple(float(fields.pop(name)) for name in posting)
+        return session, PostedMessages(complete, frozenset(fields.values()), posting_until)
 
     async def require(self, session_id: str) -> R:
         session = await self.get(session_id)
@@ -656,12 +702,32 @@ class SessionStore(Generic[R]):
         await self._redis.hset(key, f"{name}@{version}", ts)
         await self._redis.expire(key, self._retention_ttl)
 
-    async def keep_post(self, session_id: str, keys: Sequence[str], ts: str) -> None:
-        """Record one posted message's ts under each of ``keys`` (a name@version and the outbox
-        slot that posted it), in one write."""
+    async def begin_post(
+        self, session_id: str, posting: str, until: float, slot: str | None
+    ) -> str | None:
+        """Mark a post in flight under ``posting`` (a ``POSTING`` field) until ``until`` (wall
+        clock), and return the ts ``slot`` already holds, if any (one round trip)."""
         key = _messages_key(session_id)
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hset(key, mapping=dict.fromkeys(keys, ts))
+        pipe.hset(key, posting, repr(until))
+        pipe.expire(key, self._retention_ttl)
+        if slot is not None:
+            pipe.hget(key, slot)
+        results = await pipe.execute()
+        earlier = results[2] if slot is not None else None
+        return as_text(earlier) if earlier is not None else None
+
+    async def keep_post(
+        self, session_id: str, keys: Sequence[str], ts: str, *, posting: str | None = None
+    ) -> None:
+        """Record one posted message's ts under each of ``keys`` (a name@version and the outbox
+        slot that posted it), and end its in-flight mark ``posting``, in one write."""
+        key = _messages_key(session_id)
+        pipe = self._redis.pipeline(transaction=False)
+        if keys:
+            pipe.hset(key, mapping=dict.fromkeys(keys, ts))
+        if posting is not None:
+            pipe.hdel(key, posting)
         pipe.expire(key, self._retention_ttl)
         await pipe.execute()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,6 +31,7 @@ from bot.session.views import (
     DeliveryTrouble,
     home_view,
     not_in_channel_message,
+    out_of_date_copy,
     root_message,
     status_message,
     thread_note,
@@ -49,7 +51,7 @@ from bot.workflow import (
 )
 from state.oauth import OAuthStates
 from state.patience import within
-from state.sessions import SessionStore, TenantBusy, VersionConflict
+from state.sessions import POSTING, SessionStore, TenantBusy, VersionConflict
 
 if TYPE_CHECKING:  # the steps themselves import this module
     from bot.steps.protocol import StepTable
@@ -62,6 +64,7 @@ _CHANNEL_PROBLEMS = frozenset({"not_in_channel", "channel_not_found", "is_archiv
 ANNOUNCEMENT = "Exchange Online protected in inline mode."
 STATUS_AUDIT_ENTRIES = 8  # the newest, per session, in ``/provision-inline status``
 PERMALINK = "permalink"  # where a session's thread link is kept, beside its message ids
+POSTED = "posted:"  # prefix of the ts of a post kept under no other name
 # How long recording the ts of a message Slack accepted waits out an unavailable Redis.
 RECORD_POST_BUDGET_SECONDS = 30.0
 # A step's own message is kept for the whole session, not under the transition that posted it:
@@ -272,32 +275,36 @@ class Provisioner:
         finds the ts the first attempt recorded and edits that message instead."""
         slot = self.courier.slot_for(session.id)
         keys = [keep_as] if keep_as else []
-        if slot is not None:
-            key = slot.next_key()
-            earlier = await self.store.kept_post(session.id, key)
-            if earlier is not None:
-                await self.slack.chat_update(
-                    channel=channel, ts=earlier, text=message.text, blocks=message.blocks
-                )
-                if keys:
-                    await self.store.keep_post(session.id, keys, earlier)
-                return earlier
-            keys.append(key)
+        slot_key = slot.next_key() if slot is not None else None
+        # Marked in flight first: until its ts is recorded, a click on the new message is not
+        # taken for one on a leftover copy (``handlers.access``). Named after its slot, so a
+        # redelivery's mark replaces the one its dead predecessor left.
+        posting = POSTING + (slot_key or keep_as or secrets.token_hex(6))
+        until = time.time() + RECORD_POST_BUDGET_SECONDS
+        earlier = await self.store.begin_post(session.id, posting, until, slot_key)
+        if earlier is not None:
+            await self.slack.chat_update(
+                channel=channel, ts=earlier, text=message.text, blocks=message.blocks
+            )
+            await self.store.keep_post(session.id, keys, earlier, posting=posting)
+            return earlier
+        if slot_key is not None:
+            keys.append(slot_key)
         posted = await self.slack.chat_postMessage(
             channel=channel, thread_ts=thread_ts, text=message.text, blocks=message.blocks
         )
         ts = str(posted["ts"])
-        if keys:
-            # Slack has the message: its ts must be recorded, or a redelivery would post it
-            # again, so this write rides out a Redis restart (a longer outage gives up).
-            deadline = asyncio.get_running_loop().time() + RECORD_POST_BUDGET_SECONDS
-            await within(
-                deadline, "recording a posted message", lambda: self._keep(session, keys, ts)
-            )
+        # Slack has the message: its ts must be recorded, or a redelivery would post it again,
+        # and a click on it would be taken for one on a leftover copy. So this write rides out
+        # a Redis restart (a longer outage gives up).
+        keys = keys or [f"{POSTED}{ts}"]
+        deadline = asyncio.get_running_loop().time() + RECORD_POST_BUDGET_SECONDS
+        await within(
+            deadline,
+            "recording a posted message",
+            lambda: self.store.keep_post(session.id, keys, ts, posting=posting),
+        )
         return ts
-
-    async def _keep(self, session: Session, keys: list[str], ts: str) -> None:
-        await self.store.keep_post(session.id, keys, ts)
 
     async def show_step(
         self, session: Session, name: str, message: Message, *, version: int = STEP_MESSAGE
@@ -320,6 +327,13 @@ class Provisioner:
     async def edit(self, session: Session, ts: str, message: Message) -> None:
         await self.slack.chat_update(
             channel=session.channel_id, ts=ts, text=message.text, blocks=message.blocks
+        )
+
+    async def retire_copy(self, channel_id: str, ts: str) -> None:
+        """Strip a leftover copy of a message the bot posted twice of its buttons."""
+        message = out_of_date_copy()
+        await self.slack.chat_update(
+            channel=channel_id, ts=ts, text=message.text, blocks=message.blocks
         )
 
     async def _announce(self, session: Session) -> None:

@@ -390,6 +390,26 @@ def wrong_channel_message(channel_id: str) -> Message:
     return Message(text=text, blocks=[_section(text)])
 
 
+def out_of_date_copy_answer() -> Message:
+    """The answer to a click on a copy of a message the bot posted twice (its process died
+    after Slack took the first post and before the post was recorded, so it was posted again)."""
+    text = (
+        ":no_entry: This message is a leftover copy: I posted it twice when I restarted, and "
+        "only the other copy is kept up to date. Use the same step's message further down in "
+        "this thread. Nothing was changed."
+    )
+    return Message(text=text, blocks=[_section(text)])
+
+
+def out_of_date_copy() -> Message:
+    """What such a leftover copy is edited into, so nobody clicks its buttons again."""
+    text = (
+        ":wastebasket: A leftover copy of a step's message (posted twice when I restarted). "
+        "The step's up-to-date message is further down in this thread."
+    )
+    return Message(text=text, blocks=[_section(text)])
+
+
 def not_in_channel_message(channel_id: str) -> Message:
     text = (
         f":wave: I'm not a member of <#{channel_id}>, so I can't run the provisioning thread "

@@ -46,8 +46,35 @@ async def test_create_get_and_audit(store: SessionStore[Session], redis: Redis) 
         {"tenant": "contoso.com"},
     )
     keys = sorted(key.decode() for key in await redis.keys("pi:{s1}:*"))
-    assert keys == ["pi:{s1}:audit", "pi:{s1}:session"]
+    assert keys == ["pi:{s1}:audit", "pi:{s1}:messages", "pi:{s1}:session"]
     assert 0 < await redis.ttl("pi:{s1}:session") <= 3600
+
+
+async def test_a_session_knows_every_message_posted_for_it(
+    store: SessionStore[Session], redis: Redis
+) -> None:
+    """A new session keeps every post's ts, so a message missing from them is a copy the bot
+    lost track of; a session from before that rule (no marker) disowns nothing."""
+    await store.create(new_session(), detail={})
+    now = 1800000000.0
+    assert await store.begin_post("s1", "posting:a", now + 30, "out:1.0") is None
+    _, posting = await store.get_with_posts("s1")
+    # Posted and not recorded yet: it may be the message clicked, until the record gives up.
+    assert not posting.disowns("1700000000.000200", now=now)
+    assert posting.disowns("1700000000.000200", now=now + 31)
+    await store.keep_post("s1", ["out:1.0", "step@0"], "1700000000.000100", posting="posting:a")
+    session, posted = await store.get_with_posts("s1")
+    assert session == new_session()
+    assert posted.posting_until == ()
+    assert not posted.disowns("1700000000.000100", now=now)
+    assert posted.disowns("1700000000.000200", now=now)
+    assert await store.begin_post("s1", "posting:b", now + 30, "out:1.0") == "1700000000.000100"
+    await redis.hdel("pi:{s1}:messages", "every_post", "posting:b")
+    _, older = await store.get_with_posts("s1")
+    assert not older.disowns("1700000000.000200", now=now)
+    gone, nothing = await store.get_with_posts("nope")
+    assert gone is None
+    assert not nothing.disowns("1700000000.000200", now=now)
 
 
 async def test_one_active_session_per_tenant(store: SessionStore[Session]) -> None:
@@ -92,6 +119,7 @@ async def test_many_rounds_of_concurrent_starts_each_make_one_session(
         assert keys == {
             f"pi:{{{created[0].id}}}:session",
             f"pi:{{{created[0].id}}}:audit",
+            f"pi:{{{created[0].id}}}:messages",
         }
 
 

@@ -28,7 +28,15 @@ import pytest_asyncio
 
 from bot.sandbox.server import SandboxTLS
 from bot.workflow import Phase
-from tests.reliability.chaos import CHAOS_SUMMARY, REPORTS, TARGETS, Chaos, ChaosConfig, Report
+from tests.reliability.chaos import (
+    _REQUEST_OPENERS,
+    CHAOS_SUMMARY,
+    REPORTS,
+    TARGETS,
+    Chaos,
+    ChaosConfig,
+    Report,
+)
 
 LONG = os.environ.get("CHAOS", "").lower() == "long"
 
@@ -224,3 +232,81 @@ async def test_killed_between_a_transition_and_its_slack_effects(
             if c.ok and c.params.get("channel") == cast.channel and not c.params.get("thread_ts")
         ]
         assert len(roots) == 1, json.dumps([c.params.get("text") for c in roots])
+
+
+def _buttons(message: Any) -> list[str]:
+    """The action ids of a message's buttons."""
+    found = []
+    for block in message.blocks:
+        elements = list(block.get("elements", []))
+        if "accessory" in block:
+            elements.append(block["accessory"])
+        found += [e["action_id"] for e in elements if isinstance(e, dict) and "action_id" in e]
+    return found
+
+
+async def test_a_leftover_copy_of_a_message_posted_twice_acts_on_nothing(
+    tls: SandboxTLS, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The outbox's at-least-once window: Slack takes step 2's post, and the process that sent
+    it is killed before it can record the message's ts; the other replica delivers the entry
+    again and posts step 2 a second time. The first copy is left behind with live buttons that
+    show the step as it was. A click on it is refused ("a leftover copy"), records nothing but
+    the refusal, and strips the copy of its buttons; the kept copy works."""
+    config = ChaosConfig(sessions=1, replicas=2, min_kills=0, min_redis_restarts=0)
+    directory = tmp_path_factory.mktemp("chaos-leftover")
+    async with Chaos.running(config, tls, directory) as chaos:
+        person = chaos.person(0)
+        cast = person.cast
+        await person.start()
+        consent_url = await person.consent_link("mailflow")
+        hold = chaos.slack.hold(
+            "chat.postMessage",
+            lambda p: p.get("channel") == cast.channel and str(p.get("text")).startswith("Step 2:"),
+        )
+        visit = asyncio.create_task(person.visit_consent(consent_url))
+        call = await hold.reached(timeout=20)
+        replica = chaos.owner_of(call)
+        assert replica is not None, "no replica holds the held call's connection"
+        await replica.kill()
+        hold.release()  # Slack posts it; the answer goes to a process that is gone
+        await replica.start()
+        await visit
+
+        def copies(_: Any) -> list[Any] | None:
+            found = [m for m in person.thread() if m.text.startswith("Step 2:")]
+            return found if len(found) == 2 else None
+
+        first, kept = await chaos.slack.wait_for(copies, timeout=40)
+        opener = next(a for a in _buttons(first) if a in _REQUEST_OPENERS)
+        session_before = await chaos.session_of(cast)
+        response = await chaos.driver.click(
+            user_id=cast.admin, channel_id=cast.channel, message_ts=first.ts, action_id=opener
+        )
+        assert response.status_code == 200
+        answer = await chaos.slack.wait_for(
+            lambda s: next(
+                (e for e in s.ephemerals if e.user == cast.admin and "leftover copy" in e.text),
+                None,
+            ),
+            timeout=10,
+        )
+        assert "Nothing was changed" in answer.text
+
+        def without_buttons(slack: Any) -> Any | None:
+            message = slack.message(cast.channel, first.ts)
+            return None if _buttons(message) else message
+
+        retired = await chaos.slack.wait_for(without_buttons, timeout=10)
+        assert "leftover copy" in retired.text
+        assert not [v for v in chaos.slack.open_views(cast.admin)], "the copy opened a form"
+        session_after = await chaos.session_of(cast)
+        assert session_before is not None
+        assert session_after is not None
+        assert session_after.version == session_before.version
+        # The kept copy still works: the role is requested and the approvers are told.
+        assert _buttons(chaos.slack.message(cast.channel, kept.ts))
+        await person.request_role_once()
+        await chaos.slack.wait_for(
+            lambda _: bool(_posted(chaos, cast.channel, ":bell:")), timeout=30
+        )

@@ -172,7 +172,7 @@ async def test_the_channel_check_past_the_deadline_acks_and_tells_the_user(
         attempts += 1
         raise RedisConnectionError("Connection refused")
 
-    monkeypatch.setattr(services(context).store, "get", unreachable)
+    monkeypatch.setattr(services(context).store, "get_with_posts", unreachable)
     ack, after = AsyncAck(), Next()  # type: ignore[no-untyped-call]
     started = time.perf_counter()
     await require_anyone("make a new consent link")(
