@@ -9,9 +9,12 @@ Keys (a session's keys share its hash tag, so the scripts below run on Redis Clu
 - ``pi:{sid}:undelivered``  list of entries given up on (bounded retries spent, or an error that
                             retrying cannot fix), each with its error: what ``status`` shows
 - ``pi:outbox``             sorted set: sessions that may have entries, scored by a generation the
-                            writer bumps *before* its compare-and-set; a deliverer that found the
-                            outbox empty removes the session only if the generation is still the
-                            one it read, so a concurrent write is never forgotten
+                            writer bumps before its compare-and-set and again after it; a
+                            deliverer that found the outbox empty removes the session only if the
+                            generation is still the one it read, then looks at the outbox once
+                            more and puts the session back if an entry came meanwhile, so a
+                            concurrent write is never forgotten, even by a writer that dies
+                            right after it
 - ``pi:outbox:undelivered`` set of sessions with undelivered entries (for the metrics), and
                             ``pi:outbox:undelivered:{cid}`` the same per channel (for status)
 

@@ -402,12 +402,26 @@ class SessionStore(Generic[R]):
         await self._index(None, session)
         return session
 
-    async def _index(self, before: R | None, after: R, *, renew_tenant: bool = False) -> None:
+    async def _index(
+        self,
+        before: R | None,
+        after: R,
+        *,
+        renew_tenant: bool = False,
+        outbox_written: bool = False,
+    ) -> None:
         """Bring the indexes in line with ``after`` and, with ``renew_tenant``, let an active
         session's tenant lock live as long as the session (one round trip). The lock is
         extended without asking whose it is: an active session's lock is its own (a lock is
-        taken over only from a session that has ended or is gone)."""
+        taken over only from a session that has ended or is gone).
+
+        ``outbox_written``: the change added an outbox entry, so the session is marked pending
+        once more. The mark before the write keeps a drain that read the generation earlier
+        from forgetting it; this one covers a drain that read the generation after that mark
+        and found the outbox still empty (``state.outbox``)."""
         pipe = self._redis.pipeline(transaction=False)
+        if outbox_written:
+            pipe.zincrby(PENDING_INDEX, 1, after.id)
         if renew_tenant and after.is_active:
             pipe.expire(_tenant_key(after.tenant_id), self._active_ttl)
         if before is not None and before.phase != after.phase:
@@ -502,7 +516,7 @@ class SessionStore(Generic[R]):
             raise SessionGone(before.id)
         if outcome[0] == 0:
             raise VersionConflict(before.id, before.version, int(outcome[1]))
-        await self._index(before, after, renew_tenant=True)
+        await self._index(before, after, renew_tenant=True, outbox_written=bool(outbox))
         return after
 
     async def record(

@@ -319,9 +319,19 @@ class Courier:
         ):
             while True:
                 if head is None:
-                    if generation is not None:
-                        await self._outbox.forget_if_unchanged(session_id, generation)
-                    return
+                    if generation is None or not await self._outbox.forget_if_unchanged(
+                        session_id, generation
+                    ):
+                        return
+                    # A writer may have marked the session before this drain read the
+                    # generation and written its entry only after the outbox looked empty; if
+                    # it then died before its second mark, nobody would ever look here again.
+                    head = await self._outbox.head(session_id)
+                    if head is None:
+                        return
+                    await self._outbox.expect(session_id)
+                    generation = None
+                    continue
                 if head.not_before > self._clock():
                     return  # in order: nothing after it goes first
                 done, following = await self._deliver_head(session_id, head, delivery)

@@ -65,18 +65,6 @@ LONG_FORM = ChaosConfig(
 FORMS = {"short": SHORT_FORM, "long": LONG_FORM}
 
 
-# Faults still met about one short run in five (issue 11 stays open for them; RELIABILITY.md,
-# "Chaos suite", has the details). These invariants are checked and reported in every run; the
-# runs that meet these faults do not fail the suite.
-KNOWN_FAULTS = (
-    "known faults left (issue 11): a message posted again in the outbox's window leaves its "
-    "first copy behind with live buttons (a first role request from such a copy is now "
-    "refused; other buttons are not checked against the message the bot keeps); once in about "
-    "twelve runs one session's outbox entry was not delivered within 90 s after a targeted "
-    "kill (not yet explained: the run now prints the pending index, head and delivery lease)"
-)
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["short", "long"])
 async def run(
     request: pytest.FixtureRequest, tls: SandboxTLS, tmp_path_factory: pytest.TempPathFactory
@@ -123,7 +111,6 @@ def test_the_chaos_reached_its_figures(run: Report, request: pytest.FixtureReque
     assert any(t.startswith("microsoft:") for t in struck), _explain(run)
 
 
-@pytest.mark.xfail(strict=False, reason=KNOWN_FAULTS)
 def test_no_step_ran_twice(run: Report) -> None:
     assert run.violations["no_step_twice"] == [], _explain(run)
 
@@ -149,12 +136,10 @@ def test_acks_later_than_three_seconds(run: Report) -> None:
         assert run.violations["acks"] == [], _explain(run)
 
 
-@pytest.mark.xfail(strict=False, reason=KNOWN_FAULTS)
 def test_every_session_ends_protected(run: Report) -> None:
     assert run.violations["final_state"] == [], _explain(run)
 
 
-@pytest.mark.xfail(strict=False, reason=KNOWN_FAULTS)
 def test_no_slack_post_is_missing_or_duplicated(run: Report) -> None:
     """Every message once, every edit made. A post made again because its process was killed
     between Slack's answer and the record of its ts (the outbox's at-least-once window, which
