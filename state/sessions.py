@@ -500,8 +500,19 @@ class SessionStore(Generic[R]):
         entry and, when given, its ``outbox`` entry (the Slack effects it implies)."""
         if after.version != before.version + 1:
             raise ValueError("a replacement must be exactly one version newer")
+        ahead = self._redis.pipeline(transaction=False)
         if outbox:
-            await self._outbox.expect(before.id)
+            ahead.zincrby(PENDING_INDEX, 1, before.id)  # see state.outbox: marked before
+        if after.is_active and after.phase != before.phase:
+            # Indexed under its new phase before it gets there: the indexes are other keys (on
+            # Redis Cluster, other slots) than the record, so they cannot change in its script,
+            # and an index write lost after the record's (a crash, a Redis restart) must not
+            # hide the session from those who look for that phase (the orphan check for a
+            # sign-in's claim, the resumption of a job). Readers skip and repair entries whose
+            # record is elsewhere (``_listed``).
+            ahead.zadd(_phase_index(after.phase), {after.id: after.updated_at})
+        if len(ahead):
+            await ahead.execute()
         outcome = await self._compare_and_set(
             keys=[_session_key(before.id), _audit_key(before.id), outbox_key(before.id)],
             args=[

@@ -187,6 +187,31 @@ async def test_compare_and_set_refuses_a_stale_version(store: SessionStore[Sessi
     assert [entry.action for entry in await store.audit("s1")] == ["start", "mailflow_consent"]
 
 
+async def test_a_session_is_indexed_under_its_new_phase_before_it_gets_there(
+    store: SessionStore[Session], redis: Redis
+) -> None:
+    """The phase index is written before the record's compare-and-set (the server's own log
+    of the commands, in order): a crash or a Redis restart after the record changed cannot
+    leave the session missing from its new phase's index, where the orphan check and the job
+    resumption look for it."""
+    session = await store.create(new_session(), detail={})
+    first = advance(session, Event(EventKind.MAILFLOW_CONSENT, "U0GA", 2.0))
+    await redis.config_set("slowlog-log-slower-than", 0)
+    await redis.slowlog_reset()
+    try:
+        await store.replace(session, first.after, actor="U0GA", action="mailflow_consent")
+        logged = await redis.slowlog_get(64)
+    finally:
+        await redis.config_set("slowlog-log-slower-than", 10000)
+    names = [
+        entry["command"].decode(errors="replace").split()[0:2]
+        for entry in sorted(logged, key=lambda entry: entry["id"])
+    ]
+    index = ["ZADD", "pi:active:phase:mailflow_consented"]
+    stored = next(i for i, name in enumerate(names) if name[0] in ("EVALSHA", "EVAL"))
+    assert index in names[:stored], names
+
+
 async def test_two_racing_decisions_store_exactly_one(store: SessionStore[Session]) -> None:
     session = await store.create(new_session(), detail={})
 
