@@ -584,7 +584,7 @@ _PRIORITY = (
     ACTION_REQUEST_OPEN_DIRECT,
     "consent:mailflow",
 )
-_REQUEST_OPENERS = (ACTION_REQUEST_OPEN_PIM, ACTION_REQUEST_OPEN, ACTION_REQUEST_OPEN_DIRECT)
+REQUEST_OPENERS = (ACTION_REQUEST_OPEN_PIM, ACTION_REQUEST_OPEN, ACTION_REQUEST_OPEN_DIRECT)
 OBSERVER = "U0OBSERVER"  # an admin who asks for the status while Redis is down
 _TRIES = 6  # presses of one button (on one version of its message) before a person gives up
 
@@ -936,7 +936,7 @@ class Person:
             return await self._consent(move)
         if move.action == ACTION_ASSIGN_SIGN_IN:
             return await self._sign_in(move)
-        if move.action in _REQUEST_OPENERS:
+        if move.action in REQUEST_OPENERS:
             return await self._request_role(move)
         if move.action == ACTION_ACKNOWLEDGE:
             if self._aim("slack:assign-prompt"):
@@ -1005,7 +1005,7 @@ class Person:
 
         def opener(_: Any) -> Move | None:
             moves = self._moves()
-            return next((moves[a] for a in _REQUEST_OPENERS if a in moves), None)
+            return next((moves[a] for a in REQUEST_OPENERS if a in moves), None)
 
         return await self._request_role(await self.slack.wait_for(opener, timeout=timeout))
 
@@ -1217,7 +1217,7 @@ class Person:
 def _key(move: Move) -> tuple[str, str, int]:
     """A press as people remember it: which button, on which message, as it then read (the
     three ways to open the role request are one choice)."""
-    action = "role_request_open" if move.action in _REQUEST_OPENERS else move.action
+    action = "role_request_open" if move.action in REQUEST_OPENERS else move.action
     return (action, move.ts, move.edited)
 
 

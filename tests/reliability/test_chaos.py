@@ -15,26 +15,29 @@ Machinery: ``tests/reliability/chaos.py``. Figures and results: RELIABILITY.md (
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import pytest_asyncio
 
+from bot.sandbox.holds import Hold
 from bot.sandbox.server import SandboxTLS
 from bot.workflow import Phase
 from tests.reliability.chaos import (
-    _REQUEST_OPENERS,
     CHAOS_SUMMARY,
     REPORTS,
+    REQUEST_OPENERS,
     TARGETS,
     Chaos,
     ChaosConfig,
+    Person,
     Report,
 )
 
@@ -160,6 +163,37 @@ def _posted(chaos: Chaos, channel: str, starts: str) -> list[dict[str, Any]]:
     ]
 
 
+@contextlib.asynccontextmanager
+async def _one_session_on_two_replicas(
+    tls: SandboxTLS, factory: pytest.TempPathFactory, name: str
+) -> AsyncIterator[tuple[Chaos, Person]]:
+    """Two replicas, no random chaos, one session started (its thread open)."""
+    config = ChaosConfig(sessions=1, replicas=2, min_kills=0, min_redis_restarts=0)
+    async with Chaos.running(config, tls, factory.mktemp(f"chaos-{name}")) as chaos:
+        person = chaos.person(0)
+        await person.start()
+        yield chaos, person
+
+
+async def _consent_killing_the_caller(
+    chaos: Chaos, person: Person, url: str, hold: Hold, then: Literal["drop", "release"]
+) -> None:
+    """The Global Administrator accepts the mail-flow consent; the replica that makes the held
+    Slack call is killed (SIGKILL) while the call is held, the call is then dropped or
+    released, and the replica started again while the other one runs on."""
+    visit = asyncio.create_task(person.visit_consent(url))
+    call = await hold.reached(timeout=20)
+    replica = chaos.owner_of(call)
+    assert replica is not None, "no replica holds the held call's connection"
+    await replica.kill()
+    if then == "drop":
+        hold.drop()
+    else:
+        hold.release()
+    await replica.start()
+    await visit
+
+
 async def test_killed_between_a_transition_and_its_slack_effects(
     tls: SandboxTLS, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -168,26 +202,19 @@ async def test_killed_between_a_transition_and_its_slack_effects(
     first of them is held in the sandbox, the process that sent it is killed (SIGKILL) and the
     call dropped (it never reached Slack), the process is started again while the other replica
     runs on. Every missing message must then arrive, exactly once, and the session go on."""
-    config = ChaosConfig(sessions=1, replicas=2, min_kills=0, min_redis_restarts=0)
-    directory = tmp_path_factory.mktemp("chaos-done-when")
-    async with Chaos.running(config, tls, directory) as chaos:
-        person = chaos.person(0)
+    async with _one_session_on_two_replicas(tls, tmp_path_factory, "done-when") as (
+        chaos,
+        person,
+    ):
         cast = person.cast
-        await person.start()
         root_ts = person.root_ts
         assert root_ts is not None
         consent_url = await person.consent_link("mailflow")
         hold = chaos.slack.hold(
             "chat.update", lambda p: p.get("channel") == cast.channel and p.get("ts") == root_ts
         )
-        visit = asyncio.create_task(person.visit_consent(consent_url))
-        call = await hold.reached(timeout=20)
-        replica = chaos.owner_of(call)
-        assert replica is not None, "no replica holds the held call's connection"
-        await replica.kill()
-        hold.drop()
-        await replica.start()
-        await visit  # the browser's request died with the replica
+        # The browser's request dies with the replica; Slack never gets the held call.
+        await _consent_killing_the_caller(chaos, person, consent_url, hold, "drop")
         session = await chaos.session_of(cast)
         assert session is not None
         assert session.phase is Phase.MAILFLOW_CONSENTED  # stored before the effects
@@ -238,32 +265,25 @@ async def test_a_leftover_copy_of_a_message_posted_twice_acts_on_nothing(
     again and posts step 2 a second time. The first copy is left behind with live buttons that
     show the step as it was. A click on it is refused ("a leftover copy"), records nothing but
     the refusal, and strips the copy of its buttons; the kept copy works."""
-    config = ChaosConfig(sessions=1, replicas=2, min_kills=0, min_redis_restarts=0)
-    directory = tmp_path_factory.mktemp("chaos-leftover")
-    async with Chaos.running(config, tls, directory) as chaos:
-        person = chaos.person(0)
+    async with _one_session_on_two_replicas(tls, tmp_path_factory, "leftover") as (
+        chaos,
+        person,
+    ):
         cast = person.cast
-        await person.start()
         consent_url = await person.consent_link("mailflow")
         hold = chaos.slack.hold(
             "chat.postMessage",
             lambda p: p.get("channel") == cast.channel and str(p.get("text")).startswith("Step 2:"),
         )
-        visit = asyncio.create_task(person.visit_consent(consent_url))
-        call = await hold.reached(timeout=20)
-        replica = chaos.owner_of(call)
-        assert replica is not None, "no replica holds the held call's connection"
-        await replica.kill()
-        hold.release()  # Slack posts it; the answer goes to a process that is gone
-        await replica.start()
-        await visit
+        # Slack posts it; its answer goes to a process that is gone.
+        await _consent_killing_the_caller(chaos, person, consent_url, hold, "release")
 
         def copies(_: Any) -> list[Any] | None:
             found = [m for m in person.thread() if m.text.startswith("Step 2:")]
             return found if len(found) == 2 else None
 
         first, kept = await chaos.slack.wait_for(copies, timeout=40)
-        opener = next(a for a in _buttons(first) if a in _REQUEST_OPENERS)
+        opener = next(a for a in _buttons(first) if a in REQUEST_OPENERS)
         session_before = await chaos.session_of(cast)
         response = await chaos.driver.click(
             user_id=cast.admin, channel_id=cast.channel, message_ts=first.ts, action_id=opener
