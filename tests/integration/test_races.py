@@ -32,6 +32,7 @@ from tests.integration.conftest import (
     SECOND_APPROVER,
     Harness,
     ephemeral_for,
+    session_keys,
 )
 from tests.integration.steps import microsoft_answer, sign_in_url
 from tests.integration.test_apply import (
@@ -180,7 +181,13 @@ async def test_acknowledge_while_the_request_is_amended(harness: Harness) -> Non
     # Whichever came first, the approver is told who: the first approver, or the admin who
     # replaced the request they were looking at.
     assert f"<@{APPROVER}> acknowledged" in reply.text or f"<@{ADMIN}> sent" in reply.text
-    session = await session_of(harness, session_id)
+
+    # The approver refused first is answered before the amendment (acked already) is stored.
+    async def amended_request() -> Session | None:
+        found = await session_of(harness, session_id)
+        return found if found.phase is not Phase.ROLE_ACKNOWLEDGED else None
+
+    session = await harness.stored(session_keys(session_id), amended_request)
     assert session.phase is Phase.ROLE_REQUESTED
     assert session.role.request is not None
     assert session.role.request.justification == amended
