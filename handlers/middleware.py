@@ -81,7 +81,12 @@ class TrackedAck(AsyncAck):
     in flight, and is never taken back once given (see the module's docstring)."""
 
     def __init__(
-        self, *, kind: str, metrics: Metrics, inflight: InFlight, clock: Callable[[], float]
+        self,
+        *,
+        kind: str,
+        metrics: Metrics,
+        inflight: InFlight,
+        clock: Callable[[], float],
     ) -> None:
         self._given: BoltResponse | None = None
         super().__init__()  # type: ignore[no-untyped-call]
@@ -89,10 +94,23 @@ class TrackedAck(AsyncAck):
         self._metrics = metrics
         self._inflight = inflight
         self._clock = clock
+        self._holding_slot = False
         self._started = clock()
         # The task that dispatches the request: an ack given there (Bolt's automatic ack of
         # events) is not the listener's; the listener enrols itself by acking in its own task.
         self._dispatching = asyncio.current_task()
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> BoltResponse:
+        """Ack, then wait for a work slot before the listener goes on (acks first): the ack is
+        already given, so Slack has its answer whatever the wait; the slot is the listener
+        task's until it ends."""
+        given: BoltResponse = await super().__call__(*args, **kwargs)
+        task = asyncio.current_task()
+        if task is None or task is self._dispatching or self._holding_slot:
+            return given
+        self._holding_slot = True
+        await self._inflight.take_slot(task)
+        return given
 
     @property
     def response(self) -> BoltResponse | None:

@@ -20,11 +20,20 @@ __all__ = ["InFlight"]
 logger = logging.getLogger(__name__)
 
 
-class InFlight:
-    """The tasks doing acked work; ``drain`` waits for them at shutdown."""
+ACKED_WORK_AT_ONCE = 16
+"""Listeners of one process going on with their work after the ack at the same time (the rest
+wait, already acked): enough to keep Redis and Slack busy, few enough that under a burst a new
+request's ack never queues behind more than that much work on the event loop."""
 
-    def __init__(self) -> None:
+
+class InFlight:
+    """The tasks doing acked work; ``drain`` waits for them at shutdown. Acks first: a listener
+    goes on after its ack only when one of ``at_once`` slots is free (``take_slot``)."""
+
+    def __init__(self, at_once: int = ACKED_WORK_AT_ONCE) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.slots = asyncio.Semaphore(at_once)
+        self.waiting = 0  # acked listeners waiting for a slot
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -35,6 +44,15 @@ class InFlight:
             return
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def take_slot(self, task: asyncio.Task[Any]) -> None:
+        """Wait for a free slot; ``task`` holds it until it ends."""
+        self.waiting += 1
+        try:
+            await self.slots.acquire()
+        finally:
+            self.waiting -= 1
+        task.add_done_callback(lambda _: self.slots.release())
 
     def spawn(self, work: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
         """Run ``work`` after the ack, in flight until done; its failure is logged with its
