@@ -354,6 +354,10 @@ class TransitionNotAllowed(Exception):
         super().__init__(f"{event.kind.value} is not allowed while the session is {session.phase}")
 
 
+AMENDING = "amending"
+"""The detail of a ``ROLE_REQUEST`` that amends the acknowledged request ("yes")."""
+
+
 class Why(StrEnum):
     """Why a guard refused a move the table allows in this phase."""
 
@@ -367,6 +371,7 @@ class Why(StrEnum):
     WARNINGS_PENDING = "warnings_pending"
     NO_WARNINGS = "no_warnings"
     ALREADY_ACKNOWLEDGED = "already_acknowledged"
+    ALREADY_REQUESTED = "already_requested"  # only an amendment replaces a request made
 
 
 P = TypeVar("P")
@@ -407,6 +412,12 @@ def _check(session: Session, event: Event) -> None:
             refuse(Why.OWN_REQUEST)
         if kind is EventKind.ROLE_WITHDRAW and event.actor != role.request.requested_by:
             refuse(Why.NOT_REQUESTER, role.request.requested_by)
+    elif kind is EventKind.ROLE_REQUEST and session.phase is Phase.ROLE_ACKNOWLEDGED:
+        # A first request's form (one opened from a copy of step 2's first message, or left
+        # open) must not replace the acknowledged request: only *Complete the request*, after
+        # Microsoft asked for more, amends it.
+        if event.detail.get(AMENDING) != "yes":
+            refuse(Why.ALREADY_REQUESTED, role.request.requested_by if role.request else None)
     elif kind is EventKind.ROLE_ASSIGNING:
         sending = _payload(event, SeenRequest)
         acknowledged = role.acknowledged_request

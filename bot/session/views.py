@@ -612,6 +612,8 @@ _REFUSED: Mapping[Why, str] = {
     Why.WARNINGS_PENDING: "The warnings from the pre-flight checks must be acknowledged first.",
     Why.NO_WARNINGS: "There are no warnings to acknowledge.",
     Why.ALREADY_ACKNOWLEDGED: "Already done: {who} acknowledged the warnings.",
+    Why.ALREADY_REQUESTED: "Already done: {who} requested the role. The thread's latest step 2 "
+    "message shows where the request stands.",
 }
 
 

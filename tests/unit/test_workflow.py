@@ -5,6 +5,7 @@ import pytest
 from bot.steps.mailflow.model import Blocker, PlanState
 from bot.steps.role.model import AssignmentFailed, RoleRequest, SeenRequest
 from bot.workflow import (
+    AMENDING,
     TERMINAL,
     TRANSITIONS,
     Effect,
@@ -189,7 +190,12 @@ def test_the_acknowledgement_covers_exactly_the_request_seen() -> None:
 def test_an_amended_request_needs_a_new_acknowledgement_before_assignment() -> None:
     session = advance(requested(), step(EventKind.ROLE_ACKNOWLEDGE, 3.0)).after
     amended = RoleRequest("Now with a ticket", requested_by="U0ADMIN", ticket_number="INC-1")
-    changed = advance(session, Event(EventKind.ROLE_REQUEST, "U0ADMIN", 4.0, payload=amended)).after
+    first = Event(EventKind.ROLE_REQUEST, "U0ADMIN", 4.0, payload=amended)
+    with pytest.raises(TransitionRefused) as not_amending:
+        advance(session, first)  # a first request's form: it never replaces one made
+    assert not_amending.value.why is Why.ALREADY_REQUESTED
+    amend = Event(EventKind.ROLE_REQUEST, "U0ADMIN", 4.0, {AMENDING: "yes"}, payload=amended)
+    changed = advance(session, amend).after
     assert changed.phase is Phase.ROLE_REQUESTED
     assert changed.role.acknowledgement is None
     assert changed.role.acknowledged_request is None

@@ -61,7 +61,16 @@ from bot.steps.role.views import (
     with_request,
 )
 from bot.web import pages
-from bot.workflow import Event, EventKind, Payload, Phase, Session, Transition, TransitionNotAllowed
+from bot.workflow import (
+    AMENDING,
+    Event,
+    EventKind,
+    Payload,
+    Phase,
+    Session,
+    Transition,
+    TransitionNotAllowed,
+)
 from state.oauth import OAuthState
 from state.sessions import AuditEntry
 
@@ -211,10 +220,11 @@ class RoleStep:
         return session.role.requirements if session else None
 
     async def may_request(self, session_id: str) -> Message | None:
-        """Why a first request cannot be made now (``None``: it can). Only step 2's first
-        message offers it; once a request exists, a form opened from a copy of that message
-        (one the thread still shows, posted again after an interruption) must not replace it:
-        only *Complete the request*, after Microsoft asked for more, amends a request."""
+        """Why a first request's form should not open now (``None``: it may). Only step 2's
+        first message offers it; once a request exists, a form opened from a copy of that
+        message must not replace it: only *Complete the request*, after Microsoft asked for
+        more, amends a request. Asked at the click; the form's submission is refused by the
+        transition's own guard (``Why.ALREADY_REQUESTED``), in its compare-and-set."""
         session = await self._store.get(session_id)
         if session is None or session.phase is Phase.MAILFLOW_CONSENTED:
             return None
@@ -231,10 +241,9 @@ class RoleStep:
         """A validated request from the form: store it and put it up for review (the phase
         check and the store are one compare-and-set: a form submitted too late cannot replace
         the request an approver is looking at). A first request's form (not ``amending``)
-        never replaces one already made."""
-        if not amending and (refused := await self.may_request(session_id)) is not None:
-            return refused
+        never replaces one already made (the transition's guard, in the same compare-and-set)."""
         detail = {
+            AMENDING: "yes" if amending else "no",
             "justification_length": str(len(request.justification)),
             "ticket": request.ticket_number or "",
             "duration": request.duration_iso or "permanent",
