@@ -70,6 +70,7 @@ from bot.workflow import (
     Session,
     Transition,
     TransitionNotAllowed,
+    advance,
 )
 from state.oauth import OAuthState
 from state.sessions import AuditEntry
@@ -220,20 +221,19 @@ class RoleStep:
         return session.role.requirements if session else None
 
     async def may_request(self, session_id: str) -> Message | None:
-        """Why a first request's form should not open now (``None``: it may). Only step 2's
-        first message offers it; once a request exists, a form opened from a copy of that
-        message must not replace it: only *Complete the request*, after Microsoft asked for
-        more, amends a request. Asked at the click; the form's submission is refused by the
-        transition's own guard (``Why.ALREADY_REQUESTED``), in its compare-and-set."""
+        """Why a first request's form should not open now (``None``: it may), asked at the
+        click. The answer is the transition table's own, for the move the form would make
+        (``Why.ALREADY_REQUESTED`` once a request is acknowledged; the guard refuses the
+        submission the same way, in its compare-and-set)."""
         session = await self._store.get(session_id)
         if session is None or session.phase is Phase.MAILFLOW_CONSENTED:
             return None
-        made = session.last(EventKind.ROLE_REQUEST)
-        who = f"{mention(made.actor)} requested the role {when(made.at)}" if made else "requested"
-        return notice(
-            f"Already done: {who}. Nothing was changed. The thread's latest step 2 message "
-            "shows where the request stands."
-        )
+        first = Event(EventKind.ROLE_REQUEST, "system", self._provisioner.now(), {AMENDING: "no"})
+        try:
+            advance(session, first)
+        except TransitionNotAllowed as refused:
+            return refused_transition_message(refused)
+        return None
 
     async def submit(
         self, session_id: str, request: RoleRequest, *, amending: bool = False
