@@ -20,6 +20,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.app import Runtime, Wire, build_runtime
 from bot.config import ConfigError, Mode, Settings, load_settings
+from bot.ops.collector import tune_for_serving
 
 __all__ = ["main"]
 
@@ -65,6 +66,7 @@ def _uvicorn(runtime: Runtime) -> uvicorn.Server:
 async def serve(settings: Settings, wire: Wire) -> None:
     """HTTP mode: uvicorn serves Slack's requests; SIGTERM/SIGINT drain and stop it."""
     runtime = build_runtime(settings, wire=wire)
+    tune_for_serving()
     try:
         await _uvicorn(runtime).serve()
     finally:
@@ -101,6 +103,7 @@ async def socket_mode(settings: Settings, wire: Wire) -> int:
     # Requests and ack latency are counted by the global middleware, as over HTTP.
     handler = AsyncSocketModeHandler(runtime.bolt, app_token)
     await handler.connect_async()  # type: ignore[no-untyped-call]
+    tune_for_serving()
     try:
         await _uvicorn(runtime).serve()  # returns on SIGTERM/SIGINT
     finally:

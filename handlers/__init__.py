@@ -32,6 +32,7 @@ from handlers.middleware import (
     drop_duplicate_deliveries,
     refuse_foreign_response_urls,
 )
+from handlers.runner import install as install_prompt_ack_runner
 from handlers.services import Services
 from handlers.web import build_web
 
@@ -51,6 +52,7 @@ def wire(
     # Global middleware, in order: malformed payloads first (before Bolt builds arguments from
     # them), services and the tracked ack (so even a dropped request is acked through it), then
     # what no listener may see: response URLs that are not Slack's, duplicates and replays.
+    install_prompt_ack_runner(bolt)  # before bolt.error, which hands its handler to the runner
     bolt.use(RefuseMalformedPayloads())
     bolt.use(RequestScope(Services.of(runtime)))
     bolt.use(refuse_foreign_response_urls)

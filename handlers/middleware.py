@@ -95,6 +95,7 @@ class TrackedAck(AsyncAck):
         self._inflight = inflight
         self._clock = clock
         self._holding_slot = False
+        self._waiter: asyncio.Future[None] | None = None
         self._started = clock()
         # The task that dispatches the request: an ack given there (Bolt's automatic ack of
         # events) is not the listener's; the listener enrols itself by acking in its own task.
@@ -127,6 +128,17 @@ class TrackedAck(AsyncAck):
             self._inflight.enrol(task)
         if first:
             self._metrics.observe_ack(self._kind, value.status, self._clock() - self._started)
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
+
+    def when_given(self, waiter: asyncio.Future[None]) -> None:
+        """Resolve ``waiter`` when the ack is given (at once if it already is): the runner
+        answers Slack then (``handlers.runner``)."""
+        if self._given is not None:
+            if not waiter.done():
+                waiter.set_result(None)
+            return
+        self._waiter = waiter
 
 
 class RequestScope(AsyncMiddleware):
@@ -160,7 +172,8 @@ class RequestScope(AsyncMiddleware):
             inflight=self._services.inflight,
             clock=self._clock,
         )
-        await next()
+        with self._services.inflight.acking():  # acks first: no new work starts meanwhile
+            await next()
         # None, not ``resp``: a response here would replace the listener's ack (its body).
         return None
 

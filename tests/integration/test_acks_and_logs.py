@@ -118,17 +118,13 @@ async def test_acks_come_first_acked_work_waits_for_a_slot(harness: Harness) -> 
     when a slot frees (acks first: under a burst, a new request never queues for its ack behind
     all the work acked before it)."""
     inflight = harness.runtime.inflight
-    taken = 0
-    while not inflight.slots.locked():
-        await inflight.slots.acquire()
-        taken += 1
+    taken = inflight.take_every_slot()
     before = len(harness.slack.ephemerals)
     driver = harness.driver
     took = await timed(lambda: driver.slash_command(user_id=ADMIN, channel_id=CHANNEL, text="help"))
     assert took < ACK_LIMIT
     assert inflight.waiting == 1  # acked, and waiting for a slot before it goes on
     assert len(harness.slack.ephemerals) == before
-    for _ in range(taken):
-        inflight.slots.release()
+    inflight.give_back(taken)
     await harness.slack.wait_for(lambda s: len(s.ephemerals) > before, timeout=10)
     assert inflight.waiting == 0
