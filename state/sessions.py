@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from state.claims import Claims, claim_key
 from state.connection import RedisClient, connect, verify
 from state.outbox import (
     PENDING_INDEX,
@@ -188,8 +189,7 @@ def _tenant_key(tenant_id: str) -> str:
     return f"pi:tenant:{{{tenant_id}}}"
 
 
-def _once_key(key: str) -> str:
-    return f"pi:once:{{{key}}}"
+_once_key = claim_key
 
 
 POSTING = "posting:"
@@ -361,6 +361,7 @@ class SessionStore(Generic[R]):
         self._release = redis.register_script(RELEASE_IF_HELD)
         self._renew = redis.register_script(RENEW_IF_HELD)
         self._outbox = OutboxStore(redis, retention_ttl=retention_ttl)
+        self._claims = Claims(redis)
 
     @property
     def redis(self) -> RedisClient:
@@ -794,16 +795,9 @@ class SessionStore(Generic[R]):
 
     async def claim_each(self, claims: Sequence[tuple[str, int]], *, token: str) -> list[bool]:
         """``claim_once(key, ttl=ttl, token=token)`` for every ``(key, ttl)``, in one round trip
-        (a pipeline, not a transaction: the keys may live on different cluster nodes); every
+        shared with the other requests claiming at the same moment (``state.claims``); every
         key is claimed, whatever the others' answers."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key, ttl in claims:
-                pipe.set(_once_key(key), token, nx=True, ex=ttl)
-            answers = await pipe.execute()
-        return [
-            bool(first) or as_text(await self._redis.get(_once_key(key))) == token
-            for (key, _), first in zip(claims, answers, strict=True)
-        ]
+        return await self._claims.claim_each(claims, token=token)
 
     async def ping(self) -> bool:
         """True when Redis answers as the deployment the client was made for (every master of a

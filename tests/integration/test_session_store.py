@@ -266,6 +266,35 @@ async def test_claim_once(store: SessionStore[Session]) -> None:
     assert await store.claim_once("trigger:2") is True
 
 
+async def test_claims_made_at_the_same_moment_share_one_round_trip(
+    store: SessionStore[Session], redis: Redis
+) -> None:
+    """Ten requests claiming their trigger and signature at once: one pipeline carries all
+    twenty ``SET NX`` (the server saw them from one connection), and each request gets its own
+    answers, a repeated trigger losing to the first."""
+    await redis.config_set("slowlog-log-slower-than", 0)
+    await redis.slowlog_reset()
+    try:
+        answers = await asyncio.gather(
+            *(
+                store.claim_each(
+                    [(f"trigger:{n % 9}", 60), (f"signature:{n}", 60)], token=f"request-{n}"
+                )
+                for n in range(10)
+            )
+        )
+        logged = await redis.slowlog_get(128)
+    finally:
+        await redis.config_set("slowlog-log-slower-than", 10000)
+    assert answers == [[True, True]] * 9 + [[False, True]]
+    sets = [entry for entry in logged if entry["command"].split()[0] == b"SET"]
+    assert len(sets) == 20
+    assert len({entry["client_address"] for entry in sets}) == 1
+    # A retried claim whose answer was lost finds its own token: still the first.
+    again = await store.claim_each([("trigger:0", 60)], token="request-0")
+    assert again == [True]
+
+
 async def test_sessions_survive_a_redis_restart(
     store: SessionStore[Session], redis_server: RedisServer
 ) -> None:
