@@ -30,6 +30,7 @@ from handlers.middleware import (
     RefuseMalformedPayloads,
     RequestScope,
     drop_duplicate_deliveries,
+    opens_a_form,
     refuse_foreign_response_urls,
 )
 from handlers.runner import install as install_prompt_ack_runner
@@ -78,12 +79,12 @@ def wire(
     bolt.command(
         command,
         matchers=[asked_for(CommandKind.UPGRADE)],
-        middleware=[require_admin("start an upgrade")],
+        middleware=[require_admin("start an upgrade"), opens_a_form],
     )(commands.open_start_form)
     bolt.command(
         command,
         matchers=[asked_for(CommandKind.START)],
-        middleware=[require_admin("start provisioning")],
+        middleware=[require_admin("start provisioning"), opens_a_form],
     )(commands.open_start_form)
     # A modal's submission commits what it holds: rights are checked afresh (no cached groups),
     # so a modal opened before its user was removed does not submit.
@@ -110,7 +111,9 @@ def wire(
 
     # Step 2: the role. Withdrawing is for the requester, which the step itself checks.
     for opener in role.OPENERS:
-        bolt.action(opener, middleware=[require_admin("request the role")])(role.open_request)
+        bolt.action(opener, middleware=[require_admin("request the role"), opens_a_form])(
+            role.open_request
+        )
     bolt.view(REQUEST_CALLBACK, middleware=[require_admin("request the role", fresh=True)])(
         role.request_submitted
     )

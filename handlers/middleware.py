@@ -55,6 +55,7 @@ __all__ = [
     "drop_duplicate_deliveries",
     "kind_of",
     "malformed",
+    "opens_a_form",
     "refuse_foreign_response_urls",
 ]
 
@@ -95,6 +96,7 @@ class TrackedAck(AsyncAck):
         self._inflight = inflight
         self._clock = clock
         self._holding_slot = False
+        self.opens_a_form = False  # its work runs at once (``opens_a_form``)
         self._waiter: asyncio.Future[None] | None = None
         self._started = clock()
         # The task that dispatches the request: an ack given there (Bolt's automatic ack of
@@ -107,7 +109,7 @@ class TrackedAck(AsyncAck):
         task's until it ends."""
         given: BoltResponse = await super().__call__(*args, **kwargs)
         task = asyncio.current_task()
-        if task is None or task is self._dispatching or self._holding_slot:
+        if task is None or task is self._dispatching or self._holding_slot or self.opens_a_form:
             return given
         self._holding_slot = True
         await self._inflight.take_slot(task)
@@ -139,6 +141,15 @@ class TrackedAck(AsyncAck):
                 waiter.set_result(None)
             return
         self._waiter = waiter
+
+
+async def opens_a_form(context: AsyncBoltContext, next: Callable[[], Awaitable[None]]) -> None:
+    """Listener middleware for a listener that opens a modal after its ack: Slack's trigger id
+    is valid for 3 s, so its work does not wait in line behind other acked work (acks first)."""
+    ack = context.ack
+    if isinstance(ack, TrackedAck):
+        ack.opens_a_form = True
+    await next()
 
 
 class RequestScope(AsyncMiddleware):

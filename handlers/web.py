@@ -95,7 +95,12 @@ def build_web(
     metrics_token = configured.reveal() if configured is not None else None
 
     async def slack_events(request: Request) -> Response:
-        # Acks are timed by the global middleware (handlers.middleware), in both modes.
+        # Acks are timed by the global middleware (handlers.middleware), in both modes; from
+        # here to the answer no new acked work starts (acks first, bot.ops.inflight).
+        with runtime.inflight.acking():
+            return await answer_slack(request)
+
+    async def answer_slack(request: Request) -> Response:
         body = await request.body()
         # What a body Bolt cannot parse makes it raise: bad JSON or UTF-8, a payload of the
         # wrong shape (a list, a number where an object is expected).

@@ -23,37 +23,60 @@ logger = logging.getLogger(__name__)
 
 
 ACKED_WORK_AT_ONCE = 16
-"""Listeners of one process going on with their work after the ack at the same time (the rest
-wait, already acked): enough to keep Redis and Slack busy, few enough that under a burst a new
-request's ack never queues behind more than that much work on the event loop."""
+"""Listeners of one process going on with their work after the ack at the same time, when no
+request is waiting for its ack: enough to keep Redis, Slack and Microsoft busy."""
 
-ACKS_FIRST_FOR_SECONDS = 2.0
-"""How long acked work may wait for the requests still to be acked: while any is, no new work
-starts, unless the longest waiting has waited this long. Slack needs its ack within 3 s; the
-person who clicked sees the effect at most this much later, however busy the process."""
+ACKED_WORK_WHILE_BUSY = 4
+"""The same while requests keep arriving: each ack waits, at each of its steps, behind at most
+this much work on the event loop."""
+
+ACKS_FIRST_FOR_SECONDS = 10.0
+"""How long acked work may wait while requests keep arriving: after that it goes on anyway
+(within ``ACKED_WORK_WHILE_BUSY``). A burst is answered first and its effects follow it; under
+load that never ends, work still gets its turn this late."""
+
+MOST_WAITING = 5_000
+"""Acked listeners that may wait for a slot (about 14 KiB each): past that, acks first stops
+and work goes on as if the process were quiet, so the acks slow down instead of memory growing."""
+
+BUSY_FOR_SECONDS = 0.01
+"""Acks this close together make a burst, and after a burst's last ack the process counts as
+busy this much longer: its requests arrive a few milliseconds apart, and work started in each
+gap would delay the next ack. A lone request's work goes on at once."""
 
 
 class InFlight:
     """The tasks doing acked work; ``drain`` waits for them at shutdown.
 
-    Acks first: a listener goes on after its ack only with one of ``at_once`` slots
-    (``take_slot``), handed out in the order asked, and only while no request of this process is
-    still to be acked (``acking``), unless the first in line has waited ``acks_first_for``
-    seconds. Work that runs keeps its slot; new work does not start in front of an ack.
+    Acks first: a listener goes on after its ack only with a slot (``take_slot``), handed out
+    in the order asked. While a request of this process is being acked (``acking``), or a
+    burst of them was a moment ago, no new work starts unless the first in line has waited
+    ``acks_first_for`` seconds, and then only up to ``while_busy`` at once; when the process is
+    quiet (or more than ``most_waiting`` wait), up to ``at_once``. Work that runs keeps its
+    slot: new work does not start in front of an ack.
     """
 
     def __init__(
         self,
         at_once: int = ACKED_WORK_AT_ONCE,
         *,
+        while_busy: int = ACKED_WORK_WHILE_BUSY,
         acks_first_for: float = ACKS_FIRST_FOR_SECONDS,
+        busy_for: float = BUSY_FOR_SECONDS,
+        most_waiting: int = MOST_WAITING,
     ) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._at_once = at_once
+        self._while_busy = min(while_busy, at_once)
         self._free = at_once
         self._acks_first_for = acks_first_for
+        self._busy_for = busy_for
+        self._most_waiting = most_waiting
         self._line: deque[tuple[float, asyncio.Future[None]]] = deque()
         self._to_ack = 0
-        self._overdue: asyncio.TimerHandle | None = None
+        self._last_acked = float("-inf")
+        self._in_a_burst = False
+        self._later: asyncio.TimerHandle | None = None
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -88,6 +111,10 @@ class InFlight:
             yield
         finally:
             self._to_ack -= 1
+            now = asyncio.get_running_loop().time()
+            # A lone request's work goes on at once; in a burst, the next one is near.
+            self._in_a_burst = self._to_ack > 0 or now - self._last_acked < self._busy_for
+            self._last_acked = now
             if not self._to_ack:
                 self._hand_out()
 
@@ -119,11 +146,11 @@ class InFlight:
         self._hand_out()
 
     def _hand_out(self) -> None:
-        """Give free slots to the first in line: at once while nothing waits for its ack, else
-        only to work that has waited ``acks_first_for`` (a timer comes back for it)."""
-        if self._overdue is not None:
-            self._overdue.cancel()
-            self._overdue = None
+        """Give free slots to the first in line, as the class says; when the line must wait, a
+        timer comes back when that changes (the process turns quiet, the first is overdue)."""
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
         line = self._line
         while line and line[0][1].done():
             line.popleft()  # cancelled while waiting
@@ -131,14 +158,25 @@ class InFlight:
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
+        quiet_at = self._last_acked + self._busy_for
+        acking = self._to_ack > 0 or (self._in_a_burst and now < quiet_at)
+        busy = acking and len(line) <= self._most_waiting
         while line and self._free:
             since, turn = line[0]
             if turn.done():
                 line.popleft()
                 continue
-            if self._to_ack and now - since < self._acks_first_for:
-                self._overdue = loop.call_at(since + self._acks_first_for, self._hand_out)
-                return
+            if busy:
+                running = self._at_once - self._free
+                overdue_at = since + self._acks_first_for
+                if now < overdue_at or running >= self._while_busy:
+                    if now < overdue_at:
+                        # Back when the first is overdue, or sooner when the process turns quiet.
+                        back = overdue_at if self._to_ack else min(overdue_at, quiet_at)
+                        self._later = loop.call_at(back, self._hand_out)
+                    elif not self._to_ack:
+                        self._later = loop.call_at(quiet_at, self._hand_out)
+                    return  # else a slot coming back hands out again
             line.popleft()
             self._free -= 1
             turn.set_result(None)

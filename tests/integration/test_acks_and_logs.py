@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from bot.session.views import ACTION_CANCEL
+from bot.session.views import ACTION_CANCEL, START_CALLBACK
 from bot.steps.consent.views import ACTION_CONSENT_OPEN, ACTION_CONSENT_RENEW
 from state.sessions import unpack_record
 from tests.conftest import DIRSYNC_SECRET, MAILFLOW_SECRET, SIGNING_SECRET
@@ -128,3 +128,19 @@ async def test_acks_come_first_acked_work_waits_for_a_slot(harness: Harness) -> 
     inflight.give_back(taken)
     await harness.slack.wait_for(lambda s: len(s.ephemerals) > before, timeout=10)
     assert inflight.waiting == 0
+
+
+async def test_a_form_opens_at_once_even_when_acked_work_waits(harness: Harness) -> None:
+    """Slack's trigger id lasts 3 s: the listener that opens the start form does not wait in
+    line for a slot, while other acked work does."""
+    inflight = harness.runtime.inflight
+    taken = inflight.take_every_slot()
+    try:
+        await harness.driver.slash_command(user_id=ADMIN, channel_id=CHANNEL)
+        await harness.slack.wait_for(
+            lambda s: [v for v in s.open_views(ADMIN) if v.callback_id == START_CALLBACK],
+            timeout=10,
+        )
+        assert inflight.waiting == 0
+    finally:
+        inflight.give_back(taken)

@@ -9,6 +9,7 @@ import httpx
 from bot.steps.role.views import ACTION_ACKNOWLEDGE, ACTION_ASSIGN_SIGN_IN, ACTION_REQUEST_OPEN_PIM
 from bot.workflow import Phase
 from tests.integration.conftest import ADMIN, APPROVER, CHANNEL, ROLE_ADMIN_UPN, Harness
+from tests.integration.conftest import session_keys as session_keys_of
 from tests.integration.steps import answer_form, sign_in_url
 from tests.integration.test_role import (
     JUSTIFICATION,
@@ -28,13 +29,19 @@ async def test_a_sign_in_answer_by_get_is_explained_and_unused(harness: Harness)
     )
     await click(harness, root_ts, ACTION_ACKNOWLEDGE, APPROVER)
     ts = await wait_button(harness, root_ts, ACTION_ASSIGN_SIGN_IN)
+    before = await harness.version_of(session_id)
     await harness.driver.click(
         user_id=ADMIN, channel_id=CHANNEL, message_ts=ts, action_id=ACTION_ASSIGN_SIGN_IN
     )
+
+    async def click_noted() -> int | None:  # the click's work (after its ack) is stored
+        version = await harness.version_of(session_id)
+        return version if version > before else None
+
+    version = await harness.stored(session_keys_of(session_id), click_noted)
     harness.microsoft.sign_in(ROLE_ADMIN_UPN, auto="accept")
     async with httpx.AsyncClient(timeout=10) as browser:
         action, fields = answer_form(await browser.get(sign_in_url(harness, ts)))
-        version = await harness.version_of(session_id)
         logins = len(harness.microsoft.requests_to("login"))
         stored = await session_keys(harness)
 

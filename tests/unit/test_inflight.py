@@ -32,7 +32,7 @@ async def _settled() -> None:
 
 
 async def test_no_new_work_starts_while_a_request_waits_for_its_ack() -> None:
-    inflight = InFlight(at_once=4, acks_first_for=60)
+    inflight = InFlight(at_once=4, acks_first_for=60, busy_for=0)
     started: list[str] = []
     done = asyncio.Event()
     with inflight.acking():
@@ -47,7 +47,7 @@ async def test_no_new_work_starts_while_a_request_waits_for_its_ack() -> None:
 
 
 async def test_work_that_waited_too_long_starts_even_while_acks_are_pending() -> None:
-    inflight = InFlight(at_once=4, acks_first_for=0.05)
+    inflight = InFlight(at_once=4, acks_first_for=0.05, busy_for=0)
     started: list[str] = []
     done, going = asyncio.Event(), asyncio.Event()
     with inflight.acking():
@@ -62,7 +62,7 @@ async def test_work_that_waited_too_long_starts_even_while_acks_are_pending() ->
 
 
 async def test_slots_are_handed_out_in_the_order_asked() -> None:
-    inflight = InFlight(at_once=1, acks_first_for=60)
+    inflight = InFlight(at_once=1, acks_first_for=60, busy_for=0)
     started: list[str] = []
     finish = {name: asyncio.Event() for name in "abc"}
     taken = inflight.take_every_slot()
@@ -83,7 +83,7 @@ async def test_slots_are_handed_out_in_the_order_asked() -> None:
 
 
 async def test_work_cancelled_while_waiting_gives_up_its_place_and_no_slot() -> None:
-    inflight = InFlight(at_once=1, acks_first_for=60)
+    inflight = InFlight(at_once=1, acks_first_for=60, busy_for=0)
     started: list[str] = []
     done = asyncio.Event()
     taken = inflight.take_every_slot()
@@ -99,3 +99,54 @@ async def test_work_cancelled_while_waiting_gives_up_its_place_and_no_slot() -> 
     await second
     assert first.cancelled()
     assert (inflight.free_slots, inflight.waiting) == (1, 0)
+
+
+async def test_a_burst_counts_as_busy_a_moment_after_its_last_ack() -> None:
+    inflight = InFlight(at_once=4, acks_first_for=60, busy_for=0.05)
+    started: list[str] = []
+    done, going = asyncio.Event(), asyncio.Event()
+    with inflight.acking():
+        lone = asyncio.create_task(_work(inflight, started, "lone", done))
+        await _settled()
+    await _settled()
+    assert started == ["lone"]  # a lone request's work goes on at once
+    with inflight.acking():  # the next ack comes within busy_for: a burst
+        work = asyncio.create_task(_work(inflight, started, "after", done, going))
+        await _settled()
+    await _settled()
+    assert started == ["lone"]  # the next request of the burst may be a moment away
+    await asyncio.wait_for(going.wait(), timeout=5)  # the InFlight's own timer lets it go
+    done.set()
+    await asyncio.gather(lone, work)
+
+
+async def test_overdue_work_goes_on_only_a_few_at_a_time_while_busy() -> None:
+    inflight = InFlight(at_once=4, while_busy=1, acks_first_for=0.05, busy_for=0)
+    started: list[str] = []
+    done, going = asyncio.Event(), asyncio.Event()
+    with inflight.acking():
+        works = [asyncio.create_task(_work(inflight, started, name, done, going)) for name in "ab"]
+        await asyncio.wait_for(going.wait(), timeout=5)
+        await _settled()
+        assert (started, inflight.waiting) == (["a"], 1)
+    await _settled()  # quiet again: the rest goes on
+    assert started == ["a", "b"]
+    done.set()
+    await asyncio.gather(*works)
+
+
+async def test_past_the_most_waiting_work_goes_on_whatever_the_acks() -> None:
+    inflight = InFlight(at_once=4, acks_first_for=60, busy_for=0, most_waiting=2)
+    started: list[str] = []
+    done = asyncio.Event()
+    with inflight.acking():
+        works = []
+        for name in "ab":
+            works.append(asyncio.create_task(_work(inflight, started, name, done)))
+            await _settled()
+        assert started == []  # two may wait
+        works.append(asyncio.create_task(_work(inflight, started, "c", done)))
+        await _settled()
+        assert sorted(started) == ["a", "b", "c"]  # the third makes too many: the line moves
+    done.set()
+    await asyncio.gather(*works)
