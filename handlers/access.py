@@ -13,12 +13,16 @@ copy of a message the bot posted twice (its process died after Slack took the po
 its ts was recorded, so the outbox posted it again): the copy shows a step as it was, and it is
 stripped of its buttons.
 
-The check runs before the listener, so before its ack: it is bounded (user groups are listed by
-Slack, cached for at most a minute; ``fresh=True`` asks Slack every time, for the commitments:
-a modal's submission, Submit, acknowledging a role request), and the reply and the record are
-made after the ack. The session read that binds a click to its channel rides out a Redis blip
-(``handlers.blips``); past the request's deadline the request is acked and the user told to try
-again (nothing recorded: Redis is what is missing).
+Who may act is checked before the listener, so before its ack: it is bounded (user groups are
+listed by Slack, cached for at most a minute; ``fresh=True`` asks Slack every time, for the
+commitments: a modal's submission, Submit, acknowledging a role request), and the reply and the
+record are made after the ack. Where a click may act (its channel, its copy) needs the session
+from Redis, so it is checked right after the ack, before the listener goes on
+(``TrackedAck.check_after``): the ack waits for no Redis read but the duplicate filter's, and a
+refused click stops there (``ListenerStopped``). That read rides out a Redis blip for a few
+seconds; past them the user is told to try again and nothing is done. (Called without the
+product's ``TrackedAck``, as some tests call it, the check is made before the ack, within the
+request's deadline, ``handlers.blips``.)
 """
 
 from __future__ import annotations
@@ -41,13 +45,15 @@ from bot.session.access import AccessCheckFailed
 from bot.session.views import (
     notice,
     out_of_date_copy_answer,
+    redis_unavailable_message,
     refusal_message,
     wrong_channel_message,
 )
 from handlers.blips import before_ack, tell_redis_unavailable
+from handlers.middleware import TrackedAck
 from handlers.reply import response_url_of, say, session_of
 from handlers.services import Services, services
-from state.patience import RedisUnavailable
+from state.patience import RedisUnavailable, within
 
 __all__ = [
     "ACCESS_CHECK_BUDGET_SECONDS",
@@ -62,6 +68,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ACCESS_CHECK_BUDGET_SECONDS = 2.0  # Slack waits 3 s for the ack, and the check comes first
+AFTER_ACK_REDIS_PATIENCE_SECONDS = 5.0  # a click's channel check after its ack rides out a blip
 
 ListenerMiddleware = Callable[..., Awaitable[BoltResponse | None]]
 
@@ -114,20 +121,25 @@ class _Misplaced:
     leftover: tuple[str, str] | None = None  # (channel, ts) of a leftover copy to retire
 
 
+def _bound_to_a_session(body: dict[str, Any]) -> bool:
+    """A click in a message on a session's button: its channel and its copy are checked."""
+    return clicked_in(body) is not None and session_of(body) is not None
+
+
 async def _misplaced(
-    found: Services, body: dict[str, Any], context: AsyncBoltContext
+    found: Services, body: dict[str, Any], within: Callable[[str, Callable[[], Any]], Any]
 ) -> _Misplaced | None:
     """Whether ``body`` is a click on a session's button in another channel, or on a leftover
     copy of a message the bot posted twice (the outbox's at-least-once window: a process died
     after Slack took a post and before its ts was recorded). Such a copy's buttons show the step
-    as it was, so acting on them would act on a past the session has left."""
+    as it was, so acting on them would act on a past the session has left. ``within`` makes the
+    session read ride out a Redis blip (``handlers.blips`` before the ack, ``state.patience``
+    after it)."""
     channel = clicked_in(body)
     session_id = session_of(body)
     if channel is None or session_id is None:
         return None
-    session, posted = await before_ack(
-        context, "channel check", partial(found.store.get_with_posts, session_id)
-    )
+    session, posted = await within("channel check", partial(found.store.get_with_posts, session_id))
     if session is None:
         return None
     if session.channel_id != channel:
@@ -178,6 +190,8 @@ def _require(action: str, *, admins: bool, approvers: bool, fresh: bool) -> List
         user_id = user_of(body)
         reason: str | None = None
         leftover: tuple[str, str] | None = None
+        # A click's session is read after its ack when the ack can wait for it (acks first).
+        later = isinstance(ack, TrackedAck) and _bound_to_a_session(body)
         try:
             async with asyncio.timeout(ACCESS_CHECK_BUDGET_SECONDS):
                 allowed = (
@@ -185,7 +199,11 @@ def _require(action: str, *, admins: bool, approvers: bool, fresh: bool) -> List
                     or (admins and await found.access.is_admin(user_id, fresh=fresh))
                     or (approvers and await found.access.is_approver(user_id, fresh=fresh))
                 )
-                misplaced = await _misplaced(found, body, context) if allowed else None
+                misplaced = (
+                    await _misplaced(found, body, partial(before_ack, context))
+                    if allowed and not later
+                    else None
+                )
         except RedisUnavailable:
             return await tell_redis_unavailable(body, found, ack, "channel check")
         except AccessCheckFailed as failure:
@@ -194,6 +212,9 @@ def _require(action: str, *, admins: bool, approvers: bool, fresh: bool) -> List
             answer, reason = _could_not_check(None), "user groups not listed in time"
         else:
             if allowed and misplaced is None:
+                if later:
+                    assert isinstance(ack, TrackedAck)
+                    ack.check_after(partial(_in_place, found, body, respond, user_id, action))
                 await next()
                 return None
             if misplaced is not None:
@@ -222,6 +243,37 @@ def _require(action: str, *, admins: bool, approvers: bool, fresh: bool) -> List
     )
     require.__name__ = require.__qualname__ = f"require_{who}({action!r})"
     return require
+
+
+async def _in_place(
+    found: Services,
+    body: dict[str, Any],
+    respond: AsyncRespond | None,
+    user_id: str,
+    action: str,
+) -> bool:
+    """After the ack: True when the click is where it may act; else it is refused as before
+    the ack would have refused it (recorded, the user told, a leftover copy retired)."""
+    deadline = asyncio.get_running_loop().time() + AFTER_ACK_REDIS_PATIENCE_SECONDS
+    try:
+        misplaced = await _misplaced(found, body, partial(within, deadline))
+    except RedisUnavailable:
+        logger.warning("Redis unavailable for a click's channel check: told the user")
+        await found.replies.ephemeral(response_url_of(body), redis_unavailable_message())
+        return False
+    if misplaced is None:
+        return True
+    await _refuse(
+        found,
+        body,
+        respond,
+        user_id,
+        action,
+        misplaced.answer,
+        misplaced.reason,
+        misplaced.leftover,
+    )
+    return False
 
 
 async def _refuse(

@@ -13,6 +13,7 @@ from typing import Any
 from slack_bolt.context.async_context import AsyncBoltContext
 
 from bot.session.views import error_message
+from handlers.middleware import ListenerStopped
 from handlers.reply import response_url_of
 from handlers.services import CONTEXT_KEY, Services
 
@@ -24,6 +25,8 @@ logger = logging.getLogger(__name__)
 async def on_unexpected_error(
     error: Exception, body: dict[str, Any], context: AsyncBoltContext
 ) -> None:
+    if isinstance(error, ListenerStopped):
+        return  # refused after its ack, and told (handlers.access): nothing went wrong
     reference = secrets.token_hex(4)
     found = context.get(CONTEXT_KEY)
     if isinstance(found, Services):  # absent only if the failure came before our middleware

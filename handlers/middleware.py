@@ -48,6 +48,7 @@ from state.patience import BEFORE_ACK_BUDGET_SECONDS, RedisUnavailable
 
 __all__ = [
     "SIGNATURE_WINDOW_SECONDS",
+    "ListenerStopped",
     "RefuseMalformedPayloads",
     "RequestScope",
     "TrackedAck",
@@ -77,6 +78,11 @@ def kind_of(body: dict[str, Any]) -> str:
     return "other"
 
 
+class ListenerStopped(Exception):
+    """Raised from a listener's ``ack()`` when a check made after the ack (``check_after``)
+    refused the request: the listener goes no further, and nothing is wrong."""
+
+
 class TrackedAck(AsyncAck):
     """Bolt's ``ack`` that also observes its own latency, enrols the acking listener's task as
     in flight, and is never taken back once given (see the module's docstring)."""
@@ -97,6 +103,7 @@ class TrackedAck(AsyncAck):
         self._clock = clock
         self._holding_slot = False
         self.opens_a_form = False  # its work runs at once (``opens_a_form``)
+        self._checks: list[Callable[[], Awaitable[bool]]] = []
         self._waiter: asyncio.Future[None] | None = None
         self._started = clock()
         # The task that dispatches the request: an ack given there (Bolt's automatic ack of
@@ -109,11 +116,21 @@ class TrackedAck(AsyncAck):
         task's until it ends."""
         given: BoltResponse = await super().__call__(*args, **kwargs)
         task = asyncio.current_task()
-        if task is None or task is self._dispatching or self._holding_slot or self.opens_a_form:
+        if task is None or task is self._dispatching or self._holding_slot:
             return given
         self._holding_slot = True
-        await self._inflight.take_slot(task)
+        if not self.opens_a_form:
+            await self._inflight.take_slot(task)
+        for check in self._checks:
+            if not await check():
+                raise ListenerStopped
         return given
+
+    def check_after(self, check: Callable[[], Awaitable[bool]]) -> None:
+        """Run ``check`` in the listener's task right after its ack (and its slot), before the
+        listener goes on; when it answers False, the listener stops there (``ListenerStopped``):
+        the check has told the user why. The ack stays given."""
+        self._checks.append(check)
 
     @property
     def response(self) -> BoltResponse | None:

@@ -26,7 +26,7 @@ from slack_bolt.listener.asyncio_runner import AsyncioListenerRunner
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 
-from handlers.middleware import TrackedAck
+from handlers.middleware import ListenerStopped, TrackedAck
 
 __all__ = ["PromptAckRunner", "install"]
 
@@ -95,6 +95,8 @@ class PromptAckRunner(AsyncioListenerRunner):
         try:
             await self.listener_start_handler.handle(request=request, response=response)
             await listener.run_ack_function(request=request, response=response)  # type: ignore[arg-type]
+        except ListenerStopped:
+            pass  # refused after its ack by a check that told the user (handlers.access)
         except Exception as error:  # noqa: BLE001 - Bolt's rule: every listener failure goes to the error handler
             # Not yet acked: Slack is told the request failed. Acked: what Slack was told
             # stands, and only the error handler hears of it (it tells the user).

@@ -185,6 +185,36 @@ async def test_the_channel_check_past_the_deadline_acks_and_tells_the_user(
     await ephemeral_for(harness, ADMIN, REDIS_UNAVAILABLE)
 
 
+async def test_a_clicks_channel_check_after_its_ack_tells_the_user_when_redis_stays_away(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the HTTP stack: the click is acked at once (the session read comes after the
+    ack), the read is retried for a few seconds, then the user is told to try again and the
+    click's work never runs."""
+    monkeypatch.setattr("handlers.access.AFTER_ACK_REDIS_PATIENCE_SECONDS", 0.5)
+    root_ts = await harness.start_session("contoso.com")
+    prompt_ts, _ = await latest_link(harness, root_ts)
+    [session] = await harness.runtime.store.active()
+    attempts = 0
+
+    async def unreachable(session_id: str) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise RedisConnectionError("Connection refused")
+
+    monkeypatch.setattr(harness.runtime.store, "get_with_posts", unreachable)
+    started = time.perf_counter()
+    answer = await harness.driver.click(
+        user_id=ADMIN, channel_id=CHANNEL, message_ts=prompt_ts, action_id=ACTION_CONSENT_RENEW
+    )
+    assert answer.status_code == 200
+    assert time.perf_counter() - started < SLACK_ACK_LIMIT_SECONDS
+    await ephemeral_for(harness, ADMIN, REDIS_UNAVAILABLE)
+    assert attempts > 1
+    after = await harness.runtime.store.require(session.id)
+    assert after.version == session.version  # no new link was made
+
+
 async def test_a_short_blip_is_ridden_out(harness: Harness, redis_server: RedisServer) -> None:
     """Redis goes away; a command arrives and is retried (with real backoff waits); Redis comes
     back within the budget: the command succeeds and nobody is told to try again."""
