@@ -66,7 +66,7 @@ def _uvicorn(runtime: Runtime) -> uvicorn.Server:
 async def serve(settings: Settings, wire: Wire) -> None:
     """HTTP mode: uvicorn serves Slack's requests; SIGTERM/SIGINT drain and stop it."""
     runtime = build_runtime(settings, wire=wire)
-    tune_for_serving()
+    tune_for_serving(runtime.inflight)
     try:
         await _uvicorn(runtime).serve()
     finally:
@@ -103,7 +103,7 @@ async def socket_mode(settings: Settings, wire: Wire) -> int:
     # Requests and ack latency are counted by the global middleware, as over HTTP.
     handler = AsyncSocketModeHandler(runtime.bolt, app_token)
     await handler.connect_async()  # type: ignore[no-untyped-call]
-    tune_for_serving()
+    tune_for_serving(runtime.inflight)
     try:
         await _uvicorn(runtime).serve()  # returns on SIGTERM/SIGINT
     finally:

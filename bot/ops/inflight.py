@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 __all__ = ["InFlight"]
@@ -35,7 +35,7 @@ ACKS_FIRST_FOR_SECONDS = 10.0
 (within ``ACKED_WORK_WHILE_BUSY``). A burst is answered first and its effects follow it; under
 load that never ends, work still gets its turn this late."""
 
-MOST_WAITING = 5_000
+MOST_WAITING = 10_000
 """Acked listeners that may wait for a slot (about 14 KiB each): past that, acks first stops
 and work goes on as if the process were quiet, so the acks slow down instead of memory growing."""
 
@@ -77,6 +77,10 @@ class InFlight:
         self._last_acked = float("-inf")
         self._in_a_burst = False
         self._later: asyncio.TimerHandle | None = None
+        self._holding = False
+        self.on_hold: Callable[[bool], None] | None = None
+        """Told when work starts being held back for the acks (True) and when it no longer is:
+        the serving process pauses the garbage collector meanwhile (``bot.ops.collector``)."""
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -89,6 +93,11 @@ class InFlight:
     @property
     def free_slots(self) -> int:
         return self._free
+
+    @property
+    def holding(self) -> bool:
+        """Whether work is held back for the acks right now."""
+        return self._holding
 
     @property
     def to_ack(self) -> int:
@@ -148,6 +157,10 @@ class InFlight:
     def _hand_out(self) -> None:
         """Give free slots to the first in line, as the class says; when the line must wait, a
         timer comes back when that changes (the process turns quiet, the first is overdue)."""
+        self._hold(self._hand_out_while_allowed())
+
+    def _hand_out_while_allowed(self) -> bool:
+        """Hand out what may go on; True when work is held back for the acks."""
         if self._later is not None:
             self._later.cancel()
             self._later = None
@@ -155,7 +168,7 @@ class InFlight:
         while line and line[0][1].done():
             line.popleft()  # cancelled while waiting
         if not line or not self._free:
-            return
+            return False
         loop = asyncio.get_running_loop()
         now = loop.time()
         quiet_at = self._last_acked + self._busy_for
@@ -169,17 +182,25 @@ class InFlight:
             if busy:
                 running = self._at_once - self._free
                 overdue_at = since + self._acks_first_for
-                if now < overdue_at or running >= self._while_busy:
-                    if now < overdue_at:
-                        # Back when the first is overdue, or sooner when the process turns quiet.
-                        back = overdue_at if self._to_ack else min(overdue_at, quiet_at)
-                        self._later = loop.call_at(back, self._hand_out)
-                    elif not self._to_ack:
+                if now < overdue_at:
+                    # Back when the first is overdue, or sooner when the process turns quiet.
+                    back = overdue_at if self._to_ack else min(overdue_at, quiet_at)
+                    self._later = loop.call_at(back, self._hand_out)
+                    return True
+                if running >= self._while_busy:
+                    if not self._to_ack:
                         self._later = loop.call_at(quiet_at, self._hand_out)
-                    return  # else a slot coming back hands out again
+                    return False  # else a slot coming back hands out again
             line.popleft()
             self._free -= 1
             turn.set_result(None)
+        return False
+
+    def _hold(self, holding: bool) -> None:
+        if holding != self._holding:
+            self._holding = holding
+            if self.on_hold is not None:
+                self.on_hold(holding)
 
     def spawn(self, work: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
         """Run ``work`` after the ack, in flight until done; its failure is logged with its

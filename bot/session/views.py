@@ -625,6 +625,17 @@ def refused_transition_message(refused: TransitionNotAllowed) -> Message:
         text += " Nothing was changed."
         return Message(text=text, blocks=[_section(text)])
     latest = session.history[-1] if session.history else None
+    request = session.role.request
+    if (
+        refused.event.kind is EventKind.ROLE_REQUEST
+        and request is not None
+        and session.phase in (Phase.ROLE_ASSIGNING, Phase.ROLE_ASSIGNED)
+    ):
+        # A first request's form, sent after the request went on to Microsoft: who requested
+        # it is the answer (as when it is refused at acknowledged), then where it stands.
+        text = _REFUSED[Why.ALREADY_REQUESTED].format(who=mention(request.requested_by))
+        text += f" {_PHASE_SUMMARY[session.phase]} Nothing was changed."
+        return Message(text=text, blocks=[_section(text)])
     same = session.last(refused.event.kind)
     # The same move was made first: the session is still where it led, or only the bot
     # carried it on since.

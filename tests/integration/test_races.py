@@ -347,3 +347,31 @@ async def test_a_sign_in_interrupted_before_microsoft_answered_is_released(
     page = await sign_in_and_assign(harness, root_ts, ROLE_ADMIN_UPN)
     assert "role assigned" in page.text
     assert schedule_justifications(harness) == [JUSTIFICATION]
+
+
+async def test_a_first_request_form_sent_after_the_sign_in_names_who_requested(
+    harness: Harness,
+) -> None:
+    """The order the race above may take: the role is assigned first, then the other admin's
+    form arrives. It is refused, naming who requested the role, and changes nothing."""
+    root_ts, session_id = await at_step_two(harness)
+    form = await open_request_form(harness, root_ts, ACTION_REQUEST_OPEN_PIM, GROUP_ADMIN)
+    await request_role(
+        harness, root_ts, {"justification_input": JUSTIFICATION}, opener=ACTION_REQUEST_OPEN_PIM
+    )
+    await click(harness, root_ts, ACTION_ACKNOWLEDGE, APPROVER)
+    acknowledged = (await session_of(harness, session_id)).role.request
+    action, fields = await sign_in_form(harness, root_ts, clicker=ADMIN, upn=ROLE_ADMIN_UPN)
+    page = await post_form(action, fields)
+    assert "role assigned" in page.text
+    resubmit = harness.driver.build_view_submission(
+        user_id=GROUP_ADMIN,
+        view_id=form,
+        values={"justification_input": "Sent too late, after the sign-in"},
+    )
+    await harness.driver.send(resubmit)
+    reply = await ephemeral_for(harness, GROUP_ADMIN, "Nothing was changed")
+    assert f"<@{ADMIN}> requested the role" in reply.text
+    session = await session_of(harness, session_id)
+    assert session.phase is Phase.ROLE_ASSIGNED
+    assert session.role.request == acknowledged
