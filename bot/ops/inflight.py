@@ -36,8 +36,10 @@ ACKS_FIRST_FOR_SECONDS = 10.0
 load that never ends, work still gets its turn this late."""
 
 MOST_WAITING = 10_000
-"""Acked listeners that may wait for a slot (about 14 KiB each): past that, acks first stops
-and work goes on as if the process were quiet, so the acks slow down instead of memory growing."""
+"""Acked listeners that may wait for a slot: past that, acks first stops and work goes on as
+if the process were quiet, so the acks slow down instead of memory growing. Measured about
+20 KiB each (the request, its context, its task): at most about 200 MB, a 5-second burst at
+this process's full ack rate (BENCHMARKS.md)."""
 
 BUSY_FOR_SECONDS = 0.01
 """Acks this close together make a burst, and after a burst's last ack the process counts as
