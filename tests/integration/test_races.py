@@ -13,7 +13,7 @@ import httpx
 
 from bot.sandbox.microsoft import EXCHANGE_ADMINISTRATOR, PolicyRules
 from bot.steps.mailflow.views import ACTION_SUBMIT
-from bot.steps.role.model import SeenRequest
+from bot.steps.role.model import RoleRequest, SeenRequest
 from bot.steps.role.views import (
     ACTION_ACKNOWLEDGE,
     ACTION_ASSIGN_SIGN_IN,
@@ -247,9 +247,13 @@ async def test_a_click_on_a_stale_review_acknowledges_nothing(harness: Harness) 
     assert session.role.acknowledgement is None
 
 
-async def test_sign_in_return_while_the_request_is_resubmitted(harness: Harness) -> None:
+async def _signing_in_with_a_form_left_open(
+    harness: Harness,
+) -> tuple[str, str, RoleRequest, str, dict[str, str]]:
+    """Another admin opens the first request form while the step still offers it and leaves it
+    open; the request is made and acknowledged, and the sign-in's answer is ready to post:
+    the session, the open form, the acknowledged request, and where and what to post."""
     root_ts, session_id = await at_step_two(harness)
-    # Another admin opens the request form while the step still offers it, and leaves it open.
     form = await open_request_form(harness, root_ts, ACTION_REQUEST_OPEN_PIM, GROUP_ADMIN)
     await request_role(
         harness, root_ts, {"justification_input": JUSTIFICATION}, opener=ACTION_REQUEST_OPEN_PIM
@@ -258,6 +262,13 @@ async def test_sign_in_return_while_the_request_is_resubmitted(harness: Harness)
     acknowledged = (await session_of(harness, session_id)).role.request
     assert acknowledged is not None
     action, fields = await sign_in_form(harness, root_ts, clicker=ADMIN, upn=ROLE_ADMIN_UPN)
+    return session_id, form, acknowledged, action, fields
+
+
+async def test_sign_in_return_while_the_request_is_resubmitted(harness: Harness) -> None:
+    session_id, form, acknowledged, action, fields = await _signing_in_with_a_form_left_open(
+        harness
+    )
     changed = "A different justification, sent while the sign-in comes back"
     resubmit = harness.driver.build_view_submission(
         user_id=GROUP_ADMIN, view_id=form, values={"justification_input": changed}
@@ -354,14 +365,9 @@ async def test_a_first_request_form_sent_after_the_sign_in_names_who_requested(
 ) -> None:
     """The order the race above may take: the role is assigned first, then the other admin's
     form arrives. It is refused, naming who requested the role, and changes nothing."""
-    root_ts, session_id = await at_step_two(harness)
-    form = await open_request_form(harness, root_ts, ACTION_REQUEST_OPEN_PIM, GROUP_ADMIN)
-    await request_role(
-        harness, root_ts, {"justification_input": JUSTIFICATION}, opener=ACTION_REQUEST_OPEN_PIM
+    session_id, form, acknowledged, action, fields = await _signing_in_with_a_form_left_open(
+        harness
     )
-    await click(harness, root_ts, ACTION_ACKNOWLEDGE, APPROVER)
-    acknowledged = (await session_of(harness, session_id)).role.request
-    action, fields = await sign_in_form(harness, root_ts, clicker=ADMIN, upn=ROLE_ADMIN_UPN)
     page = await post_form(action, fields)
     assert "role assigned" in page.text
     resubmit = harness.driver.build_view_submission(
