@@ -29,13 +29,14 @@ with its audit entry: either both are stored or neither is.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from state.claims import Claims, claim_key
+from state.claims import Claims
 from state.connection import RedisClient, connect, verify
 from state.outbox import (
     PENDING_INDEX,
@@ -187,9 +188,6 @@ def _messages_key(session_id: str) -> str:
 
 def _tenant_key(tenant_id: str) -> str:
     return f"pi:tenant:{{{tenant_id}}}"
-
-
-_once_key = claim_key
 
 
 POSTING = "posting:"
@@ -786,12 +784,10 @@ class SessionStore(Generic[R]):
 
         ``token``, unique to the claimant, makes the claim safe to retry: when the server set the
         key but its answer was lost (a connection cut by a restart), the retry finds its own
-        token and is still the first.
+        token and is still the first. Without one, the claim is this call's alone.
         """
-        once = _once_key(key)
-        if await self._redis.set(once, token or "1", nx=True, ex=ttl):
-            return True
-        return token is not None and as_text(await self._redis.get(once)) == token
+        [first] = await self._claims.claim_each([(key, ttl)], token=token or secrets.token_hex(8))
+        return first
 
     async def claim_each(self, claims: Sequence[tuple[str, int]], *, token: str) -> list[bool]:
         """``claim_once(key, ttl=ttl, token=token)`` for every ``(key, ttl)``, in one round trip
