@@ -200,8 +200,11 @@ class RequestScope(AsyncMiddleware):
             inflight=self._services.inflight,
             clock=self._clock,
         )
-        with self._services.inflight.acking():  # acks first: no new work starts meanwhile
-            await next()
+        if req.mode == "http":
+            await next()  # counted as being acked by the web route, from its arrival
+        else:
+            with self._services.inflight.acking():  # acks first: no new work starts meanwhile
+                await next()
         # None, not ``resp``: a response here would replace the listener's ack (its body).
         return None
 

@@ -72,7 +72,8 @@ class InFlight:
         self._while_busy = min(while_busy, at_once)
         self._free = at_once
         self._acks_first_for = acks_first_for
-        self._busy_for = busy_for
+        self.busy_for = busy_for
+        """Seconds between acks that make them a burst (``BUSY_FOR_SECONDS``)."""
         self._most_waiting = most_waiting
         self._line: deque[tuple[float, asyncio.Future[None]]] = deque()
         self._to_ack = 0
@@ -124,7 +125,7 @@ class InFlight:
             self._to_ack -= 1
             now = asyncio.get_running_loop().time()
             # A lone request's work goes on at once; in a burst, the next one is near.
-            self._in_a_burst = self._to_ack > 0 or now - self._last_acked < self._busy_for
+            self._in_a_burst = self._to_ack > 0 or now - self._last_acked < self.busy_for
             self._last_acked = now
             if not self._to_ack:
                 self._hand_out()
@@ -173,7 +174,7 @@ class InFlight:
             return False
         loop = asyncio.get_running_loop()
         now = loop.time()
-        quiet_at = self._last_acked + self._busy_for
+        quiet_at = self._last_acked + self.busy_for
         acking = self._to_ack > 0 or (self._in_a_burst and now < quiet_at)
         busy = acking and len(line) <= self._most_waiting
         while line and self._free:

@@ -144,3 +144,12 @@ async def test_a_form_opens_at_once_even_when_acked_work_waits(harness: Harness)
         assert inflight.waiting == 0
     finally:
         inflight.give_back(taken)
+
+
+async def test_a_lone_request_over_http_is_not_taken_for_a_burst(harness: Harness) -> None:
+    """A request is counted as being acked once, from its arrival at the web route: its work
+    starts when it is answered, not when the burst window after it closes."""
+    harness.runtime.inflight.busy_for = 60  # a burst would hold the work back for 10 s
+    before = len(harness.slack.ephemerals)
+    await harness.driver.slash_command(user_id=ADMIN, channel_id=CHANNEL, text="help")
+    await harness.slack.wait_for(lambda s: len(s.ephemerals) > before, timeout=5)
