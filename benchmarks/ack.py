@@ -50,7 +50,7 @@ from bot.session.views import START_CALLBACK
 from bot.steps.consent.views import ACTION_CONSENT_RENEW
 from bot.steps.role.views import ACTION_CHECK
 
-POOL_RATE = 4000  # requests a second a pool is made for (more than either server answers here)
+POOL_RATE = 10_000  # requests a second a pool is made for (more than either server answers here)
 DRAIN_TIMEOUT = 90.0
 
 

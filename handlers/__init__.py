@@ -4,14 +4,16 @@ Each listener is a module-level function (``handlers.commands``, ``actions``, ``
 ``home``, ``role``, ``plan``) that takes its services from Bolt's ``context``
 (``handlers.services``), so a test can import it and call it. ``wire`` is the one place they are
 attached to the Bolt app, with who may use each (``handlers.access``), after the global
-middleware (``handlers.middleware``) and the error handler (``handlers.errors``).
+middleware (``handlers.middleware``) and the error handler (``handlers.errors``), and where
+the door (``handlers.door``) learns what they handle.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from bot.session.commands import CommandKind
+from bot.session.commands import CommandKind, parse_command
 from bot.session.views import ACTION_CANCEL, START_CALLBACK
 from bot.steps.consent.views import ACTION_CONSENT_OPEN, ACTION_CONSENT_RENEW
 from bot.steps.mailflow import views as plan_views
@@ -25,24 +27,43 @@ from handlers.access import (
     require_anyone,
     require_approver,
 )
+from handlers.door import Door, Handled
 from handlers.errors import on_unexpected_error
 from handlers.middleware import (
     RefuseMalformedPayloads,
     RequestScope,
     drop_duplicate_deliveries,
-    opens_a_form,
     refuse_foreign_response_urls,
 )
 from handlers.runner import install as install_prompt_ack_runner
 from handlers.services import Services
-from handlers.web import build_web
+from handlers.web import build_web, signed_by_slack
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from bot.app import Runtime
 
-__all__ = ["wire"]
+__all__ = ["opens_a_form", "wire"]
+
+#: Listeners that open a modal after their ack (``RequestScope``'s ``opens_a_form``).
+FORM_COMMANDS = frozenset({CommandKind.START, CommandKind.UPGRADE})
+
+
+def opens_a_form(body: dict[str, Any]) -> bool:
+    """Whether the request goes to a listener that opens a modal: the start form (the command
+    without argument, or ``upgrade``) and the role request form (its openers)."""
+    if body.get("command") == commands.COMMAND:
+        return parse_command(str(body.get("text") or "")).kind in FORM_COMMANDS
+    if body.get("type") == "block_actions":
+        actions = body.get("actions")
+        return (
+            isinstance(actions, list)
+            and bool(actions)
+            and isinstance(actions[0], dict)
+            and actions[0].get("action_id") in role.OPENERS
+        )
+    return False
 
 
 def wire(
@@ -55,10 +76,17 @@ def wire(
     # what no listener may see: response URLs that are not Slack's, duplicates and replays.
     install_prompt_ack_runner(bolt)  # before bolt.error, which hands its handler to the runner
     bolt.use(RefuseMalformedPayloads())
-    bolt.use(RequestScope(Services.of(runtime)))
+    found = Services.of(runtime)
+    bolt.use(RequestScope(found, opens_a_form=opens_a_form))
     bolt.use(refuse_foreign_response_urls)
     bolt.use(drop_duplicate_deliveries)
     bolt.error(on_unexpected_error)
+
+    clicks: set[str] = set()
+
+    def on_click(action_id: str, **listener_options: Any) -> Callable[..., Any]:
+        clicks.add(action_id)
+        return bolt.action(action_id, **listener_options)
 
     # /provision-inline: the first listener whose matcher accepts the text handles it.
     command = commands.COMMAND
@@ -79,55 +107,52 @@ def wire(
     bolt.command(
         command,
         matchers=[asked_for(CommandKind.UPGRADE)],
-        middleware=[require_admin("start an upgrade"), opens_a_form],
+        middleware=[require_admin("start an upgrade")],
     )(commands.open_start_form)
     bolt.command(
         command,
         matchers=[asked_for(CommandKind.START)],
-        middleware=[require_admin("start provisioning"), opens_a_form],
+        middleware=[require_admin("start provisioning")],
     )(commands.open_start_form)
     # A modal's submission commits what it holds: rights are checked afresh (no cached groups),
     # so a modal opened before its user was removed does not submit.
     bolt.view(START_CALLBACK, middleware=[require_admin("start provisioning", fresh=True)])(
         modals.start_submitted
     )
-    bolt.event("app_home_opened")(home.home_opened)
+    home_event = "app_home_opened"
+    bolt.event(home_event)(home.home_opened)
 
     # The root message and the consent steps. A link's URL opens whoever clicks it and
     # Microsoft decides on the consent; the bot notes the click (audit detail, never the actor)
     # for admins only, in the session's channel only, as every click.
-    bolt.action(
+    on_click(
         ACTION_CONSENT_OPEN, middleware=[require_admin("open the consent link for this session")]
     )(actions.consent_link_opened)
-    bolt.action(ACTION_CONSENT_RENEW, middleware=[require_admin("make a new consent link")])(
+    on_click(ACTION_CONSENT_RENEW, middleware=[require_admin("make a new consent link")])(
         actions.consent_link_renewed
     )
-    bolt.action(ACTION_VERIFY, middleware=[require_admin("verify the grants")])(
-        actions.verify_clicked
-    )
-    bolt.action(ACTION_CANCEL, middleware=[require_admin("cancel provisioning")])(
+    on_click(ACTION_VERIFY, middleware=[require_admin("verify the grants")])(actions.verify_clicked)
+    on_click(ACTION_CANCEL, middleware=[require_admin("cancel provisioning")])(
         actions.cancel_clicked
     )
 
     # Step 2: the role. Withdrawing is for the requester, which the step itself checks.
     for opener in role.OPENERS:
-        bolt.action(opener, middleware=[require_admin("request the role"), opens_a_form])(
-            role.open_request
-        )
+        on_click(opener, middleware=[require_admin("request the role")])(role.open_request)
     bolt.view(REQUEST_CALLBACK, middleware=[require_admin("request the role", fresh=True)])(
         role.request_submitted
     )
-    bolt.action(
+    on_click(
         role_views.ACTION_ACKNOWLEDGE,
         middleware=[require_approver("acknowledge role requests", fresh=True)],
     )(role.decided)
-    bolt.action(role_views.ACTION_DECLINE, middleware=[require_approver("decline role requests")])(
+    on_click(role_views.ACTION_DECLINE, middleware=[require_approver("decline role requests")])(
         role.decided
     )
-    bolt.action(role_views.ACTION_WITHDRAW, middleware=[require_anyone("withdraw the request")])(
+    on_click(role_views.ACTION_WITHDRAW, middleware=[require_anyone("withdraw the request")])(
         role.decided
     )
-    bolt.action(
+    on_click(
         role_views.ACTION_ASSIGN_SIGN_IN,
         middleware=[require_admin("open the sign-in for this session")],
     )(role.sign_in_opened)
@@ -136,7 +161,7 @@ def wire(
         role_views.ACTION_PORTAL,
         role_views.ACTION_CHECK,
     ):
-        bolt.action(helper, middleware=[require_admin("act on the role assignment")])(
+        on_click(helper, middleware=[require_admin("act on the role assignment")])(
             role.assignment_help
         )
 
@@ -152,10 +177,25 @@ def wire(
         (plan_views.ACTION_CHECK_AGAIN, plan.check_again_clicked, "run the checks again", False),
         (plan_views.ACTION_RETRY, plan.retry_clicked, "retry configuring Exchange Online", False),
     ):
-        bolt.action(action_id, middleware=[require_admin(action, fresh=fresh)])(listener)
+        on_click(action_id, middleware=[require_admin(action, fresh=fresh)])(listener)
 
+    door: Door | None = None
+    secret = runtime.settings.slack_signing_secret
+    if secret is not None:
+        door = Door(
+            services=found,
+            handled=Handled(
+                commands=frozenset({command}),
+                actions=frozenset(clicks),
+                events=frozenset({home_event}),
+            ),
+            opens_a_form=opens_a_form,
+            is_signed=signed_by_slack(secret.reveal()),
+            dispatch=bolt.async_dispatch,
+        )
     return build_web(
         runtime,
+        door=door,
         sweep_interval_seconds=sweep_interval_seconds,
         orphan_check_seconds=orphan_check_seconds,
     )

@@ -22,7 +22,13 @@ from handlers.reply import response_url_of
 from handlers.services import Services
 from state.patience import BEFORE_ACK_BUDGET_SECONDS, within
 
-__all__ = ["REDIS_DEADLINE_KEY", "before_ack", "redis_deadline", "tell_redis_unavailable"]
+__all__ = [
+    "REDIS_DEADLINE_KEY",
+    "before_ack",
+    "redis_deadline",
+    "tell_redis_unavailable",
+    "tell_redis_unavailable_later",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +68,16 @@ async def tell_redis_unavailable(
             )
         return await ack(response_action="update", view=notice_modal(redis_unavailable_message()))
     given = await ack()
+    tell_redis_unavailable_later(body, found)
+    return given
+
+
+def tell_redis_unavailable_later(body: dict[str, Any], found: Services) -> None:
+    """After the ack: tell the request's user (an ephemeral reply to its response URL) that
+    Redis did not answer and nothing was done."""
     url = response_url_of(body)
     if url:
         found.inflight.spawn(_tell(found, url), name="redis unavailable: tell the user")
-    return given
 
 
 async def _tell(found: Services, url: str) -> None:

@@ -1,9 +1,12 @@
 """Global middleware, in the order ``handlers.wire`` installs it (after Bolt's own checks, so only
-verified requests get here), for HTTP and Socket Mode alike:
+verified requests get here), for HTTP and Socket Mode alike. Over HTTP a command, a click or an
+event was answered at the door before Bolt ran (``handlers.door``, ``ANSWERED_AT_DOOR_KEY``):
+the same chain then runs as its acked work, its duplicate filter already applied.
 
 1. ``RequestScope``: puts the ``Services`` into the request's context and gives the request an
    ``ack`` that times itself (the ack latency metric), enrols the listener's task as work in
-   flight (so SIGTERM drains acked work), and stays given once given.
+   flight (so SIGTERM drains acked work), waits for a work slot (acks first) unless its listener
+   opens a form, and stays given once given.
 2. ``RefuseMalformedPayloads`` (installed first, before Bolt builds any listener's arguments):
    a payload without the fields every listener relies on (who,
    where, which button, which form) is answered 400 over HTTP (an ack in Socket Mode, so Slack
@@ -12,9 +15,9 @@ verified requests get here), for HTTP and Socket Mode alike:
    carrying another one (its own or a modal's carried ``response_url``) is acked, logged and
    dropped, so nothing is ever POSTed there.
 4. ``drop_duplicate_deliveries``: Slack's redeliveries and exact replays of a signed request are
-   acked and dropped before any listener sees them. Its claims ride out a Redis blip (retried
-   until the request's deadline, ``handlers.blips``); past it the request is acked, nothing is
-   done and the user is told to try again in a few seconds.
+   acked and dropped before any listener sees them (``first_delivery``, shared with the door).
+   Its claims ride out a Redis blip (retried until the request's deadline, ``handlers.blips``);
+   past it the request is acked, nothing is done and the user is told to try again.
 
 Why an ack that stays given: when a listener that has already acked fails within Bolt's 10 ms
 polling of the ack, Bolt's runner resets the ack to None and Slack sees a 404 after three
@@ -41,10 +44,10 @@ from slack_bolt.response import BoltResponse
 
 from bot.ops.inflight import InFlight
 from bot.ops.metrics import Metrics
-from handlers.blips import REDIS_DEADLINE_KEY, before_ack, tell_redis_unavailable
+from handlers.blips import REDIS_DEADLINE_KEY, redis_deadline, tell_redis_unavailable
 from handlers.reply import PooledRespond, carried_response_urls
 from handlers.services import CONTEXT_KEY, Services, services
-from state.patience import BEFORE_ACK_BUDGET_SECONDS, RedisUnavailable
+from state.patience import BEFORE_ACK_BUDGET_SECONDS, RedisUnavailable, within
 
 __all__ = [
     "SIGNATURE_WINDOW_SECONDS",
@@ -54,15 +57,19 @@ __all__ = [
     "TrackedAck",
     "delivery_key",
     "drop_duplicate_deliveries",
+    "first_delivery",
     "kind_of",
     "malformed",
-    "opens_a_form",
     "refuse_foreign_response_urls",
 ]
 
 #: Bolt refuses a signed request whose timestamp is more than 5 minutes from now (either way),
 #: so one signature can be replayed for at most 10 minutes: its claim outlives that.
 SIGNATURE_WINDOW_SECONDS = 15 * 60
+
+#: In a request's context when ``handlers.door`` answered Slack before Bolt ran: the ack is
+#: given, the delivery claimed, and the task running Bolt holds the request's work slot.
+ANSWERED_AT_DOOR_KEY = "provision_inline_answered_at_door"
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +92,10 @@ class ListenerStopped(Exception):
 
 class TrackedAck(AsyncAck):
     """Bolt's ``ack`` that also observes its own latency, enrols the acking listener's task as
-    in flight, and is never taken back once given (see the module's docstring)."""
+    in flight, and is never taken back once given (see the module's docstring).
+
+    ``answered_at_door``: Slack was answered before Bolt ran (``handlers.door``), which observed
+    the latency; the ack stands given, and the task running Bolt already holds a work slot."""
 
     def __init__(
         self,
@@ -94,6 +104,8 @@ class TrackedAck(AsyncAck):
         metrics: Metrics,
         inflight: InFlight,
         clock: Callable[[], float],
+        opens_a_form: bool = False,
+        answered_at_door: bool = False,
     ) -> None:
         self._given: BoltResponse | None = None
         super().__init__()  # type: ignore[no-untyped-call]
@@ -101,8 +113,11 @@ class TrackedAck(AsyncAck):
         self._metrics = metrics
         self._inflight = inflight
         self._clock = clock
-        self._holding_slot = False
-        self.opens_a_form = False  # its work runs at once (``opens_a_form``)
+        self._went_on = False
+        self.opens_a_form = opens_a_form  # its work runs at once: Slack's trigger id lasts 3 s
+        self.answered_at_door = answered_at_door
+        if answered_at_door:
+            self._given = BoltResponse(status=200, body="")
         self._checks: list[Callable[[], Awaitable[bool]]] = []
         self._waiter: asyncio.Future[None] | None = None
         self._started = clock()
@@ -113,14 +128,17 @@ class TrackedAck(AsyncAck):
     async def __call__(self, *args: Any, **kwargs: Any) -> BoltResponse:
         """Ack, then wait for a work slot before the listener goes on (acks first): the ack is
         already given, so Slack has its answer whatever the wait; the slot is the listener
-        task's until it ends."""
+        task's until it ends. Then the checks made after the ack (``check_after``)."""
         given: BoltResponse = await super().__call__(*args, **kwargs)
         task = asyncio.current_task()
-        if task is None or task is self._dispatching or self._holding_slot:
+        if task is None or self._went_on:
             return given
-        self._holding_slot = True
-        if not self.opens_a_form:
-            await self._inflight.take_slot(task)
+        if not self.answered_at_door:
+            if task is self._dispatching:
+                return given  # Bolt's automatic ack, not the listener's
+            if not self.opens_a_form:
+                await self._inflight.take_slot(task)
+        self._went_on = True
         for check in self._checks:
             if not await check():
                 raise ListenerStopped
@@ -160,22 +178,21 @@ class TrackedAck(AsyncAck):
         self._waiter = waiter
 
 
-async def opens_a_form(context: AsyncBoltContext, next: Callable[[], Awaitable[None]]) -> None:
-    """Listener middleware for a listener that opens a modal after its ack: Slack's trigger id
-    is valid for 3 s, so its work does not wait in line behind other acked work (acks first)."""
-    ack = context.ack
-    if isinstance(ack, TrackedAck):
-        ack.opens_a_form = True
-    await next()
-
-
 class RequestScope(AsyncMiddleware):
-    """Global middleware: ``Services`` into the context, and a ``TrackedAck`` for the request."""
+    """Global middleware: ``Services`` into the context, and a ``TrackedAck`` for the request.
+
+    ``opens_a_form(body)``: whether the request's listener opens a modal after its ack. Slack's
+    trigger id lasts 3 s, so its work does not wait in line behind other acked work."""
 
     def __init__(
-        self, services: Services, *, clock: Callable[[], float] = time.perf_counter
+        self,
+        services: Services,
+        *,
+        opens_a_form: Callable[[dict[str, Any]], bool] = lambda body: False,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._services = services
+        self._opens_a_form = opens_a_form
         self._clock = clock
 
     async def async_process(
@@ -199,6 +216,8 @@ class RequestScope(AsyncMiddleware):
             metrics=self._services.metrics,
             inflight=self._services.inflight,
             clock=self._clock,
+            opens_a_form=self._opens_a_form(req.body),
+            answered_at_door=bool(req.context.get(ANSWERED_AT_DOOR_KEY)),
         )
         if req.mode == "http":
             await next()  # counted as being acked by the web route, from its arrival
@@ -334,6 +353,33 @@ def signature_key(request: AsyncBoltRequest | None) -> str | None:
     return f"signature:{signatures[0]}" if signatures and signatures[0] else None
 
 
+async def first_delivery(
+    found: Services, body: dict[str, Any], request: AsyncBoltRequest | None, deadline: float
+) -> bool:
+    """Claim the request's delivery id in Redis (``SET NX``), or its signature when it has none:
+    True for the first delivery, False for a later one (counted and logged). Retried until
+    ``deadline`` (the event loop's clock), then ``RedisUnavailable``."""
+    token = secrets.token_hex(8)  # this delivery's: a retried claim recognises itself
+    # An exact replay carries the same delivery id as the original, so the signature is
+    # claimed only for a payload without one.
+    delivery = delivery_key(body)
+    signature = signature_key(request) if delivery is None else None
+    claims = [(delivery, 3600)] if delivery else []
+    if signature is not None:
+        claims.append((signature, SIGNATURE_WINDOW_SECONDS))
+    if not claims:
+        return True
+    firsts = await within(
+        deadline, "duplicate filter", partial(found.store.claim_each, claims, token=token)
+    )
+    for (key, _), first in zip(claims, firsts, strict=True):
+        if not first:
+            found.metrics.count_duplicate()
+            logger.info("dropped a duplicate Slack delivery (%s)", key.split(":", 1)[0])
+            return False
+    return True
+
+
 async def drop_duplicate_deliveries(
     body: dict[str, Any],
     context: AsyncBoltContext,
@@ -341,29 +387,19 @@ async def drop_duplicate_deliveries(
     next: Callable[[], Awaitable[None]],
     request: AsyncBoltRequest | None = None,
 ) -> BoltResponse | None:
-    """Global middleware: the first delivery claims its id and its signature in Redis
-    (``SET NX``); any later one carrying either is acked and dropped. When Redis does not answer
-    within the request's deadline, the request is acked, dropped, and its user told."""
+    """Global middleware: a delivery whose id or signature was claimed before is acked and
+    dropped (``first_delivery``); when Redis does not answer within the request's deadline, the
+    request is acked, dropped, and its user told. A request answered at the door was claimed
+    there (``handlers.door``)."""
+    if context.get(ANSWERED_AT_DOOR_KEY):
+        await next()
+        return None
     found = services(context)
-    token = secrets.token_hex(8)  # this delivery's: a retried claim recognises itself
-    claims = [
-        (key, ttl)
-        for key, ttl in (
-            (delivery_key(body), 3600),
-            (signature_key(request), SIGNATURE_WINDOW_SECONDS),
-        )
-        if key is not None
-    ]
-    if claims:
-        try:
-            claim = partial(found.store.claim_each, claims, token=token)
-            firsts = await before_ack(context, "duplicate filter", claim)
-        except RedisUnavailable:
-            return await tell_redis_unavailable(body, found, ack, "duplicate filter")
-        for (key, _), first in zip(claims, firsts, strict=True):
-            if not first:
-                found.metrics.count_duplicate()
-                logger.info("dropped a duplicate Slack delivery (%s)", key.split(":", 1)[0])
-                return await ack()
+    try:
+        first = await first_delivery(found, body, request, redis_deadline(context))
+    except RedisUnavailable:
+        return await tell_redis_unavailable(body, found, ack, "duplicate filter")
+    if not first:
+        return await ack()
     await next()
     return None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -132,6 +132,16 @@ class ReplyOrigins:
     of ``SLACK_API_URL`` (Slack's own by default; the sandbox's in the demo and the tests)."""
 
     origins: frozenset[Origin]
+    _prefixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Each origin as the start of a URL (``https://hooks.slack.com/``): a URL that starts
+        # so is that origin's without parsing it, which every request's check would cost.
+        prefixes = tuple(
+            f"{scheme}://{host}{'' if port == (443 if scheme == 'https' else 80) else f':{port}'}/"
+            for scheme, host, port in self.origins
+        )
+        object.__setattr__(self, "_prefixes", prefixes)
 
     @classmethod
     def for_api(cls, slack_api_url: str) -> ReplyOrigins:
@@ -142,7 +152,7 @@ class ReplyOrigins:
         return cls(frozenset(allowed))
 
     def allows(self, url: str) -> bool:
-        return _origin(url) in self.origins
+        return url.startswith(self._prefixes) or _origin(url) in self.origins
 
     @staticmethod
     def describe(url: str) -> str:

@@ -68,6 +68,11 @@ class PromptAckRunner(AsyncioListenerRunner):
         started = starting_time if starting_time is not None else time.time()
         if listener.auto_acknowledgement:
             await ack()
+        if ack.answered_at_door:
+            # Slack has its answer (handlers.door): the listener runs here, in the task that
+            # holds the request's work slot, until it ends.
+            await self._listen(request, response, listener, ack)
+            return ack.response
         loop = asyncio.get_running_loop()
         answered: asyncio.Future[None] = loop.create_future()
         listening = asyncio.ensure_future(self._listen(request, response, listener, ack))

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -35,6 +35,7 @@ from handlers.limits import LimitRequestBodies
 
 if TYPE_CHECKING:
     from bot.app import Runtime
+    from handlers.door import Door
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,17 @@ def is_signed(secret: str, body: bytes, timestamp: str, signature: str, *, now: 
     return hmac.compare_digest(expected.encode(), signature.encode("latin-1", "replace"))
 
 
+def signed_by_slack(secret: str) -> Callable[[AsyncBoltRequest, bytes], bool]:
+    """Whether a parsed request's raw body carries Slack's signature (``is_signed``), now."""
+
+    def signed(request: AsyncBoltRequest, raw: bytes) -> bool:
+        timestamps = request.headers.get("x-slack-request-timestamp") or [""]
+        signatures = request.headers.get("x-slack-signature") or [""]
+        return is_signed(secret, raw, timestamps[0], signatures[0], now=time.time())
+
+    return signed
+
+
 def metrics_allowed(request: Request, token: str | None) -> bool:
     """``Authorization: Bearer <METRICS_TOKEN>``, compared in constant time; without a token
     configured, nobody (``/metrics`` is off)."""
@@ -88,19 +100,24 @@ def metrics_allowed(request: Request, token: str | None) -> bool:
 
 
 def build_web(
-    runtime: Runtime, *, sweep_interval_seconds: float | None, orphan_check_seconds: float | None
+    runtime: Runtime,
+    *,
+    door: Door | None,
+    sweep_interval_seconds: float | None,
+    orphan_check_seconds: float | None,
 ) -> Starlette:
+    """The web app; ``door`` answers what it can of ``/slack/events`` before Bolt runs."""
     signing_secret = runtime.settings.slack_signing_secret
     configured = runtime.settings.metrics_token
     metrics_token = configured.reveal() if configured is not None else None
 
     async def slack_events(request: Request) -> Response:
-        # Acks are timed by the global middleware (handlers.middleware), in both modes; from
-        # here to the answer no new acked work starts (acks first, bot.ops.inflight).
+        # Acks are timed by the door or the global middleware (handlers.middleware); from here
+        # to the answer no new acked work starts (acks first, bot.ops.inflight).
         with runtime.inflight.acking():
-            return await answer_slack(request)
+            return await answer_slack(request, arrived=time.perf_counter())
 
-    async def answer_slack(request: Request) -> Response:
+    async def answer_slack(request: Request, *, arrived: float) -> Response:
         body = await request.body()
         # What a body Bolt cannot parse makes it raise: bad JSON or UTF-8, a payload of the
         # wrong shape (a list, a number where an object is expected).
@@ -108,6 +125,10 @@ def build_web(
             bolt_request: AsyncBoltRequest = to_async_bolt_request(request, body)
         except (ValueError, TypeError, AttributeError, LookupError) as error:
             return malformed_slack_request(request, body, error)
+        if door is not None:
+            answered = await door.answer(bolt_request, body, arrived=arrived)
+            if answered is not None:
+                return answered
         return to_starlette_response(await runtime.bolt.async_dispatch(bolt_request))
 
     def malformed_slack_request(request: Request, body: bytes, error: Exception) -> Response:

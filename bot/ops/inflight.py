@@ -35,11 +35,15 @@ ACKS_FIRST_FOR_SECONDS = 10.0
 (within ``ACKED_WORK_WHILE_BUSY``). A burst is answered first and its effects follow it; under
 load that never ends, work still gets its turn this late."""
 
-MOST_WAITING = 10_000
-"""Acked listeners that may wait for a slot: past that, acks first stops and work goes on as
-if the process were quiet, so the acks slow down instead of memory growing. Measured about
-20 KiB each (the request, its context, its task): at most about 200 MB, a 5-second burst at
-this process's full ack rate (BENCHMARKS.md)."""
+MOST_WAITING_BYTES = 200 * 2**20
+"""What acked work waiting for a slot may hold: past that, acks first stops and work goes on as
+if the process were quiet, so the acks slow down instead of memory growing. A 5-second burst at
+this process's full ack rate holds about a tenth of it (BENCHMARKS.md)."""
+
+WAITING_LISTENER_BYTES = 20 * 1024
+"""What a listener waiting for its slot holds (its request, its context, its task and their
+frames), measured; a request answered at the door waits as only its raw request
+(``start_in_turn``), a few KiB."""
 
 BUSY_FOR_SECONDS = 0.01
 """Acks this close together make a burst, and after a burst's last ack the process counts as
@@ -54,8 +58,8 @@ class InFlight:
     in the order asked. While a request of this process is being acked (``acking``), or a
     burst of them was a moment ago, no new work starts unless the first in line has waited
     ``acks_first_for`` seconds, and then only up to ``while_busy`` at once; when the process is
-    quiet (or more than ``most_waiting`` wait), up to ``at_once``. Work that runs keeps its
-    slot: new work does not start in front of an ack.
+    quiet (or what waits holds more than ``most_waiting_bytes``), up to ``at_once``. Work that
+    runs keeps its slot: new work does not start in front of an ack.
     """
 
     def __init__(
@@ -65,7 +69,7 @@ class InFlight:
         while_busy: int = ACKED_WORK_WHILE_BUSY,
         acks_first_for: float = ACKS_FIRST_FOR_SECONDS,
         busy_for: float = BUSY_FOR_SECONDS,
-        most_waiting: int = MOST_WAITING,
+        most_waiting_bytes: int = MOST_WAITING_BYTES,
     ) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._at_once = at_once
@@ -74,8 +78,10 @@ class InFlight:
         self._acks_first_for = acks_first_for
         self.busy_for = busy_for
         """Seconds between acks that make them a burst (``BUSY_FOR_SECONDS``)."""
-        self._most_waiting = most_waiting
-        self._line: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self._most_waiting_bytes = most_waiting_bytes
+        self._waiting_bytes = 0
+        # In line: since when, the turn (a listener's future, or work not started), its bytes.
+        self._line: deque[tuple[float, asyncio.Future[None] | _Start, int]] = deque()
         self._to_ack = 0
         self._last_acked = float("-inf")
         self._in_a_burst = False
@@ -91,7 +97,12 @@ class InFlight:
     @property
     def waiting(self) -> int:
         """Acked listeners waiting for a slot."""
-        return sum(1 for _, turn in self._line if not turn.done())
+        return sum(1 for _, turn, _ in self._line if not turn.done())
+
+    @property
+    def waiting_bytes(self) -> int:
+        """About what the work in line holds (``WAITING_LISTENER_BYTES`` a listener)."""
+        return self._waiting_bytes
 
     @property
     def free_slots(self) -> int:
@@ -134,7 +145,8 @@ class InFlight:
         """Wait for a slot, in line; ``task`` holds it until it ends."""
         loop = asyncio.get_running_loop()
         turn: asyncio.Future[None] = loop.create_future()
-        self._line.append((loop.time(), turn))
+        self._line.append((loop.time(), turn, WAITING_LISTENER_BYTES))
+        self._waiting_bytes += WAITING_LISTENER_BYTES
         self._hand_out()
         try:
             await turn
@@ -143,6 +155,33 @@ class InFlight:
                 self._release()  # given a slot in the instant it was cancelled
             raise
         task.add_done_callback(lambda _: self._release())
+
+    def start_in_turn(
+        self,
+        work: Callable[[], Coroutine[Any, Any, None]],
+        *,
+        name: str,
+        holds: int,
+        at_once: bool = False,
+    ) -> None:
+        """Start ``work()`` when its turn in line comes, as if its task had taken a slot
+        (``take_slot``); ``at_once``: now, without a slot (a form's trigger id lasts 3 s).
+        ``holds``: about the bytes ``work`` holds meanwhile.
+
+        Until then only ``work`` waits, not a task: a callable holding what its request needs
+        (its raw body, say), a few hundred bytes the collector hardly looks at, where a waiting
+        task holds its whole chain of frames."""
+        if at_once:
+            self.spawn(work(), name=name)
+            return
+        start = _Start(self._started, work, name)
+        self._line.append((asyncio.get_running_loop().time(), start, holds))
+        self._waiting_bytes += holds
+        self._hand_out()
+
+    def _started(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Work given its slot by ``_hand_out`` (``start_in_turn``): the slot is back at its end."""
+        self.spawn(work, name=name).add_done_callback(lambda _: self._release())
 
     def take_every_slot(self) -> int:
         """Take every free slot (tests: acked work must wait); ``give_back`` returns them."""
@@ -169,18 +208,19 @@ class InFlight:
             self._later = None
         line = self._line
         while line and line[0][1].done():
-            line.popleft()  # cancelled while waiting
+            self._waiting_bytes -= line.popleft()[2]  # cancelled while waiting
         if not line or not self._free:
             return False
         loop = asyncio.get_running_loop()
         now = loop.time()
         quiet_at = self._last_acked + self.busy_for
         acking = self._to_ack > 0 or (self._in_a_burst and now < quiet_at)
-        busy = acking and len(line) <= self._most_waiting
+        busy = acking and self._waiting_bytes <= self._most_waiting_bytes
         while line and self._free:
-            since, turn = line[0]
+            since, turn, holds = line[0]
             if turn.done():
                 line.popleft()
+                self._waiting_bytes -= holds
                 continue
             if busy:
                 running = self._at_once - self._free
@@ -195,6 +235,7 @@ class InFlight:
                         self._later = loop.call_at(quiet_at, self._hand_out)
                     return False  # else a slot coming back hands out again
             line.popleft()
+            self._waiting_bytes -= holds
             self._free -= 1
             turn.set_result(None)
         return False
@@ -221,6 +262,31 @@ class InFlight:
         _, unfinished = await asyncio.wait(running, timeout=grace_seconds)
         if unfinished:
             logger.warning("%d listener(s) still running at shutdown", len(unfinished))
+
+
+class _Start:
+    """A place in line for work not started yet (``InFlight.start_in_turn``): given its slot
+    (``set_result``, as a waiting listener's future is), it starts."""
+
+    __slots__ = ("_begun", "_name", "_start", "_work")
+
+    def __init__(
+        self,
+        start: Callable[[Coroutine[Any, Any, None], str], None],
+        work: Callable[[], Coroutine[Any, Any, None]],
+        name: str,
+    ) -> None:
+        self._start = start
+        self._work = work
+        self._name = name
+        self._begun = False
+
+    def done(self) -> bool:
+        return self._begun
+
+    def set_result(self, _: None) -> None:
+        self._begun = True
+        self._start(self._work(), self._name)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -35,6 +35,8 @@ class Metrics:
             ["status"],
             registry=self.registry,
         )
+        self._requests_of: dict[str, Counter] = {}
+        self._acks_of: dict[int, Counter] = {}
         self._ack_seconds = Histogram(
             "provision_inline_ack_seconds",
             "Time from request to acknowledgement.",
@@ -68,8 +70,16 @@ class Metrics:
 
     def observe_ack(self, kind: str, status: int, seconds: float) -> None:
         """One Slack request of ``kind`` acknowledged with ``status`` after ``seconds``."""
-        self._requests.labels(kind=kind).inc()
-        self._acks.labels(status=str(status)).inc()
+        # A labelled child is looked up once: ``labels()`` costs more than the count itself,
+        # and this runs on every ack.
+        requests = self._requests_of.get(kind)
+        if requests is None:
+            requests = self._requests_of[kind] = self._requests.labels(kind=kind)
+        acks = self._acks_of.get(status)
+        if acks is None:
+            acks = self._acks_of[status] = self._acks.labels(status=str(status))
+        requests.inc()
+        acks.inc()
         self._ack_seconds.observe(seconds)
 
     def count_error(self, error_type: str) -> None:

@@ -5,8 +5,10 @@ work ends or gives up."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
 
-from bot.ops.inflight import InFlight
+from bot.ops.inflight import WAITING_LISTENER_BYTES, InFlight
 
 
 async def _work(
@@ -136,7 +138,9 @@ async def test_overdue_work_goes_on_only_a_few_at_a_time_while_busy() -> None:
 
 
 async def test_past_the_most_waiting_work_goes_on_whatever_the_acks() -> None:
-    inflight = InFlight(at_once=4, acks_first_for=60, busy_for=0, most_waiting=2)
+    inflight = InFlight(
+        at_once=4, acks_first_for=60, busy_for=0, most_waiting_bytes=2 * WAITING_LISTENER_BYTES
+    )
     started: list[str] = []
     done = asyncio.Event()
     with inflight.acking():
@@ -150,3 +154,38 @@ async def test_past_the_most_waiting_work_goes_on_whatever_the_acks() -> None:
         assert sorted(started) == ["a", "b", "c"]  # the third makes too many: the line moves
     done.set()
     await asyncio.gather(*works)
+
+
+async def test_work_not_started_yet_waits_in_the_same_line_and_holds_its_slot() -> None:
+    """``start_in_turn``: work that is only a callable until its turn (a request answered at
+    the door) keeps its place among waiting listeners, holds a slot while it runs, and counts
+    the bytes it said it holds while it waits; ``at_once`` skips the line."""
+    inflight = InFlight(at_once=1, acks_first_for=60, busy_for=0)
+    started: list[str] = []
+    done = asyncio.Event()
+
+    def later(name: str) -> Callable[[], Coroutine[Any, Any, None]]:
+        async def work() -> None:
+            started.append(name)
+            await done.wait()
+
+        return work
+
+    with inflight.acking():
+        inflight.start_in_turn(later("first"), name="first", holds=3000)
+        listener = asyncio.create_task(_work(inflight, started, "listener", done))
+        await _settled()
+        inflight.start_in_turn(later("form"), name="form", holds=3000, at_once=True)
+        await _settled()
+        assert started == ["form"]  # the rest waits for the ack
+        assert (inflight.waiting, inflight.waiting_bytes) == (2, 3000 + WAITING_LISTENER_BYTES)
+    await _settled()
+    assert started == ["form", "first"]  # one slot: the listener waits for it
+    assert (inflight.waiting, inflight.free_slots) == (1, 0)
+    done.set()
+    await listener
+    assert started == ["form", "first", "listener"]
+    assert (inflight.waiting, inflight.waiting_bytes) == (0, 0)
+    await inflight.drain(grace_seconds=5)
+    await _settled()  # the slots come back in the tasks' done callbacks
+    assert inflight.free_slots == 1

@@ -1,0 +1,139 @@
+"""Slack's HTTP requests answered at the door, before Bolt runs.
+
+A slash command, a button click or an event is always acked with an empty 200: every listener
+of those kinds acks first and replies through the response URL. So once such a request is
+known to be Slack's (its signature), whole (``malformed``), replying only to Slack
+(``carried_response_urls``) and new (the duplicate filter's claims in Redis), the answer cannot
+depend on anything else, and it leaves at once. Bolt's whole chain (its own checks, who may act,
+the listener) then runs as the request's acked work: in line behind other acked work while
+requests keep arriving (acks first, ``bot.ops.inflight``), at once for a listener that opens a
+form (Slack's trigger id lasts 3 s).
+
+Everything else takes Bolt's path before the answer: a view submission (its answer may carry
+field errors), a request the door cannot vouch for (unsigned, malformed, a foreign response URL:
+Bolt's middleware answers and logs those), and what no listener handles (Bolt answers 404).
+Socket Mode has no door: its envelopes are acked by Bolt's chain (``handlers.middleware``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
+from starlette.responses import Response
+
+from handlers.blips import tell_redis_unavailable_later
+from handlers.middleware import ANSWERED_AT_DOOR_KEY, first_delivery, kind_of, malformed
+from handlers.reply import carried_response_urls
+from handlers.services import Services
+from state.patience import BEFORE_ACK_BUDGET_SECONDS, RedisUnavailable
+
+__all__ = ["Door", "Handled"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Handled:
+    """What the wired listeners handle, as the door sees it: slash commands by name, clicks by
+    action id, events by type."""
+
+    commands: frozenset[str]
+    actions: frozenset[str]
+    events: frozenset[str]
+
+    def acked_empty(self, body: dict[str, Any]) -> bool:
+        """Whether ``body`` (well formed) goes to a listener whose ack is an empty 200."""
+        if "command" in body:
+            return body["command"] in self.commands
+        kind = body.get("type")
+        if kind == "block_actions":
+            return body["actions"][0]["action_id"] in self.actions
+        if kind == "event_callback":
+            return body["event"]["type"] in self.events
+        return False
+
+
+class Door:
+    """Answers what it can before Bolt runs (see the module's docstring); ``answer`` returns
+    None for a request Bolt must answer itself."""
+
+    def __init__(
+        self,
+        *,
+        services: Services,
+        handled: Handled,
+        opens_a_form: Callable[[dict[str, Any]], bool],
+        is_signed: Callable[[AsyncBoltRequest, bytes], bool],
+        dispatch: Callable[[AsyncBoltRequest], Awaitable[BoltResponse]],
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._services = services
+        self._handled = handled
+        self._opens_a_form = opens_a_form
+        self._is_signed = is_signed
+        self._dispatch = dispatch
+        self._clock = clock
+
+    async def answer(
+        self, request: AsyncBoltRequest, raw: bytes, *, arrived: float
+    ) -> Response | None:
+        """The answer to Slack, with the request's work to follow it; None: Bolt answers.
+        ``arrived``: when the request arrived (``clock``), for the ack latency metric."""
+        body = request.body
+        if (
+            not isinstance(body, dict)
+            or malformed(body) is not None
+            or not self._handled.acked_empty(body)
+            or not self._is_signed(request, raw)
+        ):
+            return None
+        found = self._services
+        origins = found.replies.origins
+        if not all(origins.allows(url) for url in carried_response_urls(body)):
+            return None
+        deadline = asyncio.get_running_loop().time() + BEFORE_ACK_BUDGET_SECONDS
+        try:
+            if await first_delivery(found, body, request, deadline):
+                # Only the raw request waits in line; Bolt parses it again when its turn comes.
+                headers = _header_pairs(request)
+                found.inflight.start_in_turn(
+                    partial(self._go_on, request.raw_body, headers),
+                    name="slack request answered at the door",
+                    holds=_held_bytes(request.raw_body, headers),
+                    at_once=self._opens_a_form(body),
+                )
+        except RedisUnavailable:
+            logger.warning("Redis unavailable before the ack (duplicate filter): told the user")
+            tell_redis_unavailable_later(body, found)
+        found.metrics.observe_ack(kind_of(body), 200, self._clock() - arrived)
+        return Response(b"", status_code=200)
+
+    async def _go_on(self, raw_body: str, headers: tuple[tuple[str, str], ...]) -> None:
+        """After the answer, in the request's turn: Bolt's whole chain."""
+        request = AsyncBoltRequest(
+            body=raw_body, headers=dict(headers), context={ANSWERED_AT_DOOR_KEY: True}
+        )
+        await self._dispatch(request)
+
+
+#: What a raw request waiting in line holds besides its text: the tuples and the callable.
+HELD_OVERHEAD_BYTES = 1024
+
+
+def _held_bytes(raw_body: str, headers: tuple[tuple[str, str], ...]) -> int:
+    return (
+        len(raw_body) + sum(len(name) + len(value) for name, value in headers) + HELD_OVERHEAD_BYTES
+    )
+
+
+def _header_pairs(request: AsyncBoltRequest) -> tuple[tuple[str, str], ...]:
+    """The request's headers as pairs of text (what the collector does not look into)."""
+    return tuple((name, values[0]) for name, values in request.headers.items() if values)

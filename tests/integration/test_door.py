@@ -1,0 +1,99 @@
+"""Slack's HTTP requests answered at the door (``handlers.door``): a command, a click or an
+event is answered once it is signed, whole and new; who may act and the listener run after the
+answer, in line with other acked work. What the door cannot vouch for goes to Bolt first."""
+
+from __future__ import annotations
+
+from bot.steps.consent.views import ACTION_CONSENT_RENEW
+from tests.conftest import METRICS_AUTH
+from tests.integration.conftest import ADMIN, CHANNEL, OUTSIDER, Harness, metric
+from tests.integration.test_consent import latest_link
+from tests.security.forge import with_payload
+
+
+async def test_who_may_act_is_checked_after_the_answer_and_still_refuses(
+    harness: Harness,
+) -> None:
+    """An outsider's command is answered at once (an empty 200) while no acked work may start;
+    the refusal comes when its turn does, and nothing else happens."""
+    inflight = harness.runtime.inflight
+    taken = inflight.take_every_slot()
+    try:
+        response = await harness.driver.slash_command(
+            user_id=OUTSIDER, channel_id=CHANNEL, text="status"
+        )
+        assert (response.status_code, response.content) == (200, b"")
+        assert inflight.waiting == 1  # the whole of Bolt's chain waits for its turn
+        assert 0 < inflight.waiting_bytes < 8 * 1024  # the raw request, not a task
+        assert harness.slack.ephemerals == []
+    finally:
+        inflight.give_back(taken)
+    refusal = await harness.slack.wait_for(
+        lambda s: [e for e in s.ephemerals if e.user == OUTSIDER], timeout=10
+    )
+    assert "see provisioning status" in refusal[0].text
+    assert inflight.waiting == 0
+
+
+async def test_a_redelivered_click_is_dropped_at_the_door(harness: Harness) -> None:
+    """Slack's retry of a click (the same trigger id, signed anew) is answered and dropped:
+    it never waits in line, and the step is renewed once."""
+    root_ts = await harness.start_session("contoso.com")
+    prompt_ts, _ = await latest_link(harness, root_ts)
+    click = harness.driver.build_click(
+        user_id=ADMIN, channel_id=CHANNEL, message_ts=prompt_ts, action_id=ACTION_CONSENT_RENEW
+    )
+    updates = len(harness.slack.calls_to("chat.update"))
+    inflight = harness.runtime.inflight
+    taken = inflight.take_every_slot()
+    try:
+        first = await harness.driver.send(click)
+        again = await harness.driver.resend(click, retry_num=1)
+        assert (first.status_code, again.status_code) == (200, 200)
+        assert inflight.waiting == 1
+    finally:
+        inflight.give_back(taken)
+    await harness.slack.wait_for(lambda s: len(s.calls_to("chat.update")) > updates, timeout=10)
+    await harness.driver.slash_command(user_id=ADMIN, channel_id=CHANNEL, text="help")
+    await harness.slack.wait_for(lambda s: s.ephemerals)  # handled after both deliveries
+    assert len(harness.slack.calls_to("chat.update")) == updates + 1
+    metrics = (await harness.http.get(f"{harness.base_url}/metrics", headers=METRICS_AUTH)).text
+    assert metric(metrics, "provision_inline_duplicates_total") == 1
+
+
+async def test_what_no_listener_handles_is_left_to_bolt(harness: Harness) -> None:
+    """A click on a button the bot does not know is not answered at the door: Bolt answers
+    404, as it does for any unhandled request, and nothing waits in line."""
+    root_ts = await harness.start_session("contoso.com")
+    prompt_ts, _ = await latest_link(harness, root_ts)
+    click = harness.driver.build_click(
+        user_id=ADMIN, channel_id=CHANNEL, message_ts=prompt_ts, action_id=ACTION_CONSENT_RENEW
+    )
+    payload = dict(click.payload)
+    payload["actions"] = [{**payload["actions"][0], "action_id": "no_such_button"}]
+    inflight = harness.runtime.inflight
+    taken = inflight.take_every_slot()
+    try:
+        response = await harness.driver.send(with_payload(click, payload))
+        assert response.status_code == 404
+        assert inflight.waiting == 0
+    finally:
+        inflight.give_back(taken)
+
+
+async def test_a_foreign_response_url_is_left_to_bolt_which_drops_it(harness: Harness) -> None:
+    """A signed command whose response URL is not Slack's: the door does not vouch for it, and
+    Bolt's middleware acks it and does nothing (nothing waits in line, nothing is posted)."""
+    built = harness.driver.build_slash_command(user_id=ADMIN, channel_id=CHANNEL, text="help")
+    forged = with_payload(built, {**built.payload, "response_url": "https://evil.example/hook"})
+    inflight = harness.runtime.inflight
+    taken = inflight.take_every_slot()
+    try:
+        response = await harness.driver.send(forged)
+        assert response.status_code == 200
+        assert inflight.waiting == 0
+    finally:
+        inflight.give_back(taken)
+    await harness.driver.slash_command(user_id=ADMIN, channel_id=CHANNEL, text="help")
+    await harness.slack.wait_for(lambda s: s.ephemerals)
+    assert len(harness.slack.ephemerals) == 1
