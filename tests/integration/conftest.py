@@ -25,6 +25,7 @@ from stamina.instrumentation import RetryDetails
 
 from bot.app import Runtime, build_runtime
 from bot.config import load_settings
+from bot.ops.inflight import ACKED_WORK_AT_ONCE, InFlight
 from bot.sandbox.microsoft import (
     EXCHANGE_ADMINISTRATOR,
     GLOBAL_ADMINISTRATOR,
@@ -420,3 +421,12 @@ async def ephemeral_for(harness: Harness, user_id: str, containing: str) -> Any:
         lambda s: [e for e in s.ephemerals if e.user == user_id and containing in e.text] or None
     )
     return found[-1]
+
+
+async def every_slot_taken(inflight: InFlight) -> int:
+    """Every slot for acked work, once the work running now (a session's start, say) has
+    ended and given its slot back: from here no acked work can start."""
+    await inflight.drain(grace_seconds=10)
+    taken = inflight.take_every_slot()
+    assert taken == ACKED_WORK_AT_ONCE
+    return taken

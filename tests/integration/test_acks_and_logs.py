@@ -14,7 +14,13 @@ from bot.session.views import ACTION_CANCEL, START_CALLBACK
 from bot.steps.consent.views import ACTION_CONSENT_OPEN, ACTION_CONSENT_RENEW
 from state.sessions import unpack_record
 from tests.conftest import DIRSYNC_SECRET, MAILFLOW_SECRET, SIGNING_SECRET
-from tests.integration.conftest import ADMIN, CHANNEL, GLOBAL_ADMIN_UPN, Harness
+from tests.integration.conftest import (
+    ADMIN,
+    CHANNEL,
+    GLOBAL_ADMIN_UPN,
+    Harness,
+    every_slot_taken,
+)
 from tests.integration.test_consent import latest_link
 
 ACK_LIMIT = 1.0  # seconds; Slack's own limit is 3
@@ -118,7 +124,7 @@ async def test_acks_come_first_acked_work_waits_for_a_slot(harness: Harness) -> 
     when a slot frees (acks first: under a burst, a new request never queues for its ack behind
     all the work acked before it)."""
     inflight = harness.runtime.inflight
-    taken = inflight.take_every_slot()
+    taken = await every_slot_taken(inflight)
     before = len(harness.slack.ephemerals)
     driver = harness.driver
     took = await timed(lambda: driver.slash_command(user_id=ADMIN, channel_id=CHANNEL, text="help"))
@@ -134,7 +140,7 @@ async def test_a_form_opens_at_once_even_when_acked_work_waits(harness: Harness)
     """Slack's trigger id lasts 3 s: the listener that opens the start form does not wait in
     line for a slot, while other acked work does."""
     inflight = harness.runtime.inflight
-    taken = inflight.take_every_slot()
+    taken = await every_slot_taken(inflight)
     try:
         await harness.driver.slash_command(user_id=ADMIN, channel_id=CHANNEL)
         await harness.slack.wait_for(

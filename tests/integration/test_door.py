@@ -6,7 +6,14 @@ from __future__ import annotations
 
 from bot.steps.consent.views import ACTION_CONSENT_RENEW
 from tests.conftest import METRICS_AUTH
-from tests.integration.conftest import ADMIN, CHANNEL, OUTSIDER, Harness, metric
+from tests.integration.conftest import (
+    ADMIN,
+    CHANNEL,
+    OUTSIDER,
+    Harness,
+    every_slot_taken,
+    metric,
+)
 from tests.integration.test_consent import latest_link
 from tests.security.forge import with_payload
 
@@ -17,7 +24,7 @@ async def test_who_may_act_is_checked_after_the_answer_and_still_refuses(
     """An outsider's command is answered at once (an empty 200) while no acked work may start;
     the refusal comes when its turn does, and nothing else happens."""
     inflight = harness.runtime.inflight
-    taken = inflight.take_every_slot()
+    taken = await every_slot_taken(inflight)
     try:
         response = await harness.driver.slash_command(
             user_id=OUTSIDER, channel_id=CHANNEL, text="status"
@@ -45,7 +52,7 @@ async def test_a_redelivered_click_is_dropped_at_the_door(harness: Harness) -> N
     )
     updates = len(harness.slack.calls_to("chat.update"))
     inflight = harness.runtime.inflight
-    taken = inflight.take_every_slot()
+    taken = await every_slot_taken(inflight)
     try:
         first = await harness.driver.send(click)
         again = await harness.driver.resend(click, retry_num=1)
@@ -72,7 +79,7 @@ async def test_what_no_listener_handles_is_left_to_bolt(harness: Harness) -> Non
     payload = dict(click.payload)
     payload["actions"] = [{**payload["actions"][0], "action_id": "no_such_button"}]
     inflight = harness.runtime.inflight
-    taken = inflight.take_every_slot()
+    taken = await every_slot_taken(inflight)
     try:
         response = await harness.driver.send(with_payload(click, payload))
         assert response.status_code == 404
@@ -87,7 +94,7 @@ async def test_a_foreign_response_url_is_left_to_bolt_which_drops_it(harness: Ha
     built = harness.driver.build_slash_command(user_id=ADMIN, channel_id=CHANNEL, text="help")
     forged = with_payload(built, {**built.payload, "response_url": "https://evil.example/hook"})
     inflight = harness.runtime.inflight
-    taken = inflight.take_every_slot()
+    taken = await every_slot_taken(inflight)
     try:
         response = await harness.driver.send(forged)
         assert response.status_code == 200
