@@ -37,7 +37,8 @@ from handlers.middleware import (
 )
 from handlers.runner import install as install_prompt_ack_runner
 from handlers.services import Services
-from handlers.web import build_web, signed_by_slack
+from handlers.signing import SlackSignatures
+from handlers.web import build_web
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -190,7 +191,7 @@ def wire(
                 events=frozenset({home_event}),
             ),
             opens_a_form=opens_a_form,
-            is_signed=signed_by_slack(secret.reveal()),
+            signatures=SlackSignatures(secret.reveal()),
             dispatch=bolt.async_dispatch,
         )
     return build_web(

@@ -30,9 +30,15 @@ from slack_bolt.response import BoltResponse
 from starlette.responses import Response
 
 from handlers.blips import tell_redis_unavailable_later
-from handlers.middleware import ANSWERED_AT_DOOR_KEY, first_delivery, kind_of, malformed
-from handlers.reply import carried_response_urls
+from handlers.middleware import (
+    ANSWERED_AT_DOOR_KEY,
+    first_delivery,
+    foreign_response_urls,
+    kind_of,
+    malformed,
+)
 from handlers.services import Services
+from handlers.signing import SlackSignatures
 from state.patience import BEFORE_ACK_BUDGET_SECONDS, RedisUnavailable
 
 __all__ = ["Door", "Handled"]
@@ -71,14 +77,14 @@ class Door:
         services: Services,
         handled: Handled,
         opens_a_form: Callable[[dict[str, Any]], bool],
-        is_signed: Callable[[AsyncBoltRequest, bytes], bool],
+        signatures: SlackSignatures,
         dispatch: Callable[[AsyncBoltRequest], Awaitable[BoltResponse]],
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._services = services
         self._handled = handled
         self._opens_a_form = opens_a_form
-        self._is_signed = is_signed
+        self._signatures = signatures
         self._dispatch = dispatch
         self._clock = clock
 
@@ -92,13 +98,12 @@ class Door:
             not isinstance(body, dict)
             or malformed(body) is not None
             or not self._handled.acked_empty(body)
-            or not self._is_signed(request, raw)
+            or not self._signatures.carried_by(request, raw)
         ):
             return None
         found = self._services
-        origins = found.replies.origins
-        if not all(origins.allows(url) for url in carried_response_urls(body)):
-            return None
+        if foreign_response_urls(body, found.replies.origins):
+            return None  # Bolt's middleware acks, logs and drops it
         deadline = asyncio.get_running_loop().time() + BEFORE_ACK_BUDGET_SECONDS
         try:
             if await first_delivery(found, body, request, deadline):
@@ -117,11 +122,21 @@ class Door:
         return Response(b"", status_code=200)
 
     async def _go_on(self, raw_body: str, headers: tuple[tuple[str, str], ...]) -> None:
-        """After the answer, in the request's turn: Bolt's whole chain."""
+        """After the answer, in the request's turn: Bolt's whole chain, on the bytes verified
+        on arrival, signed anew (``handlers.signing``: the turn may come after Bolt's window)."""
         request = AsyncBoltRequest(
-            body=raw_body, headers=dict(headers), context={ANSWERED_AT_DOOR_KEY: True}
+            body=raw_body,
+            headers=self._signatures.renewed(dict(headers), raw_body),
+            context={ANSWERED_AT_DOOR_KEY: True},
         )
-        await self._dispatch(request)
+        answered = await self._dispatch(request)
+        if answered.status >= 400:
+            # Slack was answered 200 at the door: this is the only trace of Bolt's refusal.
+            logger.warning(
+                "Bolt answered %d to a Slack %s the door had answered: nothing was done",
+                answered.status,
+                kind_of(request.body),
+            )
 
 
 #: What a raw request waiting in line holds besides its text: the tuples and the callable.

@@ -45,7 +45,7 @@ from slack_bolt.response import BoltResponse
 from bot.ops.inflight import InFlight
 from bot.ops.metrics import Metrics
 from handlers.blips import REDIS_DEADLINE_KEY, redis_deadline, tell_redis_unavailable
-from handlers.reply import PooledRespond, carried_response_urls
+from handlers.reply import PooledRespond, ReplyOrigins, carried_response_urls
 from handlers.services import CONTEXT_KEY, Services, services
 from state.patience import BEFORE_ACK_BUDGET_SECONDS, RedisUnavailable, within
 
@@ -58,6 +58,7 @@ __all__ = [
     "delivery_key",
     "drop_duplicate_deliveries",
     "first_delivery",
+    "foreign_response_urls",
     "kind_of",
     "malformed",
     "refuse_foreign_response_urls",
@@ -309,6 +310,11 @@ class RefuseMalformedPayloads(AsyncMiddleware):
         return BoltResponse(status=400, body="Malformed Slack request.")
 
 
+def foreign_response_urls(body: dict[str, Any], origins: ReplyOrigins) -> list[str]:
+    """The response URLs ``body`` carries that are not Slack's (``carried_response_urls``)."""
+    return [url for url in carried_response_urls(body) if not origins.allows(url)]
+
+
 async def refuse_foreign_response_urls(
     body: dict[str, Any],
     context: AsyncBoltContext,
@@ -317,7 +323,7 @@ async def refuse_foreign_response_urls(
 ) -> BoltResponse | None:
     """Global middleware: a request whose response URL is not Slack's is acked and dropped."""
     origins = services(context).replies.origins
-    foreign = [url for url in carried_response_urls(body) if not origins.allows(url)]
+    foreign = foreign_response_urls(body, origins)
     if not foreign:
         await next()
         return None

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -32,6 +31,7 @@ from starlette.routing import Route
 from bot.web import pages
 from bot.workflow import TERMINAL, Phase
 from handlers.limits import LimitRequestBodies
+from handlers.signing import is_signed
 
 if TYPE_CHECKING:
     from bot.app import Runtime
@@ -64,28 +64,6 @@ def page_response(page: pages.Page) -> HTMLResponse:
 OUTBOX_PASS_SECONDS = 1.0
 
 ACTIVE_PHASES = [phase.value for phase in Phase if phase not in TERMINAL]
-
-SIGNATURE_WINDOW_SECONDS = 5 * 60  # as Bolt's own verification
-
-
-def is_signed(secret: str, body: bytes, timestamp: str, signature: str, *, now: float) -> bool:
-    """Slack's v0 signature over the raw bytes (which need not be UTF-8), within the window."""
-    if not timestamp.isdigit() or abs(now - int(timestamp)) > SIGNATURE_WINDOW_SECONDS:
-        return False
-    base = b"v0:" + timestamp.encode() + b":" + body
-    expected = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected.encode(), signature.encode("latin-1", "replace"))
-
-
-def signed_by_slack(secret: str) -> Callable[[AsyncBoltRequest, bytes], bool]:
-    """Whether a parsed request's raw body carries Slack's signature (``is_signed``), now."""
-
-    def signed(request: AsyncBoltRequest, raw: bytes) -> bool:
-        timestamps = request.headers.get("x-slack-request-timestamp") or [""]
-        signatures = request.headers.get("x-slack-signature") or [""]
-        return is_signed(secret, raw, timestamps[0], signatures[0], now=time.time())
-
-    return signed
 
 
 def metrics_allowed(request: Request, token: str | None) -> bool:

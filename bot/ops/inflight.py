@@ -46,9 +46,10 @@ frames), measured; a request answered at the door waits as only its raw request
 (``start_in_turn``), a few KiB."""
 
 BUSY_FOR_SECONDS = 0.01
-"""Acks this close together make a burst, and after a burst's last ack the process counts as
-busy this much longer: its requests arrive a few milliseconds apart, and work started in each
-gap would delay the next ack. A lone request's work goes on at once."""
+"""Requests being acked at the same time start a burst; acks this close after it keep it going,
+and after its last ack the process counts as busy this much longer: its requests arrive a few
+milliseconds apart, and work started in each gap would delay the next ack. Requests one after
+the other, never acked at the same time, are no burst: each one's work goes on at once."""
 
 
 class InFlight:
@@ -87,6 +88,7 @@ class InFlight:
         self._in_a_burst = False
         self._later: asyncio.TimerHandle | None = None
         self._holding = False
+        self._draining = False  # ``drain``: whatever waits goes on
         self.on_hold: Callable[[bool], None] | None = None
         """Told when work starts being held back for the acks (True) and when it no longer is:
         the serving process pauses the garbage collector meanwhile (``bot.ops.collector``)."""
@@ -135,8 +137,12 @@ class InFlight:
         finally:
             self._to_ack -= 1
             now = asyncio.get_running_loop().time()
-            # A lone request's work goes on at once; in a burst, the next one is near.
-            self._in_a_burst = self._to_ack > 0 or now - self._last_acked < self.busy_for
+            # Requests acked at the same time start a burst; it goes on while the next ack comes
+            # within ``busy_for``. Requests one after the other (a person, a client that waits
+            # for each answer) are no burst: each one's work goes on at once.
+            self._in_a_burst = self._to_ack > 0 or (
+                self._in_a_burst and now - self._last_acked < self.busy_for
+            )
             self._last_acked = now
             if not self._to_ack:
                 self._hand_out()
@@ -215,7 +221,7 @@ class InFlight:
         now = loop.time()
         quiet_at = self._last_acked + self.busy_for
         acking = self._to_ack > 0 or (self._in_a_burst and now < quiet_at)
-        busy = acking and self._waiting_bytes <= self._most_waiting_bytes
+        busy = acking and not self._draining and self._waiting_bytes <= self._most_waiting_bytes
         while line and self._free:
             since, turn, holds = line[0]
             if turn.done():
@@ -255,13 +261,30 @@ class InFlight:
         return task
 
     async def drain(self, grace_seconds: float) -> None:
-        """Wait up to ``grace_seconds`` for running work; log any that did not finish."""
-        running = self._tasks - {asyncio.current_task()}
-        if not running:
-            return
-        _, unfinished = await asyncio.wait(running, timeout=grace_seconds)
-        if unfinished:
-            logger.warning("%d listener(s) still running at shutdown", len(unfinished))
+        """Wait up to ``grace_seconds`` for running work and for work still in line, which goes
+        on meanwhile as if the process were quiet (nothing more is being acked); log what did
+        not finish or start."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + grace_seconds
+        me = asyncio.current_task()
+        self._draining = True
+        try:
+            self._hand_out()
+            while running := self._tasks - {me}:
+                remaining = until - loop.time()
+                if remaining <= 0:
+                    break
+                # Each one that ends gives its slot to the next in line, a new task.
+                await asyncio.wait(running, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._draining = False
+        unfinished, unstarted = len(self._tasks - {me}), self.waiting
+        if unfinished or unstarted:
+            logger.warning(
+                "at shutdown, %d acked listener(s) still running and %d not started",
+                unfinished,
+                unstarted,
+            )
 
 
 class _Start:

@@ -4,13 +4,22 @@ answer, in line with other acked work. What the door cannot vouch for goes to Bo
 
 from __future__ import annotations
 
+import time
+
+from slack_bolt.request.async_request import AsyncBoltRequest
+
 from bot.steps.consent.views import ACTION_CONSENT_RENEW
-from tests.conftest import METRICS_AUTH
+from handlers import opens_a_form
+from handlers.door import Door, Handled
+from handlers.services import Services
+from handlers.signing import SlackSignatures
+from tests.conftest import METRICS_AUTH, SIGNING_SECRET
 from tests.integration.conftest import (
     ADMIN,
     CHANNEL,
     OUTSIDER,
     Harness,
+    ephemeral_for,
     every_slot_taken,
     metric,
 )
@@ -104,3 +113,43 @@ async def test_a_foreign_response_url_is_left_to_bolt_which_drops_it(harness: Ha
     await harness.driver.slash_command(user_id=ADMIN, channel_id=CHANNEL, text="help")
     await harness.slack.wait_for(lambda s: s.ephemerals)
     assert len(harness.slack.ephemerals) == 1
+
+
+async def test_a_request_whose_turn_comes_after_slacks_window_still_runs(
+    harness: Harness,
+) -> None:
+    """The door checks the signature on arrival; Bolt checks it again in the request's turn,
+    which under a long burst may come more than 5 minutes later. The door then hands Bolt the
+    bytes it verified, signed anew, and the command still runs."""
+    runtime = harness.runtime
+    now = [time.time() - 400]  # the request arrives 400 s before its turn
+    door = Door(
+        services=Services.of(runtime),
+        handled=Handled(
+            commands=frozenset({"/provision-inline"}), actions=frozenset(), events=frozenset()
+        ),
+        opens_a_form=opens_a_form,
+        signatures=SlackSignatures(SIGNING_SECRET, clock=lambda: now[0]),
+        dispatch=runtime.bolt.async_dispatch,
+    )
+    built = harness.driver.build_slash_command(user_id=ADMIN, channel_id=CHANNEL, text="help")
+    stamp = str(int(now[0]))
+    request = AsyncBoltRequest(
+        body=built.body.decode(),
+        headers={
+            "content-type": built.content_type,
+            "x-slack-request-timestamp": stamp,
+            "x-slack-signature": harness.driver.sign(built.body, int(stamp)),
+        },
+    )
+    inflight = runtime.inflight
+    taken = await every_slot_taken(inflight)
+    try:
+        answer = await door.answer(request, built.body, arrived=time.perf_counter())
+        assert answer is not None
+        assert answer.status_code == 200
+        assert inflight.waiting == 1
+        now[0] = time.time()  # its turn: the original timestamp is 400 s old
+    finally:
+        inflight.give_back(taken)
+    await ephemeral_for(harness, ADMIN, "/provision-inline status")

@@ -107,19 +107,23 @@ async def test_a_burst_counts_as_busy_a_moment_after_its_last_ack() -> None:
     inflight = InFlight(at_once=4, acks_first_for=60, busy_for=0.05)
     started: list[str] = []
     done, going = asyncio.Event(), asyncio.Event()
-    with inflight.acking():
-        lone = asyncio.create_task(_work(inflight, started, "lone", done))
+    works: list[asyncio.Task[None]] = []
+    for name in ("lone", "next"):  # one after the other, never at the same time: no burst
+        with inflight.acking():
+            works.append(asyncio.create_task(_work(inflight, started, name, done)))
+            await _settled()
+        await _settled()
+    assert started == ["lone", "next"]  # each one's work goes on at once
+    with inflight.acking(), inflight.acking():  # two acked at the same time: a burst
+        pass
+    with inflight.acking():  # the next ack comes within busy_for: the burst goes on
+        works.append(asyncio.create_task(_work(inflight, started, "after", done, going)))
         await _settled()
     await _settled()
-    assert started == ["lone"]  # a lone request's work goes on at once
-    with inflight.acking():  # the next ack comes within busy_for: a burst
-        work = asyncio.create_task(_work(inflight, started, "after", done, going))
-        await _settled()
-    await _settled()
-    assert started == ["lone"]  # the next request of the burst may be a moment away
+    assert started == ["lone", "next"]  # the next request of the burst may be a moment away
     await asyncio.wait_for(going.wait(), timeout=5)  # the InFlight's own timer lets it go
     done.set()
-    await asyncio.gather(lone, work)
+    await asyncio.gather(*works)
 
 
 async def test_overdue_work_goes_on_only_a_few_at_a_time_while_busy() -> None:
@@ -189,3 +193,25 @@ async def test_work_not_started_yet_waits_in_the_same_line_and_holds_its_slot() 
     await inflight.drain(grace_seconds=5)
     await _settled()  # the slots come back in the tasks' done callbacks
     assert inflight.free_slots == 1
+
+
+async def test_drain_starts_what_still_waits_in_line_and_waits_for_it() -> None:
+    """At shutdown nothing more is acked: work held back for a burst goes on, one slot at a
+    time here, and the drain waits for all of it."""
+    inflight = InFlight(at_once=1, acks_first_for=60, busy_for=60)
+    finished: list[str] = []
+
+    def later(name: str) -> Callable[[], Coroutine[Any, Any, None]]:
+        async def work() -> None:
+            await asyncio.sleep(0)  # a turn of the loop, as real work takes
+            finished.append(name)
+
+        return work
+
+    with inflight.acking(), inflight.acking():  # two acks at once: a burst
+        for name in "ab":
+            inflight.start_in_turn(later(name), name=name, holds=100)
+    await _settled()
+    assert (finished, inflight.waiting) == ([], 2)  # held for the burst's window
+    await inflight.drain(grace_seconds=5)
+    assert (finished, inflight.waiting, len(inflight)) == (["a", "b"], 0, 0)
