@@ -11,7 +11,8 @@ The product is built and served exactly as by the console script (``bot.cli.main
   command, a script call, or a whole pipeline) with the current interaction and whether it had
   been acked yet;
 - ``AsyncAck.__call__`` marks the interaction acked the moment a listener (or middleware) acks,
-  not when the HTTP answer leaves (Bolt polls for the ack every 10 ms).
+  and so does the HTTP answer leaving, whichever comes first (the door answers a command or a
+  click before any listener runs).
 
 The notes go to the JSON-lines file named by ``BENCH_REDIS_LOG``. Round trips outside any
 interaction (the sweep timer's) are noted under ``null``.
@@ -30,7 +31,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from redis.asyncio.client import Pipeline, Redis
 from slack_bolt.context.ack.async_ack import AsyncAck
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.cli import main as run_cli
 from handlers import wire as product_wire
@@ -121,9 +122,16 @@ class Tagging:
         if name is None:
             await self.app(scope, receive, send)
             return
-        token = _current.set(Current(name.decode("latin-1")))
+        current = Current(name.decode("latin-1"))
+        token = _current.set(current)
+
+        async def marking_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                current.acked = True  # answered (at the door, or when the listener acked)
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, marking_send)
         finally:
             _current.reset(token)
 
