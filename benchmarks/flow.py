@@ -58,6 +58,12 @@ class Interaction:
     effect: bool = True  # False: its Slack effect never arrived (``done`` is when we gave up)
 
     @property
+    def page(self) -> bool:
+        """A page for the admin's browser (Microsoft's redirect to the bot), not a Slack
+        request: it has no ack."""
+        return self.name.endswith("(browser)")
+
+    @property
     def ack_ms(self) -> float:
         return (self.ack - self.start) * 1000
 
