@@ -83,6 +83,7 @@ def wire(
     bolt.use(drop_duplicate_deliveries)
     bolt.error(on_unexpected_error)
 
+    # Every button registered here is one the door may answer before Bolt runs (handlers.door).
     clicks: set[str] = set()
 
     def on_click(action_id: str, **listener_options: Any) -> Callable[..., Any]:

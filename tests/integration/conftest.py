@@ -42,6 +42,7 @@ from bot.sandbox.slack import SandboxSlack
 from bot.sandbox.slack_driver import SlackDriver
 from bot.workflow import WORKING, Phase
 from handlers import wire
+from state.scripts import session_key
 from tests.conftest import (
     DIRSYNC_CLIENT_ID,
     DIRSYNC_SECRET,
@@ -188,7 +189,8 @@ class Harness:
         timeout: float = 20.0,  # noqa: ASYNC109 - asyncio.timeout inside, as slack.wait_for
     ) -> Phase:
         """The phase once the session has moved past ``after_version``, no job works on it and
-        its outbox is delivered (every Slack effect of its transitions has been made).
+        its outbox is delivered (every Slack effect of its transitions has been made, and the
+        deliverer has given its lease back).
 
         Without ``after_version`` the caller must already have seen the job at work (one of
         its messages), otherwise the session may simply not have reached the job yet.
@@ -204,15 +206,18 @@ class Harness:
             session = await self.store.require(session_id)
             holder = await self.store.lease_holder(session_id)
             undelivered = await self.store.outbox.length(session_id)
+            # The deliverer gives its lease back after the last entry: until then it is at work.
+            delivering = await self.runtime.redis.exists(session_key(session_id, "delivering"))
             last = (
                 f"phase {session.phase}, version {session.version}, lease {holder}, "
-                f"{undelivered} outbox entries"
+                f"{undelivered} outbox entries, delivery lease {'held' if delivering else 'free'}"
             )
             if (
                 session.version > after_version
                 and session.phase not in WORKING
                 and holder is None
                 and undelivered == 0
+                and not delivering
             ):
                 return Phase(session.phase)
             return None

@@ -9,7 +9,6 @@ import httpx
 from bot.steps.role.views import ACTION_ACKNOWLEDGE, ACTION_ASSIGN_SIGN_IN, ACTION_REQUEST_OPEN_PIM
 from bot.workflow import Phase
 from tests.integration.conftest import ADMIN, APPROVER, CHANNEL, ROLE_ADMIN_UPN, Harness
-from tests.integration.conftest import session_keys as session_keys_of
 from tests.integration.steps import answer_form, sign_in_url
 from tests.integration.test_role import (
     JUSTIFICATION,
@@ -34,11 +33,10 @@ async def test_a_sign_in_answer_by_get_is_explained_and_unused(harness: Harness)
         user_id=ADMIN, channel_id=CHANNEL, message_ts=ts, action_id=ACTION_ASSIGN_SIGN_IN
     )
 
-    async def click_noted() -> int | None:  # the click's work (after its ack) is stored
-        version = await harness.version_of(session_id)
-        return version if version > before else None
-
-    version = await harness.stored(session_keys_of(session_id), click_noted)
+    # The click's work (after its answer) is stored and its Slack effects made: the keys are
+    # still when the snapshot below is taken.
+    await harness.settled(session_id, after_version=before)
+    version = await harness.version_of(session_id)
     harness.microsoft.sign_in(ROLE_ADMIN_UPN, auto="accept")
     async with httpx.AsyncClient(timeout=10) as browser:
         action, fields = answer_form(await browser.get(sign_in_url(harness, ts)))
