@@ -149,11 +149,8 @@ class InFlight:
 
     async def take_slot(self, task: asyncio.Task[Any]) -> None:
         """Wait for a slot, in line; ``task`` holds it until it ends."""
-        loop = asyncio.get_running_loop()
-        turn: asyncio.Future[None] = loop.create_future()
-        self._line.append((loop.time(), turn, WAITING_LISTENER_BYTES))
-        self._waiting_bytes += WAITING_LISTENER_BYTES
-        self._hand_out()
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._line_up(turn, WAITING_LISTENER_BYTES)
         try:
             await turn
         except asyncio.CancelledError:
@@ -180,10 +177,23 @@ class InFlight:
         if at_once:
             self.spawn(work(), name=name)
             return
-        start = _Start(self._started, work, name)
-        self._line.append((asyncio.get_running_loop().time(), start, holds))
+        self._line_up(_Start(self._started, work, name), holds)
+
+    def _line_up(self, turn: asyncio.Future[None] | _Start, holds: int) -> None:
+        self._line.append((asyncio.get_running_loop().time(), turn, holds))
         self._waiting_bytes += holds
         self._hand_out()
+
+    def _first_waiting(self) -> tuple[float, asyncio.Future[None] | _Start] | None:
+        """The first in line still waiting, and since when (those cancelled meanwhile leave)."""
+        line = self._line
+        while line:
+            since, turn, holds = line[0]
+            if not turn.done():
+                return since, turn
+            line.popleft()
+            self._waiting_bytes -= holds
+        return None
 
     def _started(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Work given its slot by ``_hand_out`` (``start_in_turn``): the slot is back at its end."""
@@ -212,22 +222,15 @@ class InFlight:
         if self._later is not None:
             self._later.cancel()
             self._later = None
-        line = self._line
-        while line and line[0][1].done():
-            self._waiting_bytes -= line.popleft()[2]  # cancelled while waiting
-        if not line or not self._free:
+        if self._first_waiting() is None or not self._free:
             return False
         loop = asyncio.get_running_loop()
         now = loop.time()
         quiet_at = self._last_acked + self.busy_for
         acking = self._to_ack > 0 or (self._in_a_burst and now < quiet_at)
         busy = acking and not self._draining and self._waiting_bytes <= self._most_waiting_bytes
-        while line and self._free:
-            since, turn, holds = line[0]
-            if turn.done():
-                line.popleft()
-                self._waiting_bytes -= holds
-                continue
+        while self._free and (first := self._first_waiting()) is not None:
+            since, turn = first
             if busy:
                 running = self._at_once - self._free
                 overdue_at = since + self._acks_first_for
@@ -240,8 +243,7 @@ class InFlight:
                     if not self._to_ack:
                         self._later = loop.call_at(quiet_at, self._hand_out)
                     return False  # else a slot coming back hands out again
-            line.popleft()
-            self._waiting_bytes -= holds
+            self._waiting_bytes -= self._line.popleft()[2]
             self._free -= 1
             turn.set_result(None)
         return False
