@@ -13,18 +13,17 @@ copy of a message the bot posted twice (its process died after Slack took the po
 its ts was recorded, so the outbox posted it again): the copy shows a step as it was, and it is
 stripped of its buttons.
 
-Who may act is checked before the listener, so before its ack (over HTTP a command or a click
-was answered at the door already, ``handlers.door``, and the check runs in its turn): it is
-bounded (user groups are listed by Slack, cached for at most a minute; ``fresh=True`` asks
-Slack every time, for the commitments: a modal's submission, Submit, acknowledging a role
-request), and the reply and the record are made after the ack. Where a click may act (its
-channel, its copy) needs the session from Redis, so it is checked right after the ack, before
-the listener goes on
+Who may act is checked before the listener, so before its ack (over HTTP a command or a click was
+answered at the door already, ``handlers.door``, and the check runs in its turn): it is bounded
+(user groups are listed by Slack, cached for at most a minute; ``fresh=True`` asks Slack every
+time, for the commitments: a modal's submission, Submit, acknowledging a role request), and the
+reply and the record are made after the ack. Where a click may act (its channel, its copy) needs
+the session from Redis, so it is checked right after the ack, before the listener goes on
 (``TrackedAck.check_after``): the ack waits for no Redis read but the duplicate filter's, and a
 refused click stops there (``ListenerStopped``). That read rides out a Redis blip for a few
-seconds; past them the user is told to try again and nothing is done. (Called without the
-product's ``TrackedAck``, as some tests call it, the check is made before the ack, within the
-request's deadline, ``handlers.blips``.)
+seconds; past them the user is told to try again and nothing is done. (Called without the product's
+``TrackedAck``, as some tests call it, the check is made before the ack, within the request's
+deadline, ``handlers.blips``.)
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A slash command, a button click or an event is always acked with an empty 200: every listener
 of those kinds acks first and replies through the response URL. So once such a request is
 known to be Slack's (its signature), whole (``malformed``), replying only to Slack
-(``carried_response_urls``) and new (the duplicate filter's claims in Redis), the answer cannot
+(``foreign_response_urls``) and new (the duplicate filter's claim in Redis), the answer cannot
 depend on anything else, and it leaves at once. Bolt's whole chain (its own checks, who may act,
 the listener) then runs as the request's acked work: in line behind other acked work while
 requests keep arriving (acks first, ``bot.ops.inflight``), at once for a listener that opens a

@@ -69,7 +69,8 @@ __all__ = [
 SIGNATURE_WINDOW_SECONDS = 15 * 60
 
 #: In a request's context when ``handlers.door`` answered Slack before Bolt ran: the ack is
-#: given, the delivery claimed, and the task running Bolt holds the request's work slot.
+#: given, the delivery claimed, and the task running Bolt holds the request's work slot (or,
+#: for a listener that opens a form, needs none).
 ANSWERED_AT_DOOR_KEY = "provision_inline_answered_at_door"
 
 logger = logging.getLogger(__name__)
@@ -365,25 +366,20 @@ async def first_delivery(
     """Claim the request's delivery id in Redis (``SET NX``), or its signature when it has none:
     True for the first delivery, False for a later one (counted and logged). Retried until
     ``deadline`` (the event loop's clock), then ``RedisUnavailable``."""
-    token = secrets.token_hex(8)  # this delivery's: a retried claim recognises itself
-    # An exact replay carries the same delivery id as the original, so the signature is
-    # claimed only for a payload without one.
-    delivery = delivery_key(body)
-    signature = signature_key(request) if delivery is None else None
-    claims = [(delivery, 3600)] if delivery else []
-    if signature is not None:
-        claims.append((signature, SIGNATURE_WINDOW_SECONDS))
-    if not claims:
+    # An exact replay carries the same delivery id as the original: the signature is claimed
+    # only for a payload without one.
+    key, ttl = delivery_key(body), 3600
+    if key is None:
+        key, ttl = signature_key(request), SIGNATURE_WINDOW_SECONDS
+    if key is None:
         return True
-    firsts = await within(
-        deadline, "duplicate filter", partial(found.store.claim_each, claims, token=token)
-    )
-    for (key, _), first in zip(claims, firsts, strict=True):
-        if not first:
-            found.metrics.count_duplicate()
-            logger.info("dropped a duplicate Slack delivery (%s)", key.split(":", 1)[0])
-            return False
-    return True
+    token = secrets.token_hex(8)  # this delivery's: a retried claim recognises itself
+    claim = partial(found.store.claim_once, key, ttl=ttl, token=token)
+    if await within(deadline, "duplicate filter", claim):
+        return True
+    found.metrics.count_duplicate()
+    logger.info("dropped a duplicate Slack delivery (%s)", key.split(":", 1)[0])
+    return False
 
 
 async def drop_duplicate_deliveries(
@@ -393,10 +389,10 @@ async def drop_duplicate_deliveries(
     next: Callable[[], Awaitable[None]],
     request: AsyncBoltRequest | None = None,
 ) -> BoltResponse | None:
-    """Global middleware: a delivery whose id or signature was claimed before is acked and
-    dropped (``first_delivery``); when Redis does not answer within the request's deadline, the
-    request is acked, dropped, and its user told. A request answered at the door was claimed
-    there (``handlers.door``)."""
+    """Global middleware: a delivery whose id (or, without one, signature) was claimed before is
+    acked and dropped (``first_delivery``); when Redis does not answer within the request's
+    deadline, the request is acked, dropped, and its user told. A request answered at the door
+    was claimed there (``handlers.door``)."""
     if context.get(ANSWERED_AT_DOOR_KEY):
         await next()
         return None

@@ -1,11 +1,11 @@
 """First-claim-wins keys (``SET NX`` with a lifetime), claimed together by concurrent requests.
 
-Every Slack request claims its trigger id and its signature before its ack (the duplicate
-filter). Under a burst many requests do so at the same moment; each sending its own pipeline
-costs each one a connection from the pool, a round trip and the client's bookkeeping. Here the
-claims made in one turn of the event loop share one pipeline: the first claimant opens a batch,
-lets the requests that are ready to run join it, and sends it; everyone gets their own answers.
-A failure of the round trip is every claimant's failure (each retries on its own, as before).
+Every Slack request claims its delivery id (or, without one, its signature) before its ack (the
+duplicate filter). Under a burst many requests do so at the same moment; each sending its own
+pipeline costs each one a connection from the pool, a round trip and the client's bookkeeping. Here
+the claims made in one turn of the event loop share one pipeline: the first claimant opens a batch,
+lets the requests that are ready to run join it, and sends it; everyone gets their own answers. A
+failure of the round trip is every claimant's failure (each retries on its own, as before).
 """
 
 from __future__ import annotations
