@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 REDIS_DEADLINE_KEY = "provision_inline_redis_deadline"
 
+_TOLD = "Redis unavailable before the ack (%s): told the user to try again"
+
 T = TypeVar("T")
 
 
@@ -59,8 +61,8 @@ async def tell_redis_unavailable(
     """Ack a request whose Redis calls ran out of time, and tell its user nothing was changed: a
     field error on a submitted form (the form stays open, its input kept), an ephemeral
     message otherwise (events have nobody to tell)."""
-    logger.warning("Redis unavailable before the ack (%s): told the user to try again", what)
     if body.get("type") == "view_submission":
+        logger.warning(_TOLD, what)
         values = ((body.get("view") or {}).get("state") or {}).get("values") or {}
         if values:
             return await ack(
@@ -68,13 +70,14 @@ async def tell_redis_unavailable(
             )
         return await ack(response_action="update", view=notice_modal(redis_unavailable_message()))
     given = await ack()
-    tell_redis_unavailable_later(body, found)
+    tell_redis_unavailable_later(body, found, what)
     return given
 
 
-def tell_redis_unavailable_later(body: dict[str, Any], found: Services) -> None:
+def tell_redis_unavailable_later(body: dict[str, Any], found: Services, what: str) -> None:
     """After the ack: tell the request's user (an ephemeral reply to its response URL) that
-    Redis did not answer and nothing was done."""
+    Redis did not answer (for ``what``, logged) and nothing was done."""
+    logger.warning(_TOLD, what)
     url = response_url_of(body)
     if url:
         found.inflight.spawn(_tell(found, url), name="redis unavailable: tell the user")

@@ -116,8 +116,7 @@ class Door:
                     at_once=self._opens_a_form(body),
                 )
         except RedisUnavailable:
-            logger.warning("Redis unavailable before the ack (duplicate filter): told the user")
-            tell_redis_unavailable_later(body, found)
+            tell_redis_unavailable_later(body, found, "duplicate filter")
         found.metrics.observe_ack(kind_of(body), 200, self._clock() - arrived)
         return Response(b"", status_code=200)
 
