@@ -428,10 +428,15 @@ async def ephemeral_for(harness: Harness, user_id: str, containing: str) -> Any:
     return found[-1]
 
 
-async def every_slot_taken(inflight: InFlight) -> int:
-    """Every slot for acked work, once the work running now (a session's start, say) has
-    ended and given its slot back: from here no acked work can start."""
+@contextlib.asynccontextmanager
+async def every_slot_taken(inflight: InFlight) -> AsyncIterator[None]:
+    """Inside: every slot for acked work is taken, once the work running now (a session's
+    start, say) has ended and given its slot back, so no acked work can start; they are given
+    back on the way out."""
     await inflight.drain(grace_seconds=10)
     taken = inflight.take_every_slot()
     assert taken == ACKED_WORK_AT_ONCE
-    return taken
+    try:
+        yield
+    finally:
+        inflight.give_back(taken)

@@ -124,14 +124,15 @@ async def test_acks_come_first_acked_work_waits_for_a_slot(harness: Harness) -> 
     when a slot frees (acks first: under a burst, a new request never queues for its ack behind
     all the work acked before it)."""
     inflight = harness.runtime.inflight
-    taken = await every_slot_taken(inflight)
     before = len(harness.slack.ephemerals)
     driver = harness.driver
-    took = await timed(lambda: driver.slash_command(user_id=ADMIN, channel_id=CHANNEL, text="help"))
-    assert took < ACK_LIMIT
-    assert inflight.waiting == 1  # acked, and waiting for a slot before it goes on
-    assert len(harness.slack.ephemerals) == before
-    inflight.give_back(taken)
+    async with every_slot_taken(inflight):
+        took = await timed(
+            lambda: driver.slash_command(user_id=ADMIN, channel_id=CHANNEL, text="help")
+        )
+        assert took < ACK_LIMIT
+        assert inflight.waiting == 1  # acked, and waiting for a slot before it goes on
+        assert len(harness.slack.ephemerals) == before
     await harness.slack.wait_for(lambda s: len(s.ephemerals) > before, timeout=10)
     assert inflight.waiting == 0
 
@@ -140,16 +141,13 @@ async def test_a_form_opens_at_once_even_when_acked_work_waits(harness: Harness)
     """Slack's trigger id lasts 3 s: the listener that opens the start form does not wait in
     line for a slot, while other acked work does."""
     inflight = harness.runtime.inflight
-    taken = await every_slot_taken(inflight)
-    try:
+    async with every_slot_taken(inflight):
         await harness.driver.slash_command(user_id=ADMIN, channel_id=CHANNEL)
         await harness.slack.wait_for(
             lambda s: [v for v in s.open_views(ADMIN) if v.callback_id == START_CALLBACK],
             timeout=10,
         )
         assert inflight.waiting == 0
-    finally:
-        inflight.give_back(taken)
 
 
 async def test_a_lone_request_over_http_is_not_taken_for_a_burst(harness: Harness) -> None:

@@ -33,8 +33,7 @@ async def test_who_may_act_is_checked_after_the_answer_and_still_refuses(
     """An outsider's command is answered at once (an empty 200) while no acked work may start;
     the refusal comes when its turn does, and nothing else happens."""
     inflight = harness.runtime.inflight
-    taken = await every_slot_taken(inflight)
-    try:
+    async with every_slot_taken(inflight):
         response = await harness.driver.slash_command(
             user_id=OUTSIDER, channel_id=CHANNEL, text="status"
         )
@@ -42,8 +41,6 @@ async def test_who_may_act_is_checked_after_the_answer_and_still_refuses(
         assert inflight.waiting == 1  # the whole of Bolt's chain waits for its turn
         assert 0 < inflight.waiting_bytes < 8 * 1024  # the raw request, not a task
         assert harness.slack.ephemerals == []
-    finally:
-        inflight.give_back(taken)
     refusal = await harness.slack.wait_for(
         lambda s: [e for e in s.ephemerals if e.user == OUTSIDER], timeout=10
     )
@@ -61,14 +58,11 @@ async def test_a_redelivered_click_is_dropped_at_the_door(harness: Harness) -> N
     )
     updates = len(harness.slack.calls_to("chat.update"))
     inflight = harness.runtime.inflight
-    taken = await every_slot_taken(inflight)
-    try:
+    async with every_slot_taken(inflight):
         first = await harness.driver.send(click)
         again = await harness.driver.resend(click, retry_num=1)
         assert (first.status_code, again.status_code) == (200, 200)
         assert inflight.waiting == 1
-    finally:
-        inflight.give_back(taken)
     await harness.slack.wait_for(lambda s: len(s.calls_to("chat.update")) > updates, timeout=10)
     await harness.driver.slash_command(user_id=ADMIN, channel_id=CHANNEL, text="help")
     await harness.slack.wait_for(lambda s: s.ephemerals)  # handled after both deliveries
@@ -88,13 +82,10 @@ async def test_what_no_listener_handles_is_left_to_bolt(harness: Harness) -> Non
     payload = dict(click.payload)
     payload["actions"] = [{**payload["actions"][0], "action_id": "no_such_button"}]
     inflight = harness.runtime.inflight
-    taken = await every_slot_taken(inflight)
-    try:
+    async with every_slot_taken(inflight):
         response = await harness.driver.send(with_payload(click, payload))
         assert response.status_code == 404
         assert inflight.waiting == 0
-    finally:
-        inflight.give_back(taken)
 
 
 async def test_a_foreign_response_url_is_left_to_bolt_which_drops_it(harness: Harness) -> None:
@@ -103,13 +94,10 @@ async def test_a_foreign_response_url_is_left_to_bolt_which_drops_it(harness: Ha
     built = harness.driver.build_slash_command(user_id=ADMIN, channel_id=CHANNEL, text="help")
     forged = with_payload(built, {**built.payload, "response_url": "https://evil.example/hook"})
     inflight = harness.runtime.inflight
-    taken = await every_slot_taken(inflight)
-    try:
+    async with every_slot_taken(inflight):
         response = await harness.driver.send(forged)
         assert response.status_code == 200
         assert inflight.waiting == 0
-    finally:
-        inflight.give_back(taken)
     await harness.driver.slash_command(user_id=ADMIN, channel_id=CHANNEL, text="help")
     await harness.slack.wait_for(lambda s: s.ephemerals)
     assert len(harness.slack.ephemerals) == 1
@@ -143,13 +131,10 @@ async def test_a_request_whose_turn_comes_after_slacks_window_still_runs(
         },
     )
     inflight = runtime.inflight
-    taken = await every_slot_taken(inflight)
-    try:
+    async with every_slot_taken(inflight):
         answer = await door.answer(request, built.body, arrived=time.perf_counter())
         assert answer is not None
         assert answer.status_code == 200
         assert inflight.waiting == 1
         now[0] = time.time()  # its turn: the original timestamp is 400 s old
-    finally:
-        inflight.give_back(taken)
     await ephemeral_for(harness, ADMIN, "/provision-inline status")

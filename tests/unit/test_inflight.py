@@ -27,6 +27,22 @@ async def _work(
     await done.wait()
 
 
+def _later(
+    started: list[str], name: str, done: asyncio.Event | None = None
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """Work not started yet (``start_in_turn``): once started it notes ``name``, then waits
+    for ``done`` (or a turn of the loop, as real work takes)."""
+
+    async def work() -> None:
+        started.append(name)
+        if done is None:
+            await asyncio.sleep(0)
+        else:
+            await done.wait()
+
+    return work
+
+
 async def _settled() -> None:
     """Let every ready task run until it waits again."""
     for _ in range(5):
@@ -168,18 +184,11 @@ async def test_work_not_started_yet_waits_in_the_same_line_and_holds_its_slot() 
     started: list[str] = []
     done = asyncio.Event()
 
-    def later(name: str) -> Callable[[], Coroutine[Any, Any, None]]:
-        async def work() -> None:
-            started.append(name)
-            await done.wait()
-
-        return work
-
     with inflight.acking():
-        inflight.start_in_turn(later("first"), name="first", holds=3000)
+        inflight.start_in_turn(_later(started, "first", done), name="first", holds=3000)
         listener = asyncio.create_task(_work(inflight, started, "listener", done))
         await _settled()
-        inflight.start_in_turn(later("form"), name="form", holds=3000, at_once=True)
+        inflight.start_in_turn(_later(started, "form", done), name="form", holds=3000, at_once=True)
         await _settled()
         assert started == ["form"]  # the rest waits for the ack
         assert (inflight.waiting, inflight.waiting_bytes) == (2, 3000 + WAITING_LISTENER_BYTES)
@@ -201,16 +210,9 @@ async def test_drain_starts_what_still_waits_in_line_and_waits_for_it() -> None:
     inflight = InFlight(at_once=1, acks_first_for=60, busy_for=60)
     finished: list[str] = []
 
-    def later(name: str) -> Callable[[], Coroutine[Any, Any, None]]:
-        async def work() -> None:
-            await asyncio.sleep(0)  # a turn of the loop, as real work takes
-            finished.append(name)
-
-        return work
-
     with inflight.acking(), inflight.acking():  # two acks at once: a burst
         for name in "ab":
-            inflight.start_in_turn(later(name), name=name, holds=100)
+            inflight.start_in_turn(_later(finished, name), name=name, holds=100)
     await _settled()
     assert (finished, inflight.waiting) == ([], 2)  # held for the burst's window
     await inflight.drain(grace_seconds=5)
