@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import importlib.abc
+import sys
+import types
+from collections.abc import Sequence
+
 import httpx
 import pytest
 
@@ -105,3 +110,28 @@ async def test_resolved_tenants_are_remembered_for_ten_minutes(
     with pytest.raises(UnknownTenant):  # a failure is never remembered: Microsoft is asked again
         await directory.resolve("nosuchtenant.example")
     assert len(cloud.sandbox.requests_to("login")) == asked + 3
+
+
+class _ImportSearches(importlib.abc.MetaPathFinder):
+    """Notes every module Python searches for (a failed import searches each time)."""
+
+    def __init__(self) -> None:
+        self.searched: list[str] = []
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
+    ) -> None:
+        self.searched.append(fullname)
+
+
+async def test_a_look_up_searches_for_no_module(cloud: Cloud, http: httpx.AsyncClient) -> None:
+    """httpcore asks sniffio for the event loop at each lock and connection: with sniffio not
+    installed, each ask is a failed import that searches every directory of ``sys.path``."""
+    await resolve_tenant(http, cloud.login_url, "contoso.com")  # modules imported on first use
+    searches = _ImportSearches()
+    sys.meta_path.insert(0, searches)
+    try:
+        await resolve_tenant(http, cloud.login_url, "contoso.onmicrosoft.com")
+    finally:
+        sys.meta_path.remove(searches)
+    assert searches.searched == []
