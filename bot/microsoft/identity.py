@@ -43,6 +43,7 @@ from bot.microsoft.errors import (
     TokenError,
     UnknownTenant,
 )
+from bot.ops.inflight import waiting_elsewhere
 
 __all__ = [
     "AppCredentials",
@@ -313,7 +314,8 @@ class MicrosoftApp:
         future = _MSAL_THREADS.submit(context.run, functools.partial(function, *args, **kwargs))
         self._running.add(future)
         future.add_done_callback(self._running.discard)
-        return await asyncio.wrap_future(future)
+        async with waiting_elsewhere():  # MSAL's thread waits on Microsoft, not this loop
+            return await asyncio.wrap_future(future)
 
     def token_provider(self, tenant_id: str, resource_url: str) -> TokenProvider:
         """App-only tokens for ``resource_url`` (e.g. the Graph or Exchange base URL)."""

@@ -32,6 +32,7 @@ import httpx
 import stamina
 
 from bot.microsoft.errors import MicrosoftUnavailable
+from bot.ops.inflight import waiting_elsewhere
 
 __all__ = ["DEFAULT_RETRY", "RetryPolicy", "parse_retry_after"]
 
@@ -99,7 +100,20 @@ class RetryPolicy:
         Returns the first non-transient response (any status, the caller maps errors). Raises
         ``MicrosoftUnavailable`` once attempts or total time are used up, or at once when a
         ``Retry-After`` would outlast the remaining time budget.
+
+        Meanwhile the calling task's work slot, if it holds one, is free for other work
+        (``waiting_elsewhere``): the wait is Microsoft's, not this process's.
         """
+        async with waiting_elsewhere():
+            return await self._send(call, idempotent=idempotent, what=what)
+
+    async def _send(
+        self,
+        call: Callable[[], Awaitable[httpx.Response]],
+        *,
+        idempotent: bool,
+        what: str,
+    ) -> httpx.Response:
         retryable = TRANSIENT_STATUSES if idempotent else NOT_PROCESSED_STATUSES
         started = time.monotonic()
 

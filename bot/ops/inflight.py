@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
-__all__ = ["InFlight"]
+__all__ = ["InFlight", "waiting_elsewhere"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +46,37 @@ WAITING_LISTENER_BYTES = 20 * 1024
 frames), measured; a request answered at the door waits as only its raw request
 (``start_in_turn``), a few KiB."""
 
+MOST_AWAY = 48
+"""Tasks that may lend their slot at once while they wait on another service (``elsewhere``);
+past that a waiting task keeps its slot. With the slots, at most 64 calls to Microsoft from
+acked work, under the HTTP client's 100 connections: past those, calls queue in httpcore's pool,
+which walks its whole queue at every answer, and the event loop's time goes to that
+(BENCHMARKS.md: acks of 200-300 ms)."""
+
 BUSY_FOR_SECONDS = 0.01
 """Requests being acked at the same time start a burst; acks this close after it keep it going,
 and after its last ack the process counts as busy this much longer: its requests arrive a few
 milliseconds apart, and work started in each gap would delay the next ack. Requests one after
 the other, never acked at the same time, are no burst: each one's work goes on at once."""
+
+
+#: The ``InFlight`` whose work slot the current task holds (set in the task that takes it).
+_SLOT_OF: contextvars.ContextVar[InFlight | None] = contextvars.ContextVar(
+    "provision_inline_slot_of", default=None
+)
+
+
+@contextlib.asynccontextmanager
+async def waiting_elsewhere() -> AsyncIterator[None]:
+    """Around a wait on another service (Microsoft's answer, its ``Retry-After``): the current
+    task's work slot, if it holds one, is free meanwhile (``InFlight.elsewhere``). Anywhere
+    else, nothing happens."""
+    inflight = _SLOT_OF.get()
+    if inflight is None:
+        yield
+        return
+    async with inflight.elsewhere():
+        yield
 
 
 class InFlight:
@@ -60,7 +87,10 @@ class InFlight:
     burst of them was a moment ago, no new work starts unless the first in line has waited
     ``acks_first_for`` seconds, and then only up to ``while_busy`` at once; when the process is
     quiet (or what waits holds more than ``most_waiting_bytes``), up to ``at_once``. Work that
-    runs keeps its slot: new work does not start in front of an ack.
+    runs keeps its slot (new work does not start in front of an ack), except while it waits on
+    another service (``elsewhere``; at most ``most_away`` at once): a slot is for work on this
+    process, and sixteen tasks waiting seconds for Microsoft would otherwise hold every other
+    interaction's work in line.
     """
 
     def __init__(
@@ -71,8 +101,12 @@ class InFlight:
         acks_first_for: float = ACKS_FIRST_FOR_SECONDS,
         busy_for: float = BUSY_FOR_SECONDS,
         most_waiting_bytes: int = MOST_WAITING_BYTES,
+        most_away: int = MOST_AWAY,
     ) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._holders: set[asyncio.Task[Any]] = set()  # tasks holding a slot now
+        self._most_away = most_away
+        self._away = 0  # tasks that lent their slot (``elsewhere``)
         self._at_once = at_once
         self._while_busy = min(while_busy, at_once)
         self._free = at_once
@@ -148,16 +182,55 @@ class InFlight:
                 self._hand_out()
 
     async def take_slot(self, task: asyncio.Task[Any]) -> None:
-        """Wait for a slot, in line; ``task`` holds it until it ends."""
+        """Wait for a slot, in line; ``task`` (the current task) holds it until it ends."""
+        await self._wait_for_turn(first=False)
+        _SLOT_OF.set(self)
+        self._hold_slot(task)
+
+    async def _wait_for_turn(self, *, first: bool) -> None:
+        """Wait in line for a slot (at its head when ``first``), then it is the caller's."""
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._line_up(turn, WAITING_LISTENER_BYTES)
+        self._line_up(turn, WAITING_LISTENER_BYTES, first=first)
         try:
             await turn
         except asyncio.CancelledError:
             if turn.done() and not turn.cancelled():
                 self._release()  # given a slot in the instant it was cancelled
             raise
-        task.add_done_callback(lambda _: self._release())
+
+    def _hold_slot(self, task: asyncio.Task[Any]) -> None:
+        self._holders.add(task)
+        task.add_done_callback(self._let_go)
+
+    def _let_go(self, task: asyncio.Task[Any]) -> None:
+        """``task`` ended: its slot is free, unless it was away (``elsewhere``) when it ended."""
+        if task in self._holders:
+            self._holders.discard(task)
+            self._release()
+
+    @contextlib.asynccontextmanager
+    async def elsewhere(self) -> AsyncIterator[None]:
+        """Around a wait on another service: the current task's slot is free meanwhile, and
+        taken again after it, at the head of the line (work begun finishes before new work
+        starts; acks still come first). Nothing happens for a task holding no slot."""
+        task = asyncio.current_task()
+        if task is None or task not in self._holders or self._away >= self._most_away:
+            yield
+            return
+        self._holders.discard(task)
+        self._away += 1
+        self._release()
+        cancelled = False
+        try:
+            yield
+        except asyncio.CancelledError:
+            cancelled = True  # the task ends: no slot to take again
+            raise
+        finally:
+            self._away -= 1
+            if not cancelled:
+                await self._wait_for_turn(first=True)
+                self._holders.add(task)
 
     def start_in_turn(
         self,
@@ -179,8 +252,14 @@ class InFlight:
             return
         self._line_up(_Start(self._started, work, name), holds)
 
-    def _line_up(self, turn: asyncio.Future[None] | _Start, holds: int) -> None:
-        self._line.append((asyncio.get_running_loop().time(), turn, holds))
+    def _line_up(
+        self, turn: asyncio.Future[None] | _Start, holds: int, *, first: bool = False
+    ) -> None:
+        place = (asyncio.get_running_loop().time(), turn, holds)
+        if first:
+            self._line.appendleft(place)
+        else:
+            self._line.append(place)
         self._waiting_bytes += holds
         self._hand_out()
 
@@ -197,7 +276,9 @@ class InFlight:
 
     def _started(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Work given its slot by ``_hand_out`` (``start_in_turn``): the slot is back at its end."""
-        self.spawn(work, name=name).add_done_callback(lambda _: self._release())
+        context = contextvars.copy_context()
+        context.run(_SLOT_OF.set, self)
+        self._hold_slot(self.spawn(work, name=name, context=context))
 
     def take_every_slot(self) -> int:
         """Take every free slot (tests: acked work must wait); ``give_back`` returns them."""
@@ -254,10 +335,16 @@ class InFlight:
             if self.on_hold is not None:
                 self.on_hold(holding)
 
-    def spawn(self, work: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
+    def spawn(
+        self,
+        work: Coroutine[Any, Any, None],
+        *,
+        name: str,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Task[None]:
         """Run ``work`` after the ack, in flight until done; its failure is logged with its
         traceback (nobody awaits it)."""
-        task = asyncio.create_task(work, name=name)
+        task = asyncio.create_task(work, name=name, context=context)
         self.enrol(task)
         task.add_done_callback(_log_failure)
         return task

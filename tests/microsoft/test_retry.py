@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 
@@ -10,6 +11,7 @@ from stamina.instrumentation import RetryDetails
 
 from bot.microsoft.errors import MicrosoftUnavailable
 from bot.microsoft.retry import RetryPolicy, parse_retry_after
+from bot.ops.inflight import InFlight
 from tests.microsoft_cloud import recording_retries
 
 
@@ -126,3 +128,35 @@ async def test_network_errors(delays: list[float]) -> None:
         await RetryPolicy().send(failing(dropped), idempotent=False)
     assert caught.value.__cause__ is dropped
     assert delays == []
+
+
+async def test_a_call_waiting_on_microsoft_lends_its_work_slot() -> None:
+    """Sixteen clicks waiting seconds for Graph must not hold every other listener in line."""
+    inflight = InFlight(at_once=1, busy_for=0)
+    asked, answer = asyncio.Event(), asyncio.Event()
+    others: list[str] = []
+
+    async def slow_answer() -> httpx.Response:
+        asked.set()
+        await answer.wait()
+        return httpx.Response(200)
+
+    async def asks_microsoft() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        await inflight.take_slot(task)
+        return (await RetryPolicy().send(slow_answer)).status_code
+
+    async def other_work() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        await inflight.take_slot(task)
+        others.append("went on")
+
+    asking = asyncio.create_task(asks_microsoft())
+    await asked.wait()
+    await asyncio.wait_for(asyncio.create_task(other_work()), timeout=5)
+    assert others == ["went on"]
+    answer.set()
+    assert await asking == 200
+    assert inflight.free_slots == 1

@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from bot.ops.inflight import WAITING_LISTENER_BYTES, InFlight
+from bot.ops.inflight import WAITING_LISTENER_BYTES, InFlight, waiting_elsewhere
 
 
 async def _work(
@@ -217,3 +217,80 @@ async def test_drain_starts_what_still_waits_in_line_and_waits_for_it() -> None:
     assert (finished, inflight.waiting) == ([], 2)  # held for the burst's window
     await inflight.drain(grace_seconds=5)
     assert (finished, inflight.waiting, len(inflight)) == (["a", "b"], 0, 0)
+
+
+async def _away_then_back(
+    inflight: InFlight, started: list[str], answered: asyncio.Event, done: asyncio.Event
+) -> None:
+    """Work that waits on another service half-way (``waiting_elsewhere``)."""
+    task = asyncio.current_task()
+    assert task is not None
+    await inflight.take_slot(task)
+    started.append("away")
+    async with waiting_elsewhere():
+        await answered.wait()
+    started.append("back")
+    await done.wait()
+
+
+async def test_work_waiting_on_another_service_lends_its_slot_and_takes_it_back_first() -> None:
+    inflight = InFlight(at_once=1, busy_for=0)
+    started: list[str] = []
+    answered, away_done, next_done, last_done = (asyncio.Event() for _ in range(4))
+    away = asyncio.create_task(_away_then_back(inflight, started, answered, away_done))
+    await _settled()
+    assert (started, inflight.free_slots) == (["away"], 1)
+    # Its slot is free while it waits: the next work goes on, the one after waits in line.
+    following = asyncio.create_task(_work(inflight, started, "next", next_done))
+    last = asyncio.create_task(_work(inflight, started, "last", last_done))
+    await _settled()
+    assert (started, inflight.waiting) == (["away", "next"], 1)
+    # Answered, it waits for a slot at the head of the line: before the work that was there.
+    answered.set()
+    await _settled()
+    assert (started, inflight.waiting) == (["away", "next"], 2)
+    next_done.set()
+    await _settled()
+    assert started == ["away", "next", "back"]
+    away_done.set()
+    await _settled()
+    assert started == ["away", "next", "back", "last"]
+    last_done.set()
+    await asyncio.gather(away, following, last)
+    assert (inflight.free_slots, inflight.waiting) == (1, 0)
+
+
+async def test_work_cancelled_while_waiting_on_another_service_takes_no_slot_back() -> None:
+    inflight = InFlight(at_once=1, busy_for=0)
+    started: list[str] = []
+    answered, done = asyncio.Event(), asyncio.Event()
+    away = asyncio.create_task(_away_then_back(inflight, started, answered, done))
+    await _settled()
+    away.cancel()
+    await asyncio.gather(away, return_exceptions=True)
+    assert (started, inflight.free_slots, inflight.waiting) == (["away"], 1, 0)
+
+
+async def test_waiting_on_another_service_without_a_slot_lends_nothing() -> None:
+    inflight = InFlight(at_once=2, busy_for=0)
+    async with inflight.elsewhere():
+        assert inflight.free_slots == 2
+    async with waiting_elsewhere():  # no slot taken in this task: nothing to lend
+        assert inflight.free_slots == 2
+    assert inflight.free_slots == 2
+
+
+async def test_only_so_many_tasks_lend_their_slot_at_once() -> None:
+    inflight = InFlight(at_once=3, busy_for=0, most_away=1)
+    started: list[str] = []
+    answered, done = asyncio.Event(), asyncio.Event()
+    away = [
+        asyncio.create_task(_away_then_back(inflight, started, answered, done)) for _ in range(2)
+    ]
+    await _settled()
+    # One lent its slot; the other waits on the service holding its own.
+    assert (started, inflight.free_slots) == (["away", "away"], 2)
+    answered.set()
+    done.set()
+    await asyncio.gather(*away)
+    assert (started, inflight.free_slots) == (["away", "away", "back", "back"], 3)
