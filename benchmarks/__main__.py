@@ -57,7 +57,7 @@ class Settings:
     sweep_limit: float  # part 5: seconds a replica's start-up sweep is waited for
 
 
-FULL = Settings(5.0, 2, (10, 50), 100, 500, 0.1, (10, 1_000, 100_000), 3, 45.0, 150.0)
+FULL = Settings(5.0, 2, (10, 50), 100, 500, 0.1, (10, 1_000, 100_000), 15, 45.0, 150.0)
 QUICK = Settings(1.0, 1, (10,), 200, 500, 0.02, (10, 1_000), 1, 15.0, 15.0)
 
 

@@ -15,6 +15,7 @@ limit is given up (the bot is restarted, so the abandoned work stops) and shown 
 from __future__ import annotations
 
 import asyncio
+import gc
 import secrets
 import statistics
 import time
@@ -31,6 +32,8 @@ from state.sessions import SessionStore
 CHANNELS = 1000
 VIEWER_CHANNEL = "C0LIST0000"
 IN_VIEWER_CHANNEL = 10
+#: Answers before the timed ones in each size (not counted): a fresh process warms up.
+WARM_UP = 5
 SEED_AT_ONCE = 64  # concurrent creates (the client's pool holds 100 connections)
 
 
@@ -186,13 +189,24 @@ async def part_listing(
         for size in sizes:
             took = await seeder.up_to(size)
             log(f"  seeded {size:,} sessions ({took:.1f} s)")
+            # The sandbox Slack (this process) now holds what seeding posted: out of its
+            # collector's sight, so that Slack's side of an answer does not grow with it.
+            gc.collect()
+            gc.freeze()
             seconds, commands, bot = await sweep(world, limit=sweep_limit)
             running = bot
             sweeps[size] = (seconds, commands)
             shown = f"{seconds:.1f} s" if seconds is not None else f"> {sweep_limit:.0f} s"
             log(f"  a replica's start-up sweep: {shown}, {commands:,} Redis commands")
+            log(f"  Redis at rest (no AOF rewrite) after {await world.redis_at_rest():.1f} s")
             for what in ("status", "home"):
                 found: list[Answer] = []
+                # A fresh process answers its first requests slower (connections opened, code
+                # and caches warmed): 5 answers before the timed ones, so that the sizes
+                # compare the listing, not the start-up.
+                for _ in range(WARM_UP if repeats > WARM_UP else 0):
+                    if (await answer(world, bot, what, limit=limit)).seconds is None:
+                        break
                 for _ in range(repeats):
                     got = await answer(world, bot, what, limit=limit)
                     found.append(got)
@@ -211,6 +225,7 @@ async def part_listing(
         if running is not None:
             await world.stop(running)
         await world.flush()
+        gc.unfreeze()
     smallest, largest = min(sizes), max(sizes)
     for size in sizes:
         seconds, commands = sweeps[size]
