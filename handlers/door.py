@@ -88,6 +88,11 @@ class Door:
         self._dispatch = dispatch
         self._clock = clock
 
+    @property
+    def signatures(self) -> SlackSignatures:
+        """The app's signing secret, for the web route's check of a body Bolt cannot parse."""
+        return self._signatures
+
     async def answer(
         self, request: AsyncBoltRequest, raw: bytes, *, arrived: float
     ) -> Response | None:

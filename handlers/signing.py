@@ -46,10 +46,15 @@ class SlackSignatures:
     clock: Callable[[], float] = time.time
 
     def carried_by(self, request: AsyncBoltRequest, raw: bytes) -> bool:
-        """Whether ``raw``, the body of ``request``, carries a valid signature now."""
-        timestamps = request.headers.get(TIMESTAMP_HEADER) or [""]
-        signatures = request.headers.get(SIGNATURE_HEADER) or [""]
-        return is_signed(self.secret, raw, timestamps[0], signatures[0], now=self.clock())
+        """Whether ``raw``, the body of ``request`` (as Bolt parsed it), is validly signed now."""
+        return self.carried_in(raw, lambda name: (request.headers.get(name) or [""])[0])
+
+    def carried_in(self, raw: bytes, header: Callable[[str], str]) -> bool:
+        """Whether ``raw`` is validly signed now, by the headers ``header`` reads (its first
+        value of a name, or ""): for a body Bolt could not parse, the web route's own."""
+        return is_signed(
+            self.secret, raw, header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER), now=self.clock()
+        )
 
     def renewed(self, headers: Mapping[str, str], raw_body: str) -> dict[str, str | Sequence[str]]:
         """``headers`` with the timestamp of now and the signature of ``raw_body`` sent now."""

@@ -12,7 +12,7 @@ import contextlib
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -31,7 +31,6 @@ from starlette.routing import Route
 from bot.web import pages
 from bot.workflow import TERMINAL, Phase
 from handlers.limits import LimitRequestBodies
-from handlers.signing import is_signed
 
 if TYPE_CHECKING:
     from bot.app import Runtime
@@ -84,47 +83,45 @@ def build_web(
     sweep_interval_seconds: float | None,
     orphan_check_seconds: float | None,
 ) -> Starlette:
-    """The web app; ``door`` answers what it can of ``/slack/events`` before Bolt runs."""
-    signing_secret = runtime.settings.slack_signing_secret
+    """The web app; ``door`` answers what it can of ``/slack/events`` before Bolt runs.
+    Without a door (no signing secret: Socket Mode) that route is not served at all: Slack's
+    requests come over the websocket, and an HTTP route could not verify them."""
     configured = runtime.settings.metrics_token
     metrics_token = configured.reveal() if configured is not None else None
 
-    async def slack_events(request: Request) -> Response:
-        # Acks are timed by the door or the global middleware (handlers.middleware); from here
-        # to the answer no new acked work starts (acks first, bot.ops.inflight).
-        with runtime.inflight.acking():
-            return await answer_slack(request, arrived=time.perf_counter())
+    def slack_events_through(door: Door) -> Callable[[Request], Awaitable[Response]]:
+        async def slack_events(request: Request) -> Response:
+            # Acks are timed by the door or the global middleware (handlers.middleware); from
+            # here to the answer no new acked work starts (acks first, bot.ops.inflight).
+            with runtime.inflight.acking():
+                return await answer_slack(request, arrived=time.perf_counter())
 
-    async def answer_slack(request: Request, *, arrived: float) -> Response:
-        body = await request.body()
-        # What a body Bolt cannot parse makes it raise: bad JSON or UTF-8, a payload of the
-        # wrong shape (a list, a number where an object is expected).
-        try:
-            bolt_request: AsyncBoltRequest = to_async_bolt_request(request, body)
-        except (ValueError, TypeError, AttributeError, LookupError) as error:
-            return malformed_slack_request(request, body, error)
-        if door is not None:
+        def malformed_slack_request(request: Request, body: bytes, error: Exception) -> Response:
+            """A body that is not a Slack payload: 401 unless signed (as Bolt would answer),
+            else 400 and one log line naming the error's kind (never the body: it may hold
+            secrets)."""
+            if not door.signatures.carried_in(body, lambda name: request.headers.get(name, "")):
+                return PlainTextResponse("Unauthorized", status_code=401)
+            logger.warning(
+                "refused a signed Slack request whose body could not be read (%s)",
+                type(error).__name__,
+            )
+            return PlainTextResponse("Malformed Slack request.", status_code=400)
+
+        async def answer_slack(request: Request, *, arrived: float) -> Response:
+            body = await request.body()
+            # What a body Bolt cannot parse makes it raise: bad JSON or UTF-8, a payload of the
+            # wrong shape (a list, a number where an object is expected).
+            try:
+                bolt_request: AsyncBoltRequest = to_async_bolt_request(request, body)
+            except (ValueError, TypeError, AttributeError, LookupError) as error:
+                return malformed_slack_request(request, body, error)
             answered = await door.answer(bolt_request, body, arrived=arrived)
             if answered is not None:
                 return answered
-        return to_starlette_response(await runtime.bolt.async_dispatch(bolt_request))
+            return to_starlette_response(await runtime.bolt.async_dispatch(bolt_request))
 
-    def malformed_slack_request(request: Request, body: bytes, error: Exception) -> Response:
-        """A body that is not a Slack payload: 401 unless signed (as Bolt would answer), else
-        400 and one log line naming the error's kind (never the body: it may hold secrets)."""
-        if signing_secret is None or not is_signed(
-            signing_secret.reveal(),
-            body,
-            request.headers.get("x-slack-request-timestamp", ""),
-            request.headers.get("x-slack-signature", ""),
-            now=time.time(),
-        ):
-            return PlainTextResponse("Unauthorized", status_code=401)
-        logger.warning(
-            "refused a signed Slack request whose body could not be read (%s)",
-            type(error).__name__,
-        )
-        return PlainTextResponse("Malformed Slack request.", status_code=400)
+        return slack_events
 
     async def microsoft_callback(request: Request) -> Response:
         # Consents come back as GET with a query; the role sign-in as a form POST, only.
@@ -241,10 +238,8 @@ def build_web(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
-    if runtime.settings.slack_signing_secret is not None:
-        # Without a signing secret (Socket Mode) Slack's requests come over the websocket;
-        # an HTTP route that could not verify them is not served at all.
-        routes.insert(0, Route(SLACK_EVENTS, slack_events, methods=["POST"]))
+    if door is not None:
+        routes.insert(0, Route(SLACK_EVENTS, slack_events_through(door), methods=["POST"]))
     return Starlette(
         routes=routes,
         lifespan=lifespan,
