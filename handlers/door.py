@@ -113,7 +113,7 @@ class Door:
         try:
             if await first_delivery(found, body, request, deadline):
                 # Only the raw request waits in line; Bolt parses it again when its turn comes.
-                headers = _header_pairs(request)
+                headers = _header_texts(request)
                 found.inflight.start_in_turn(
                     partial(self._go_on, request.raw_body, headers),
                     name="slack request answered at the door",
@@ -125,12 +125,12 @@ class Door:
         found.metrics.observe_ack(kind_of(body), 200, self._clock() - arrived)
         return Response(b"", status_code=200)
 
-    async def _go_on(self, raw_body: str, headers: tuple[tuple[str, str], ...]) -> None:
+    async def _go_on(self, raw_body: str, headers: dict[str, str]) -> None:
         """After the answer, in the request's turn: Bolt's whole chain, on the bytes verified
         on arrival, signed anew (``handlers.signing``: the turn may come after Bolt's window)."""
         request = AsyncBoltRequest(
             body=raw_body,
-            headers=self._signatures.renewed(dict(headers), raw_body),
+            headers=self._signatures.renewed(headers, raw_body),
             context={ANSWERED_AT_DOOR_KEY: True},
         )
         answered = await self._dispatch(request)
@@ -143,16 +143,20 @@ class Door:
             )
 
 
-#: What a raw request waiting in line holds besides its text: the tuples and the callable.
+#: What a raw request waiting in line holds besides its text: the dict and the callable.
 HELD_OVERHEAD_BYTES = 1024
 
 
-def _held_bytes(raw_body: str, headers: tuple[tuple[str, str], ...]) -> int:
+def _held_bytes(raw_body: str, headers: dict[str, str]) -> int:
     return (
-        len(raw_body) + sum(len(name) + len(value) for name, value in headers) + HELD_OVERHEAD_BYTES
+        len(raw_body)
+        + sum(len(name) + len(value) for name, value in headers.items())
+        + HELD_OVERHEAD_BYTES
     )
 
 
-def _header_pairs(request: AsyncBoltRequest) -> tuple[tuple[str, str], ...]:
-    """The request's headers as pairs of text (what the collector does not look into)."""
-    return tuple((name, values[0]) for name, values in request.headers.items() if values)
+def _header_texts(request: AsyncBoltRequest) -> dict[str, str]:
+    """The request's headers, each name's first value: a dict holding only text, which the
+    collector does not track. Pairs in tuples are tracked until a collection looks at them,
+    and a burst's thousands of waiting requests made the collection after it walk them all."""
+    return {name: values[0] for name, values in request.headers.items() if values}

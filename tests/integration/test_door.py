@@ -4,6 +4,7 @@ answer, in line with other acked work. What the door cannot vouch for goes to Bo
 
 from __future__ import annotations
 
+import gc
 import time
 
 from slack_bolt.request.async_request import AsyncBoltRequest
@@ -138,3 +139,49 @@ async def test_a_request_whose_turn_comes_after_slacks_window_still_runs(
         assert inflight.waiting == 1
         now[0] = time.time()  # its turn: the original timestamp is 400 s old
     await ephemeral_for(harness, ADMIN, "/provision-inline status")
+
+
+async def test_what_waits_in_line_holds_its_headers_out_of_the_collectors_sight(
+    harness: Harness,
+) -> None:
+    """A burst leaves thousands of answered requests waiting in line, and the collection after
+    it walks every tracked object they hold: a waiting request keeps its headers in a dict of
+    text, which the collector does not track (pairs in tuples would be, a dozen a request)."""
+    runtime = harness.runtime
+    door = Door(
+        services=Services.of(runtime),
+        handled=Handled(
+            commands=frozenset({"/provision-inline"}), actions=frozenset(), events=frozenset()
+        ),
+        opens_a_form=opens_a_form,
+        signatures=SlackSignatures(SIGNING_SECRET),
+        dispatch=runtime.bolt.async_dispatch,
+    )
+    forwarded_for = [f"203.0.113.{n}" for n in range(20)]  # one per request, to look for
+    inflight = runtime.inflight
+    async with every_slot_taken(inflight):
+        for address in forwarded_for:
+            built = harness.driver.build_slash_command(
+                user_id=ADMIN, channel_id=CHANNEL, text="help"
+            )
+            stamp = int(time.time())
+            request = AsyncBoltRequest(
+                body=built.body.decode(),
+                headers={
+                    "content-type": built.content_type,
+                    "x-forwarded-for": address,
+                    "x-slack-request-timestamp": str(stamp),
+                    "x-slack-signature": harness.driver.sign(built.body, stamp),
+                },
+            )
+            answer = await door.answer(request, built.body, arrived=time.perf_counter())
+            assert answer is not None
+        del request, address
+        assert inflight.waiting == len(forwarded_for)
+        holders = [
+            type(holder).__name__
+            for address in forwarded_for
+            for holder in gc.get_referrers(address)
+            if holder is not forwarded_for
+        ]
+    assert holders == []
