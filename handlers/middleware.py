@@ -139,7 +139,7 @@ class TrackedAck(AsyncAck):
             if task is self._dispatching:
                 return given  # Bolt's automatic ack, not the listener's
             if not self.opens_a_form:
-                await self._inflight.take_slot(task)
+                await self._inflight.take_slot()
         self._went_on = True
         for check in self._checks:
             if not await check():

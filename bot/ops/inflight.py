@@ -181,8 +181,11 @@ class InFlight:
             if not self._to_ack:
                 self._hand_out()
 
-    async def take_slot(self, task: asyncio.Task[Any]) -> None:
-        """Wait for a slot, in line; ``task`` (the current task) holds it until it ends."""
+    async def take_slot(self) -> None:
+        """Wait for a slot, in line; the current task holds it until it ends."""
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("take_slot is for a task: its end gives the slot back")
         await self._wait_for_turn(first=False)
         _SLOT_OF.set(self)
         self._hold_slot(task)

@@ -142,15 +142,11 @@ async def test_a_call_waiting_on_microsoft_lends_its_work_slot() -> None:
         return httpx.Response(200)
 
     async def asks_microsoft() -> int:
-        task = asyncio.current_task()
-        assert task is not None
-        await inflight.take_slot(task)
+        await inflight.take_slot()
         return (await RetryPolicy().send(slow_answer)).status_code
 
     async def other_work() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        await inflight.take_slot(task)
+        await inflight.take_slot()
         others.append("went on")
 
     asking = asyncio.create_task(asks_microsoft())

@@ -39,9 +39,7 @@ async def test_no_collection_while_work_is_held_back_for_the_acks() -> None:
     done, going = asyncio.Event(), asyncio.Event()
 
     async def work() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        await inflight.take_slot(task)
+        await inflight.take_slot()
         going.set()
         await done.wait()
 

@@ -18,9 +18,7 @@ async def _work(
     done: asyncio.Event,
     going: asyncio.Event | None = None,
 ) -> None:
-    task = asyncio.current_task()
-    assert task is not None
-    await inflight.take_slot(task)
+    await inflight.take_slot()
     started.append(name)
     if going is not None:
         going.set()
@@ -223,9 +221,7 @@ async def _away_then_back(
     inflight: InFlight, started: list[str], answered: asyncio.Event, done: asyncio.Event
 ) -> None:
     """Work that waits on another service half-way (``waiting_elsewhere``)."""
-    task = asyncio.current_task()
-    assert task is not None
-    await inflight.take_slot(task)
+    await inflight.take_slot()
     started.append("away")
     async with waiting_elsewhere():
         await answered.wait()
