@@ -104,36 +104,51 @@ async def test_a_foreign_response_url_is_left_to_bolt_which_drops_it(harness: Ha
     assert len(harness.slack.ephemerals) == 1
 
 
+def _command_door(harness: Harness, signatures: SlackSignatures) -> Door:
+    """A door for ``/provision-inline`` on the harness's bot, checking with ``signatures``."""
+    runtime = harness.runtime
+    return Door(
+        services=Services.of(runtime),
+        handled=Handled(
+            commands=frozenset({"/provision-inline"}), actions=frozenset(), events=frozenset()
+        ),
+        opens_a_form=opens_a_form,
+        signatures=signatures,
+        dispatch=runtime.bolt.async_dispatch,
+    )
+
+
+def _signed_command(
+    harness: Harness, *, at: float, headers: dict[str, str] | None = None
+) -> tuple[AsyncBoltRequest, bytes]:
+    """``/provision-inline help`` from the admin, as Bolt parses it, signed at ``at``; and its
+    raw body."""
+    built = harness.driver.build_slash_command(user_id=ADMIN, channel_id=CHANNEL, text="help")
+    stamp = int(at)
+    request = AsyncBoltRequest(
+        body=built.body.decode(),
+        headers={
+            "content-type": built.content_type,
+            **(headers or {}),
+            "x-slack-request-timestamp": str(stamp),
+            "x-slack-signature": harness.driver.sign(built.body, stamp),
+        },
+    )
+    return request, built.body
+
+
 async def test_a_request_whose_turn_comes_after_slacks_window_still_runs(
     harness: Harness,
 ) -> None:
     """The door checks the signature on arrival; Bolt checks it again in the request's turn,
     which under a long burst may come more than 5 minutes later. The door then hands Bolt the
     bytes it verified, signed anew, and the command still runs."""
-    runtime = harness.runtime
     now = [time.time() - 400]  # the request arrives 400 s before its turn
-    door = Door(
-        services=Services.of(runtime),
-        handled=Handled(
-            commands=frozenset({"/provision-inline"}), actions=frozenset(), events=frozenset()
-        ),
-        opens_a_form=opens_a_form,
-        signatures=SlackSignatures(SIGNING_SECRET, clock=lambda: now[0]),
-        dispatch=runtime.bolt.async_dispatch,
-    )
-    built = harness.driver.build_slash_command(user_id=ADMIN, channel_id=CHANNEL, text="help")
-    stamp = str(int(now[0]))
-    request = AsyncBoltRequest(
-        body=built.body.decode(),
-        headers={
-            "content-type": built.content_type,
-            "x-slack-request-timestamp": stamp,
-            "x-slack-signature": harness.driver.sign(built.body, int(stamp)),
-        },
-    )
-    inflight = runtime.inflight
+    door = _command_door(harness, SlackSignatures(SIGNING_SECRET, clock=lambda: now[0]))
+    request, raw = _signed_command(harness, at=now[0])
+    inflight = harness.runtime.inflight
     async with every_slot_taken(inflight):
-        answer = await door.answer(request, built.body, arrived=time.perf_counter())
+        answer = await door.answer(request, raw, arrived=time.perf_counter())
         assert answer is not None
         assert answer.status_code == 200
         assert inflight.waiting == 1
@@ -147,34 +162,15 @@ async def test_what_waits_in_line_holds_its_headers_out_of_the_collectors_sight(
     """A burst leaves thousands of answered requests waiting in line, and the collection after
     it walks every tracked object they hold: a waiting request keeps its headers in a dict of
     text, which the collector does not track (pairs in tuples would be, a dozen a request)."""
-    runtime = harness.runtime
-    door = Door(
-        services=Services.of(runtime),
-        handled=Handled(
-            commands=frozenset({"/provision-inline"}), actions=frozenset(), events=frozenset()
-        ),
-        opens_a_form=opens_a_form,
-        signatures=SlackSignatures(SIGNING_SECRET),
-        dispatch=runtime.bolt.async_dispatch,
-    )
+    door = _command_door(harness, SlackSignatures(SIGNING_SECRET))
     forwarded_for = [f"203.0.113.{n}" for n in range(20)]  # one per request, to look for
-    inflight = runtime.inflight
+    inflight = harness.runtime.inflight
     async with every_slot_taken(inflight):
         for address in forwarded_for:
-            built = harness.driver.build_slash_command(
-                user_id=ADMIN, channel_id=CHANNEL, text="help"
+            request, raw = _signed_command(
+                harness, at=time.time(), headers={"x-forwarded-for": address}
             )
-            stamp = int(time.time())
-            request = AsyncBoltRequest(
-                body=built.body.decode(),
-                headers={
-                    "content-type": built.content_type,
-                    "x-forwarded-for": address,
-                    "x-slack-request-timestamp": str(stamp),
-                    "x-slack-signature": harness.driver.sign(built.body, stamp),
-                },
-            )
-            answer = await door.answer(request, built.body, arrived=time.perf_counter())
+            answer = await door.answer(request, raw, arrived=time.perf_counter())
             assert answer is not None
         del request, address
         assert inflight.waiting == len(forwarded_for)
