@@ -198,7 +198,6 @@ async def part_listing(
             sweeps[size] = (seconds, commands)
             shown = f"{seconds:.1f} s" if seconds is not None else f"> {sweep_limit:.0f} s"
             log(f"  a replica's start-up sweep: {shown}, {commands:,} Redis commands")
-            log(f"  Redis at rest (no AOF rewrite) after {await world.redis_at_rest():.1f} s")
             for what in ("status", "home"):
                 found: list[Answer] = []
                 # A fresh process answers its first requests slower (connections opened, code

@@ -344,21 +344,6 @@ class World:
     async def flush(self) -> None:
         await self.redis.flushall()
 
-    async def redis_at_rest(self, within: float = 120.0) -> float:
-        """Wait until the private redis-server rewrites no AOF and saves no snapshot (seeding
-        100,000 sessions starts a rewrite: a forked child on the same two cores); the seconds
-        it took. Redis announces neither, so its ``INFO persistence`` is polled."""
-        started = time.monotonic()
-        while True:
-            info: Mapping[str, Any] = await self.redis.info("persistence")
-            busy = int(info.get("aof_rewrite_in_progress", 0)) or int(
-                info.get("rdb_bgsave_in_progress", 0)
-            )
-            waited = time.monotonic() - started
-            if not busy or waited > within:
-                return waited
-            await asyncio.sleep(0.1)
-
     async def redis_pid(self) -> int:
         info: Mapping[str, Any] = await self.redis.info("server")
         return int(info["process_id"])
