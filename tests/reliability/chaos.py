@@ -79,6 +79,7 @@ from bot.steps.role.views import (
 )
 from bot.steps.verify.views import ACTION_VERIFY
 from bot.workflow import WORKING, Phase, Session
+from state.patience import BEFORE_ACK_BUDGET_SECONDS
 from state.sessions import SessionStore
 from tests.conftest import (
     CHAOS_SUMMARY,
@@ -131,8 +132,9 @@ class ChaosConfig:
     kill_every: tuple[float, float] = (3.0, 6.0)  # seconds between random kills
     redis_every: tuple[float, float] = (8.0, 14.0)  # seconds between Redis restarts
     # Seconds Redis stays down: alternately past the 1.5 s the bot waits for it before an ack
-    # ("try again") and within it (ridden out).
-    redis_down_long: tuple[float, float] = (2.5, 3.5)
+    # ("try again") and within it (ridden out). The long one leaves room for two whole waits,
+    # so the observer can ask again when a kill takes their first answer.
+    redis_down_long: tuple[float, float] = (4.0, 5.0)
     redis_down_short: tuple[float, float] = (0.2, 1.2)
     targets: tuple[str, ...] = ()
     wave_deadline: float = 240.0  # seconds a wave's people may take at most
@@ -1451,23 +1453,26 @@ class Chaos:
             self._outage_started = self.clock()
             await asyncio.to_thread(server.kill if how == "SIGKILL" else server.stop)
             down = self._outage_started
-            probe = asyncio.ensure_future(self._probe_during_outage())
-            await asyncio.sleep(self.rng.uniform(*lasting))  # the outage
+            lasts = self.rng.uniform(*lasting)
+            probe = asyncio.ensure_future(self._probe_during_outage(self.clock() + lasts))
+            await asyncio.sleep(lasts)  # the outage
             await asyncio.to_thread(server.start)
             self._outage_started = None
             self.report.outages.append(Outage(down, self.clock(), how))
             await probe
 
-    async def _probe_during_outage(self) -> None:
+    async def _probe_during_outage(self, ends: float) -> None:
         """Someone (an admin apart from the sessions' people) asks for the status in a session's
-        channel while Redis is down: they must hear "try again" (or, once Redis is back, get
-        the status). An answer lost with a killed replica is asked again while the outage
-        lasts."""
+        channel while Redis is down (until ``ends``, on ``clock``): they must hear "try again"
+        (or, once Redis is back, get the status). Asked again while the outage will outlast
+        the bot's wait for Redis before an ack, until they hear "try again": a kill may take
+        an answer, and a request it delays may be answered once Redis is back."""
         people = [p for p in self._people if p.root_ts is not None] or self._people
         if not people:
             return
         person = self.rng.choice(people)
-        while self._outage_started is not None:
+        outlasting = BEFORE_ACK_BUDGET_SECONDS + 0.5  # the wait, and the request's way there
+        while True:
             before = person._signature(OBSERVER)
             _, attempt = await person._send(
                 OBSERVER,
@@ -1476,8 +1481,11 @@ class Chaos:
                     user_id=OBSERVER, channel_id=person.cast.channel, text="status"
                 ),
             )
-            if await person._observe(attempt, before, OBSERVER, answer_expected=True) != "lost":
+            outcome = await person._observe(attempt, before, OBSERVER, answer_expected=True)
+            if outcome == "try_again" or self._outage_started is None:
                 return
+            if outcome != "lost" and self.clock() + outlasting >= ends:
+                return  # answered, and too little of the outage is left to ask again
 
     async def run(self) -> Report:
         """Drive waves of sessions under the chaos until the minimums are reached."""
